@@ -1,1 +1,75 @@
-//! placeholder
+//! Builders for `DaemonToController` replies. Every failure reply carries `error_message`.
+
+use super::pb::{
+    ContainerConfig, ContainerStatus, DaemonToController, GuestOsConfig,
+    daemon_to_controller::{Code, Response},
+};
+
+/// A `RESPONSE` reply with the given code.
+pub fn response(r: Response) -> DaemonToController {
+    DaemonToController { code: Code::Response as i32, response: Some(r as i32), ..Default::default() }
+}
+
+/// A `RESPONSE` failure reply (`CMD_FAILED`, `CMD_UNSUPPORTED`, or a command's own code) with a reason.
+pub fn failure(r: Response, message: impl Into<String>) -> DaemonToController {
+    DaemonToController { error_message: Some(message.into()), ..response(r) }
+}
+
+/// `RESPONSE: CMD_OK`.
+pub fn ok() -> DaemonToController {
+    response(Response::CmdOk)
+}
+
+/// `RESPONSE: CMD_FAILED` with a reason.
+pub fn failed(message: impl Into<String>) -> DaemonToController {
+    failure(Response::CmdFailed, message)
+}
+
+/// `RESPONSE: CMD_UNSUPPORTED` with a reason.
+pub fn unsupported(message: impl Into<String>) -> DaemonToController {
+    failure(Response::CmdUnsupported, message)
+}
+
+/// `CONTAINER_STATUS` with the given entries.
+pub fn status(entries: Vec<ContainerStatus>) -> DaemonToController {
+    DaemonToController { code: Code::ContainerStatus as i32, container_status: entries, ..Default::default() }
+}
+
+/// `CONTAINERS_LIST` with the given UUIDs.
+pub fn container_list(uuids: Vec<String>) -> DaemonToController {
+    DaemonToController { code: Code::ContainersList as i32, container_uuids: uuids, ..Default::default() }
+}
+
+/// `CONTAINER_CONFIG` with parallel config and UUID lists.
+pub fn configs(entries: Vec<(String, ContainerConfig)>) -> DaemonToController {
+    let (container_uuids, container_configs) = entries.into_iter().unzip();
+    DaemonToController {
+        code: Code::ContainerConfig as i32,
+        container_uuids,
+        container_configs,
+        ..Default::default()
+    }
+}
+
+/// `GUESTOS_CONFIGS_LIST`.
+pub fn guestos_list(configs: Vec<GuestOsConfig>) -> DaemonToController {
+    DaemonToController { code: Code::GuestosConfigsList as i32, guestos_configs: configs, ..Default::default() }
+}
+
+/// `CONTAINER_CMLD_HANDLES_PIN`.
+pub fn handles_pin(v: bool) -> DaemonToController {
+    DaemonToController {
+        code: Code::ContainerCmldHandlesPin as i32,
+        container_cmld_handles_pin: Some(v),
+        ..Default::default()
+    }
+}
+
+/// `DEVICE_PROVISIONED_STATE`.
+pub fn provisioned(v: bool) -> DaemonToController {
+    DaemonToController {
+        code: Code::DeviceProvisionedState as i32,
+        device_is_provisioned: Some(v),
+        ..Default::default()
+    }
+}

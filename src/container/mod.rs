@@ -1,0 +1,7 @@
+//! Container domain logic, free of actix: the state machine and config validation.
+
+pub mod config;
+pub mod state;
+
+pub use config::{ConfigError, load_config, validate_against_catalog};
+pub use state::State;
