@@ -1,1 +1,225 @@
-//! daemon
+//! The daemon: options, start-up, the control socket, and shutdown on SIGTERM/SIGINT.
+//!
+//! Start-up order: data directory and its lock → `device.conf` (created with defaults on first
+//! start) → run directory → actix system → GuestOS catalog and container configs loaded → control
+//! socket bound (so no client sees a half-loaded daemon) → serve until SIGTERM/SIGINT → socket
+//! removed.
+
+use std::{
+    fs,
+    io,
+    net::Ipv4Addr,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+};
+
+use actix::Actor;
+use nix::fcntl::{Flock, FlockArg};
+use tracing::{info, warn};
+
+use crate::{
+    actors::{
+        Services, acceptor::Acceptor, board::StatusBoard, guestos::GuestOsManager, manager::Manager,
+        manager::Reload,
+    },
+    device::{self, DeviceError},
+    guestos::Catalog,
+    store::{DataDir, StoreError},
+};
+
+/// Daemon settings (from the command line).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Data directory (`/var/lib/cml`).
+    pub data_dir: PathBuf,
+    /// Control socket (`/run/socket/cml-control`).
+    pub socket: PathBuf,
+    /// Runtime directory (`/run/cml`).
+    pub run_dir: PathBuf,
+    /// cgroup directory name under each controller (`cml`).
+    pub cgroup_parent: String,
+    /// Container subnets are /24s carved from this (`172.23.0.0/16`).
+    pub net_base: NetBase,
+    /// Prefix of host-side interface names.
+    pub ifname_prefix: String,
+}
+
+/// An IPv4 network from which per-container /24 subnets are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetBase {
+    /// Network address.
+    pub addr: Ipv4Addr,
+    /// Prefix length (at most 24).
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for NetBase {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR like 172.23.0.0/16"))?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let prefix: u8 = p.parse().map_err(|_| format!("{p:?} is not a prefix length"))?;
+        if !(8..=24).contains(&prefix) {
+            return Err(format!("prefix /{prefix} must be between /8 and /24 (one /24 per container)"));
+        }
+        let mask = u32::MAX << (32 - u32::from(prefix));
+        if u32::from(addr) & !mask != 0 {
+            return Err(format!("{s} has host bits set"));
+        }
+        Ok(NetBase { addr, prefix })
+    }
+}
+
+/// Checks a cgroup parent name: one path component.
+pub fn parse_cgroup_parent(s: &str) -> Result<String, String> {
+    if crate::guestos::valid_file_name(s) { Ok(s.to_owned()) } else { Err(format!("{s:?} is not a single directory name")) }
+}
+
+/// Checks an interface-name prefix: it must leave room for an index within the 15-byte limit.
+pub fn parse_ifname_prefix(s: &str) -> Result<String, String> {
+    if !s.is_empty() && s.len() <= 8 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} must be 1 to 8 characters of [A-Za-z0-9_-]"))
+    }
+}
+
+/// Why the daemon could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The data directory could not be prepared.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Another daemon uses this data directory.
+    #[error("data directory {0} is in use by another cmld")]
+    Locked(PathBuf),
+    /// `device.conf` is invalid.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// The control socket could not be set up.
+    #[error("control socket {path}: {reason}")]
+    Socket {
+        /// The socket path.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An I/O error elsewhere.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn take_lock(data: &DataDir) -> Result<Flock<fs::File>, DaemonError> {
+    let path = data.root().join(".cmld.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| DaemonError::Io { what: format!("open {}", path.display()), source })?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| DaemonError::Locked(data.root().to_owned()))
+}
+
+fn make_dir(path: &Path, mode: u32) -> Result<(), DaemonError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(|source| DaemonError::Io { what: format!("create {}", path.display()), source })
+}
+
+/// Binds the control socket: mode 0660, group `cml-control` when that group exists. A stale socket
+/// file is replaced; a live one (another daemon answers) is an error.
+fn bind_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonError> {
+    let err = |reason: String| DaemonError::Socket { path: path.to_owned(), reason };
+    if let Some(parent) = path.parent() {
+        make_dir(parent, 0o755)?;
+    }
+    if fs::symlink_metadata(path).is_ok() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(err("another daemon is listening on it".into()));
+        }
+        fs::remove_file(path).map_err(|e| err(format!("cannot remove stale socket: {e}")))?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| err(e.to_string()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o660)).map_err(|e| err(e.to_string()))?;
+    if let Ok(Some(group)) = nix::unistd::Group::from_name("cml-control") {
+        nix::unistd::chown(path, None, Some(group.gid)).map_err(|e| err(e.to_string()))?;
+    }
+    listener.set_nonblocking(true).map_err(|e| err(e.to_string()))?;
+    Ok(listener)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(opts: Options) -> Result<(), DaemonError> {
+    let data = DataDir::new(&opts.data_dir);
+    data.create()?;
+    let _lock = take_lock(&data)?;
+    let device = Arc::new(device::load_or_create(&data)?);
+    if !device.signed_configs() {
+        warn!("device.conf has signed_configs: false — container configs and GuestOSes are NOT signature-checked (development setup)");
+    }
+    make_dir(&opts.run_dir, 0o700)?;
+    info!(
+        data_dir = %opts.data_dir.display(),
+        socket = %opts.socket.display(),
+        run_dir = %opts.run_dir.display(),
+        cgroup_parent = %opts.cgroup_parent,
+        net_base = %format!("{}/{}", opts.net_base.addr, opts.net_base.prefix),
+        ifname_prefix = %opts.ifname_prefix,
+        hosted = device::hosted(&device),
+        "cmld starting"
+    );
+    let system = actix_rt::System::new();
+    let result = system.block_on(serve(opts.clone(), data, device));
+    let _ = fs::remove_file(&opts.socket);
+    info!("cmld stopped");
+    result
+}
+
+async fn serve(opts: Options, data: DataDir, device: Arc<crate::protocol::pb::DeviceConfig>) -> Result<(), DaemonError> {
+    let catalog = Arc::new(RwLock::new(Catalog::default()));
+    let board = Arc::new(StatusBoard::default());
+    let guestos = GuestOsManager::new(data.guestos_dir(), catalog.clone()).start();
+    let manager = Manager::new(data.clone(), device.clone(), catalog, board.clone(), guestos.clone()).start();
+    let problems = manager.send(Reload).await.unwrap_or_default();
+    info!(containers = board.uuids().len(), unreadable = problems.len(), "containers loaded");
+
+    let listener = tokio::net::UnixListener::from_std(bind_socket(&opts.socket)?)
+        .map_err(|e| DaemonError::Socket { path: opts.socket.clone(), reason: e.to_string() })?;
+    let _acceptor = Acceptor::start(listener, Services { data, device, board, manager, guestos });
+    info!(socket = %opts.socket.display(), "ready");
+
+    let io_err = |source| DaemonError::Io { what: "install signal handlers".into(), source };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(io_err)?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(io_err)?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+        _ = int.recv() => info!("SIGINT: shutting down"),
+    }
+    // Containers are stopped here once the runtime exists (SPEC §4.4).
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_base_parsing() {
+        assert_eq!("172.23.0.0/16".parse::<NetBase>().unwrap().prefix, 16);
+        assert!("172.23.0.1/16".parse::<NetBase>().is_err());
+        assert!("172.23.0.0/25".parse::<NetBase>().is_err());
+        assert!("foo".parse::<NetBase>().is_err());
+        assert!(parse_ifname_prefix("cmlt1").is_ok());
+        assert!(parse_ifname_prefix("toolongname").is_err());
+        assert!(parse_cgroup_parent("../x").is_err());
+    }
+}

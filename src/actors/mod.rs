@@ -1,1 +1,41 @@
-//! actors
+//! actix actors: thin adapters that turn messages into calls on the domain (STYLE item 3).
+//!
+//! - [`acceptor::Acceptor`]: the control socket; one [`session::Session`] per connection.
+//! - [`session::Session`]: decodes requests, dispatches them (one exhaustive `match`), replies in
+//!   order.
+//! - [`manager::Manager`]: owns one [`container::ContainerActor`] per container; create, remove,
+//!   reload, lookup.
+//! - [`guestos::GuestOsManager`]: the installed GuestOSes.
+//! - [`board::StatusBoard`]: the status snapshot `list`/`state` are served from, so a busy
+//!   container actor never delays them.
+
+pub mod acceptor;
+pub mod board;
+pub mod container;
+pub mod guestos;
+pub mod manager;
+pub mod session;
+
+use std::sync::{Arc, RwLock};
+
+use actix::Addr;
+
+use crate::{guestos::Catalog, protocol::pb::DeviceConfig, store::DataDir};
+
+/// Shared handle to the GuestOS catalog: written by the GuestOS manager, read for validation.
+pub type CatalogHandle = Arc<RwLock<Catalog>>;
+
+/// What every session needs to reach.
+#[derive(Clone)]
+pub struct Services {
+    /// The data directory.
+    pub data: DataDir,
+    /// The device configuration loaded at start.
+    pub device: Arc<DeviceConfig>,
+    /// Status snapshot.
+    pub board: Arc<board::StatusBoard>,
+    /// The container manager.
+    pub manager: Addr<manager::Manager>,
+    /// The GuestOS manager.
+    pub guestos: Addr<guestos::GuestOsManager>,
+}

@@ -194,6 +194,25 @@ pub fn validate_against_catalog<'a>(cfg: &ContainerConfig, catalog: &'a Catalog)
     Ok(os)
 }
 
+/// Applies device.conf's `signed_configs` to a create or update request. Verification of signed
+/// container configs comes with the trust store (GuestOS manager); until then a signed request is
+/// refused rather than accepted unchecked.
+pub fn check_signature_policy(device: &crate::protocol::pb::DeviceConfig, signed: bool) -> Result<(), ConfigError> {
+    if signed {
+        return Err(invalid(
+            "signature",
+            "verifying signed container configs is not implemented yet; send the config without SIG and CERT on a device with signed_configs: false",
+        ));
+    }
+    if device.signed_configs() {
+        return Err(invalid(
+            "signature",
+            "device.conf has signed_configs: true, so container configs must be signed (CONFIG SIG CERT)",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,173 @@
+//! The status board: a snapshot of every container's status, kept current by the container actors
+//! and the manager, read directly by sessions. `list` and `state` never queue behind a container
+//! actor's mailbox (SPEC §4.2).
+
+use std::{
+    sync::RwLock,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use uuid::Uuid;
+
+use crate::{
+    container::State,
+    protocol::pb::{ContainerStatus, ContainerTrust, ContainerType, CryptfsMode},
+};
+
+/// One container's status.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The container.
+    pub uuid: Uuid,
+    /// Its name.
+    pub name: String,
+    /// Its GuestOS name.
+    pub guestos: String,
+    /// Lifecycle state.
+    pub state: State,
+    /// Creation time (orders the list; a name resolves to the first match in this order).
+    pub created: SystemTime,
+    /// When the current run started.
+    pub started: Option<Instant>,
+    /// Wire value of the config's token type.
+    pub token_type: i32,
+    /// Host pid of the init, 0 if none.
+    pub pid: i32,
+    /// Restarts by the supervisor.
+    pub restart_count: u32,
+    /// A stored config waits for the next start.
+    pub update_pending: bool,
+    /// How the GuestOS verified.
+    pub trust: ContainerTrust,
+    /// Storage encryption in use.
+    pub cryptfs: CryptfsMode,
+}
+
+impl Entry {
+    fn to_status(&self) -> ContainerStatus {
+        let created = self.created.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let uptime = match (self.state.is_running(), self.started) {
+            (true, Some(t)) => t.elapsed().as_secs(),
+            _ => 0,
+        };
+        ContainerStatus {
+            uuid: self.uuid.to_string(),
+            name: self.name.clone(),
+            r#type: ContainerType::Container as i32,
+            state: self.state.to_wire() as i32,
+            uptime,
+            created,
+            guestos: self.guestos.clone(),
+            trust_level: self.trust as i32,
+            cryptfs_mode: self.cryptfs as i32,
+            token_type: Some(self.token_type),
+            pid: Some(self.pid),
+            restart_count: Some(self.restart_count),
+            update_pending: Some(self.update_pending),
+        }
+    }
+}
+
+/// The snapshot, in creation order.
+#[derive(Debug, Default)]
+pub struct StatusBoard {
+    entries: RwLock<Vec<Entry>>,
+}
+
+impl StatusBoard {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Entry>> {
+        self.entries.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Entry>> {
+        self.entries.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds or replaces an entry, keeping creation order.
+    pub fn insert(&self, entry: Entry) {
+        let mut v = self.write();
+        v.retain(|e| e.uuid != entry.uuid);
+        let at = v.partition_point(|e| (e.created, e.uuid) < (entry.created, entry.uuid));
+        v.insert(at, entry);
+    }
+
+    /// Removes an entry.
+    pub fn remove(&self, uuid: &Uuid) {
+        self.write().retain(|e| e.uuid != *uuid);
+    }
+
+    /// Changes an entry in place; false if there is none.
+    pub fn update(&self, uuid: &Uuid, f: impl FnOnce(&mut Entry)) -> bool {
+        let mut v = self.write();
+        v.iter_mut().find(|e| e.uuid == *uuid).map(f).is_some()
+    }
+
+    /// A copy of one entry.
+    pub fn get(&self, uuid: &Uuid) -> Option<Entry> {
+        self.read().iter().find(|e| e.uuid == *uuid).cloned()
+    }
+
+    /// Whether the container exists.
+    pub fn contains(&self, uuid: &Uuid) -> bool {
+        self.read().iter().any(|e| e.uuid == *uuid)
+    }
+
+    /// Every UUID in creation order.
+    pub fn uuids(&self) -> Vec<Uuid> {
+        self.read().iter().map(|e| e.uuid).collect()
+    }
+
+    /// Statuses of the given containers (all of them, in creation order, when `uuids` is empty).
+    /// `Err` names the first UUID that is not known.
+    pub fn statuses(&self, uuids: &[Uuid]) -> Result<Vec<ContainerStatus>, Uuid> {
+        let v = self.read();
+        if uuids.is_empty() {
+            return Ok(v.iter().map(Entry::to_status).collect());
+        }
+        uuids
+            .iter()
+            .map(|u| v.iter().find(|e| e.uuid == *u).map(Entry::to_status).ok_or(*u))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn entry(name: &str, secs: u64) -> Entry {
+        Entry {
+            uuid: Uuid::new_v4(),
+            name: name.into(),
+            guestos: "g".into(),
+            state: State::Stopped,
+            created: UNIX_EPOCH + Duration::from_secs(secs),
+            started: None,
+            token_type: 1,
+            pid: 0,
+            restart_count: 0,
+            update_pending: false,
+            trust: ContainerTrust::Unsigned,
+            cryptfs: CryptfsMode::NotImplemented,
+        }
+    }
+
+    #[test]
+    fn entries_stay_in_creation_order() {
+        let b = StatusBoard::default();
+        let (a, c, m) = (entry("a", 10), entry("c", 30), entry("b", 20));
+        b.insert(a.clone());
+        b.insert(c.clone());
+        b.insert(m.clone());
+        assert_eq!(b.uuids(), vec![a.uuid, m.uuid, c.uuid]);
+        let s = b.statuses(&[]).unwrap();
+        assert_eq!(s[1].name, "b");
+        assert_eq!(s[1].created, 20);
+        let unknown = Uuid::new_v4();
+        assert_eq!(b.statuses(&[a.uuid, unknown]), Err(unknown));
+        b.remove(&m.uuid);
+        assert_eq!(b.uuids(), vec![a.uuid, c.uuid]);
+    }
+}

@@ -1,0 +1,205 @@
+//! One actor per container: owns its config and its state, and the files that belong to it.
+//!
+//! Start, stop and supervision arrive with the runtime; this actor already holds the state machine
+//! ([`State::can_become`]) and publishes every change to the status board.
+
+use std::sync::Arc;
+
+use actix::{
+    Actor, ActorFutureExt, AtomicResponse, Context, Handler, Message, MessageResult, WrapFuture,
+};
+use tracing::info;
+use uuid::Uuid;
+
+use super::{CatalogHandle, board::StatusBoard};
+use crate::{
+    container::{ConfigError, State, validate_against_catalog},
+    protocol::{
+        pb::ContainerConfig,
+        text,
+    },
+    store::{self, DataDir, StoreError},
+};
+
+/// A container request that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// The new config is not acceptable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Writing or deleting its files failed.
+    #[error("container {uuid}: {source}")]
+    Store {
+        /// The container.
+        uuid: Uuid,
+        /// The cause.
+        #[source]
+        source: StoreError,
+    },
+    /// The request is not possible in the current state.
+    #[error("container {uuid} is {state:?}: {what}")]
+    State {
+        /// The container.
+        uuid: Uuid,
+        /// Its state.
+        state: State,
+        /// What was refused.
+        what: &'static str,
+    },
+    /// A blocking task died.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The per-container actor.
+pub struct ContainerActor {
+    uuid: Uuid,
+    data: DataDir,
+    catalog: CatalogHandle,
+    board: Arc<StatusBoard>,
+    /// The config the current (or next) run uses.
+    config: ContainerConfig,
+    /// A stored config that waits for the next start.
+    pending: Option<ContainerConfig>,
+    state: State,
+}
+
+impl ContainerActor {
+    /// A stopped container with the given config (already on disk and on the board).
+    pub fn new(
+        uuid: Uuid,
+        config: ContainerConfig,
+        data: DataDir,
+        catalog: CatalogHandle,
+        board: Arc<StatusBoard>,
+    ) -> Self {
+        ContainerActor { uuid, data, catalog, board, config, pending: None, state: State::Stopped }
+    }
+
+    fn stored_config(&self) -> &ContainerConfig {
+        self.pending.as_ref().unwrap_or(&self.config)
+    }
+
+    /// Makes `cfg` the stored config: in effect at once when stopped, else at the next start.
+    fn apply(&mut self, cfg: ContainerConfig) {
+        if self.state.is_running() {
+            self.pending = Some(cfg);
+        } else {
+            self.config = cfg;
+            self.pending = None;
+        }
+        let (name, guestos, token) = (self.config.name.clone(), self.config.guest_os.clone(), self.config.token_type());
+        let pending = self.pending.is_some();
+        self.board.update(&self.uuid, |e| {
+            e.name = name;
+            e.guestos = guestos;
+            e.token_type = token as i32;
+            e.update_pending = pending;
+        });
+    }
+}
+
+impl Actor for ContainerActor {
+    type Context = Context<Self>;
+}
+
+/// The stored config (the pending one when an update waits for the next start).
+#[derive(Message)]
+#[rtype(result = "ContainerConfig")]
+pub struct GetConfig;
+
+impl Handler<GetConfig> for ContainerActor {
+    type Result = MessageResult<GetConfig>;
+    fn handle(&mut self, _: GetConfig, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.stored_config().clone())
+    }
+}
+
+/// Replaces the config (validated by [`crate::container::load_config`] and the signature policy)
+/// and stores it atomically; applied at once when stopped, at the next start otherwise.
+#[derive(Message)]
+#[rtype(result = "Result<ContainerConfig, ContainerError>")]
+pub struct UpdateConfig(pub ContainerConfig);
+
+impl Handler<UpdateConfig> for ContainerActor {
+    type Result = AtomicResponse<Self, Result<ContainerConfig, ContainerError>>;
+
+    fn handle(&mut self, UpdateConfig(cfg): UpdateConfig, _: &mut Context<Self>) -> Self::Result {
+        let checked = {
+            let cat = self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            validate_against_catalog(&cfg, &cat).map(|_| ())
+        };
+        let (uuid, path, text) = (self.uuid, self.data.container_conf(&self.uuid), text::print(&cfg));
+        let write = async move {
+            checked?;
+            actix_rt::task::spawn_blocking(move || store::atomic_write(&path, text.as_bytes(), 0o600))
+                .await
+                .map_err(|e| ContainerError::Internal(e.to_string()))?
+                .map_err(|source| ContainerError::Store { uuid, source })
+        };
+        AtomicResponse::new(Box::pin(write.into_actor(self).map(move |res, act, _| {
+            res?;
+            info!(container = %act.uuid, name = %cfg.name, "config updated");
+            act.apply(cfg.clone());
+            Ok(cfg)
+        })))
+    }
+}
+
+/// A config re-read from disk by `reload`; taken only while stopped. Returns whether it was taken.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Reloaded(pub ContainerConfig);
+
+impl Handler<Reloaded> for ContainerActor {
+    type Result = bool;
+    fn handle(&mut self, Reloaded(cfg): Reloaded, _: &mut Context<Self>) -> bool {
+        if self.state != State::Stopped {
+            return false;
+        }
+        self.apply(cfg);
+        true
+    }
+}
+
+/// Deletes every file of the container; the actor stops afterwards.
+#[derive(Message)]
+#[rtype(result = "Result<(), ContainerError>")]
+pub struct Remove;
+
+impl Handler<Remove> for ContainerActor {
+    type Result = AtomicResponse<Self, Result<(), ContainerError>>;
+
+    fn handle(&mut self, _: Remove, _: &mut Context<Self>) -> Self::Result {
+        let (uuid, data, state) = (self.uuid, self.data.clone(), self.state);
+        let work = async move {
+            if state.is_running() {
+                // Stopping a running container first comes with the runtime.
+                return Err(ContainerError::State { uuid, state, what: "remove needs a stopped container" });
+            }
+            actix_rt::task::spawn_blocking(move || remove_files(&data, &uuid))
+                .await
+                .map_err(|e| ContainerError::Internal(e.to_string()))?
+                .map_err(|source| ContainerError::Store { uuid, source })
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|res, act, ctx| {
+            if res.is_ok() {
+                info!(container = %act.uuid, "removed");
+                actix::ActorContext::stop(ctx);
+            }
+            res
+        })))
+    }
+}
+
+/// Deletes a container's files: data first, the config (the commit point) after, so a crash in
+/// between leaves a container that can be removed again rather than orphaned data.
+fn remove_files(data: &DataDir, uuid: &Uuid) -> Result<(), StoreError> {
+    store::remove_tree_if_exists(&data.container_images(uuid))?;
+    store::remove_if_exists(&data.container_key(uuid))?;
+    for ext in ["sig", "cert", "conf", "created"] {
+        store::remove_if_exists(&data.container_file(uuid, ext))?;
+    }
+    store::sync_dir(&data.containers_dir())?;
+    store::sync_dir(&data.keys_dir())
+}

@@ -1,0 +1,284 @@
+//! The container manager: owns the map UUID → container actor; creates, removes, reloads and looks
+//! up containers. It never waits on a container actor while handling a message of its own, and all
+//! file I/O runs on the blocking pool.
+
+use std::{
+    collections::HashMap,
+    fs,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use actix::{
+    Actor, ActorFutureExt, Addr, Context, Handler, Message, MessageResult, ResponseActFuture, WrapFuture,
+};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::{
+    CatalogHandle,
+    board::{Entry, StatusBoard},
+    container::{self, ContainerActor, ContainerError},
+    guestos::{GuestOsManager, Rescan},
+};
+use crate::{
+    container::{ConfigError, State, check_signature_policy, load_config, validate_against_catalog},
+    protocol::{
+        command::parse_uuid,
+        pb::{ContainerConfig, ContainerTrust, CryptfsMode, DeviceConfig},
+        text,
+    },
+    store::{self, DataDir, StoreError},
+};
+
+/// A manager request that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    /// The config is not acceptable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Files could not be written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No such container.
+    #[error("no container with UUID {0}")]
+    Unknown(Uuid),
+    /// The container refused.
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    /// An actor or task died.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The container manager.
+pub struct Manager {
+    data: DataDir,
+    device: Arc<DeviceConfig>,
+    catalog: CatalogHandle,
+    board: Arc<StatusBoard>,
+    guestos: Addr<GuestOsManager>,
+    containers: HashMap<Uuid, Addr<ContainerActor>>,
+}
+
+impl Manager {
+    /// A manager with no containers yet (send [`Reload`] to load them from disk).
+    pub fn new(
+        data: DataDir,
+        device: Arc<DeviceConfig>,
+        catalog: CatalogHandle,
+        board: Arc<StatusBoard>,
+        guestos: Addr<GuestOsManager>,
+    ) -> Self {
+        Manager { data, device, catalog, board, guestos, containers: HashMap::new() }
+    }
+
+    fn add(&mut self, uuid: Uuid, cfg: ContainerConfig, created: SystemTime) {
+        self.board.insert(Entry {
+            uuid,
+            name: cfg.name.clone(),
+            guestos: cfg.guest_os.clone(),
+            state: State::Stopped,
+            created,
+            started: None,
+            token_type: cfg.token_type() as i32,
+            pid: 0,
+            restart_count: 0,
+            update_pending: false,
+            // GuestOS signatures are verified once the trust store exists; until then say so.
+            trust: ContainerTrust::Unsigned,
+            cryptfs: CryptfsMode::NotImplemented,
+        });
+        let actor =
+            ContainerActor::new(uuid, cfg, self.data.clone(), self.catalog.clone(), self.board.clone()).start();
+        self.containers.insert(uuid, actor);
+    }
+}
+
+impl Actor for Manager {
+    type Context = Context<Self>;
+}
+
+/// The actor of a container.
+#[derive(Message)]
+#[rtype(result = "Option<Addr<ContainerActor>>")]
+pub struct Lookup(pub Uuid);
+
+impl Handler<Lookup> for Manager {
+    type Result = MessageResult<Lookup>;
+    fn handle(&mut self, Lookup(uuid): Lookup, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.containers.get(&uuid).cloned())
+    }
+}
+
+/// Creates a container from config text (and, for signed configs, its signature and certificate).
+#[derive(Message)]
+#[rtype(result = "Result<(Uuid, ContainerConfig), ManagerError>")]
+pub struct Create {
+    /// The config as protobuf text.
+    pub config: Vec<u8>,
+    /// Whether a signature and certificate came with it.
+    pub signed: bool,
+}
+
+impl Handler<Create> for Manager {
+    type Result = ResponseActFuture<Self, Result<(Uuid, ContainerConfig), ManagerError>>;
+
+    fn handle(&mut self, msg: Create, _: &mut Context<Self>) -> Self::Result {
+        let prepared = (|| {
+            let cfg = load_config(&msg.config)?;
+            check_signature_policy(&self.device, msg.signed)?;
+            let cat = self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            validate_against_catalog(&cfg, &cat)?;
+            Ok::<_, ConfigError>(cfg)
+        })();
+        let (uuid, created, data) = (Uuid::new_v4(), SystemTime::now(), self.data.clone());
+        let write = async move {
+            let cfg = prepared?;
+            let text = text::print(&cfg);
+            actix_rt::task::spawn_blocking(move || write_new_container(&data, &uuid, created, &text))
+                .await
+                .map_err(|e| ManagerError::Internal(e.to_string()))??;
+            Ok(cfg)
+        };
+        Box::pin(write.into_actor(self).map(move |res: Result<ContainerConfig, ManagerError>, act, _| {
+            let cfg = res?;
+            info!(container = %uuid, name = %cfg.name, guestos = %cfg.guest_os, "created");
+            act.add(uuid, cfg.clone(), created);
+            Ok((uuid, cfg))
+        }))
+    }
+}
+
+/// Writes `<uuid>.created` then `<uuid>.conf`; the config's rename is the commit point.
+fn write_new_container(data: &DataDir, uuid: &Uuid, created: SystemTime, text: &str) -> Result<(), StoreError> {
+    let nanos = created.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos().to_string();
+    store::atomic_write_all(
+        &[
+            (&data.container_file(uuid, "created"), nanos.as_bytes()),
+            (&data.container_conf(uuid), text.as_bytes()),
+        ],
+        0o600,
+    )
+}
+
+/// Removes a container and all its files.
+#[derive(Message)]
+#[rtype(result = "Result<(), ManagerError>")]
+pub struct Remove(pub Uuid);
+
+impl Handler<Remove> for Manager {
+    type Result = ResponseActFuture<Self, Result<(), ManagerError>>;
+
+    fn handle(&mut self, Remove(uuid): Remove, _: &mut Context<Self>) -> Self::Result {
+        let actor = self.containers.get(&uuid).cloned();
+        let work = async move {
+            let actor = actor.ok_or(ManagerError::Unknown(uuid))?;
+            actor.send(container::Remove).await.map_err(|e| ManagerError::Internal(e.to_string()))??;
+            Ok(())
+        };
+        Box::pin(work.into_actor(self).map(move |res: Result<(), ManagerError>, act, _| {
+            if res.is_ok() {
+                act.containers.remove(&uuid);
+                act.board.remove(&uuid);
+            }
+            res
+        }))
+    }
+}
+
+/// Re-reads the installed GuestOSes and every `containers/*.conf`: new files become containers,
+/// stopped containers take their file's current content, stopped containers whose file is gone are
+/// dropped. Running containers are left alone. Returns one line per file that could not be loaded.
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub struct Reload;
+
+struct Scanned {
+    uuid: Uuid,
+    created: SystemTime,
+    config: Result<ContainerConfig, String>,
+}
+
+impl Handler<Reload> for Manager {
+    type Result = ResponseActFuture<Self, Vec<String>>;
+
+    fn handle(&mut self, _: Reload, _: &mut Context<Self>) -> Self::Result {
+        let (guestos, data) = (self.guestos.clone(), self.data.clone());
+        let scan = async move {
+            if let Err(e) = guestos.send(Rescan).await {
+                warn!(error = %e, "GuestOS rescan failed");
+            }
+            actix_rt::task::spawn_blocking(move || scan_containers(&data)).await.unwrap_or_default()
+        };
+        Box::pin(scan.into_actor(self).map(|scanned, act, _| {
+            let mut problems = Vec::new();
+            let mut seen = Vec::with_capacity(scanned.len());
+            for s in scanned {
+                seen.push(s.uuid);
+                match s.config {
+                    Err(e) => problems.push(e),
+                    Ok(cfg) => match act.containers.get(&s.uuid) {
+                        Some(actor) => actor.do_send(container::Reloaded(cfg)),
+                        None => act.add(s.uuid, cfg, s.created),
+                    },
+                }
+            }
+            let gone: Vec<Uuid> = act
+                .containers
+                .keys()
+                .filter(|u| !seen.contains(u))
+                .filter(|u| act.board.get(u).is_some_and(|e| e.state == State::Stopped))
+                .copied()
+                .collect();
+            for uuid in gone {
+                info!(container = %uuid, "config file gone; dropping the stopped container");
+                act.containers.remove(&uuid);
+                act.board.remove(&uuid);
+            }
+            for p in &problems {
+                warn!(problem = %p, "container config not loaded");
+            }
+            problems
+        }))
+    }
+}
+
+/// Reads every container config from disk (blocking). Temporary files and `.created` markers that
+/// a crash left without a config are removed.
+fn scan_containers(data: &DataDir) -> Vec<Scanned> {
+    let dir = data.containers_dir();
+    let stale = store::remove_stale_temps(&dir);
+    if stale > 0 {
+        info!(count = stale, "removed temporary files left by an interrupted write");
+    }
+    let Ok(entries) = fs::read_dir(&dir) else { return Vec::new() };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((stem, ext)) = name.rsplit_once('.') else { continue };
+        let Some(uuid) = parse_uuid(stem).filter(|u| u.to_string() == stem) else { continue };
+        match ext {
+            "conf" => {}
+            "created" => {
+                if !data.container_conf(&uuid).exists() {
+                    let _ = store::remove_if_exists(&entry.path());
+                }
+                continue;
+            }
+            _ => continue,
+        }
+        let path = entry.path();
+        let config = fs::read(&path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))
+            .and_then(|b| load_config(&b).map_err(|e| format!("{}: {e}", path.display())));
+        let created = fs::read_to_string(data.container_file(&uuid, "created"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(|n| UNIX_EPOCH + Duration::from_nanos(n))
+            .or_else(|| entry.metadata().and_then(|m| m.modified()).ok())
+            .unwrap_or(UNIX_EPOCH);
+        out.push(Scanned { uuid, created, config });
+    }
+    out
+}

@@ -1,0 +1,268 @@
+//! One session actor per control connection.
+//!
+//! Frames are read with [`FrameCodec`]; each becomes a [`Command`] and goes through [`dispatch`],
+//! one exhaustive `match`. A request that needs another actor is awaited with `ctx.wait`, which
+//! holds back the next frame until the reply is queued, so replies leave in request order. Replies
+//! go to a writer task through a channel; when the session ends, the writer sends what is queued and
+//! then closes the socket.
+//!
+//! Every request gets a reply (SPEC §2), except `CONTAINER_EXEC_INPUT`, which belongs to an exec
+//! stream. A frame that is too large or does not decode gets `CMD_FAILED` and ends the connection.
+//!
+//! [`dispatch`]: Session::dispatch
+
+use std::future::Future;
+
+use actix::{Actor, ActorContext, AsyncContext, Context, StreamHandler, WrapFuture, fut::ActorFutureExt};
+use bytes::Bytes;
+use prost::Message as _;
+use tokio::{
+    io::AsyncWriteExt,
+    net::{UnixStream, unix::UCred},
+    sync::mpsc,
+};
+use tokio_util::codec::FramedRead;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use super::{
+    Services,
+    container::{GetConfig, UpdateConfig},
+    guestos::List,
+    manager::{Create, Lookup, Reload, Remove},
+};
+use crate::{
+    container::{check_signature_policy, load_config},
+    protocol::{
+        codec::{FrameCodec, FrameError, encode_frame},
+        command::{Command, RequestError, has_command_field, wire_name},
+        pb::{ControllerToDaemon, DaemonToController},
+        reply,
+    },
+};
+
+/// A control connection.
+pub struct Session {
+    services: Services,
+    peer: Option<UCred>,
+    out: mpsc::UnboundedSender<DaemonToController>,
+}
+
+impl Session {
+    /// Starts a session on an accepted connection.
+    pub fn start(stream: UnixStream, services: Services) {
+        let peer = stream.peer_cred().ok();
+        let (read, mut write) = stream.into_split();
+        let (out, mut rx) = mpsc::unbounded_channel::<DaemonToController>();
+        actix_rt::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                let mut buf = encode_frame(&msg);
+                // Send whatever else is queued in the same write.
+                while let Ok(more) = rx.try_recv() {
+                    buf.extend_from_slice(&encode_frame(&more));
+                }
+                if write.write_all(&buf).await.is_err() {
+                    return;
+                }
+            }
+            let _ = write.shutdown().await;
+        });
+        Session::create(move |ctx| {
+            ctx.add_stream(FramedRead::new(read, FrameCodec));
+            Session { services, peer, out }
+        });
+    }
+
+    fn send(&self, msg: DaemonToController) {
+        // A closed channel means the peer is gone; nothing left to tell it.
+        let _ = self.out.send(msg);
+    }
+
+    /// Runs `fut` to completion before the next frame is read, then sends its replies.
+    fn reply_later<F>(&self, ctx: &mut Context<Self>, fut: F)
+    where
+        F: Future<Output = Vec<DaemonToController>> + 'static,
+    {
+        ctx.wait(fut.into_actor(self).map(|replies, act, _| replies.into_iter().for_each(|r| act.send(r))));
+    }
+
+    fn log_request(&self, command: i32) {
+        let (uid, gid, pid) = match &self.peer {
+            Some(c) => (c.uid(), c.gid(), c.pid().unwrap_or(0)),
+            None => (u32::MAX, u32::MAX, 0),
+        };
+        info!(command = wire_name(command), uid, gid, pid, "request");
+    }
+
+    fn handle_frame(&mut self, frame: Bytes, ctx: &mut Context<Self>) {
+        let request = if has_command_field(&frame) {
+            ControllerToDaemon::decode(frame).map_err(|e| e.to_string())
+        } else {
+            Err("missing required field 'command'".into())
+        };
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "undecodable request; closing connection");
+                self.send(reply::failed(format!("malformed request: {e}")));
+                ctx.stop();
+                return;
+            }
+        };
+        self.log_request(request.command);
+        match Command::try_from(request) {
+            Ok(cmd) => self.dispatch(cmd, ctx),
+            Err(e @ RequestError::UnknownCommand(_)) => self.send(reply::unsupported(e.to_string())),
+            Err(e @ RequestError::Invalid { .. }) => self.send(reply::failed(e.to_string())),
+        }
+    }
+
+    /// The one place where every command is decided.
+    fn dispatch(&mut self, cmd: Command, ctx: &mut Context<Self>) {
+        let s = self.services.clone();
+        match cmd {
+            Command::GetStatus { uuids } => self.send(match s.board.statuses(&uuids) {
+                Ok(list) => reply::status(list),
+                Err(u) => reply::failed(format!("no container with UUID {u}")),
+            }),
+            Command::ListContainers => {
+                self.send(reply::container_list(s.board.uuids().iter().map(Uuid::to_string).collect()))
+            }
+            Command::GetConfig { uuids } => {
+                let uuids = if uuids.is_empty() { s.board.uuids() } else { uuids };
+                self.reply_later(ctx, async move {
+                    let mut out = Vec::with_capacity(uuids.len());
+                    for uuid in uuids {
+                        let Some(actor) = s.manager.send(Lookup(uuid)).await.ok().flatten() else {
+                            return vec![reply::failed(format!("no container with UUID {uuid}"))];
+                        };
+                        match actor.send(GetConfig).await {
+                            Ok(cfg) => out.push((uuid.to_string(), cfg)),
+                            Err(_) => return vec![reply::failed(format!("container {uuid} went away"))],
+                        }
+                    }
+                    vec![reply::configs(out)]
+                });
+            }
+            Command::Create { config, signature, certificate } => {
+                let signed = signature.is_some() && certificate.is_some();
+                self.reply_later(ctx, async move {
+                    vec![match s.manager.send(Create { config, signed }).await {
+                        Ok(Ok((uuid, cfg))) => reply::configs(vec![(uuid.to_string(), cfg)]),
+                        Ok(Err(e)) => reply::failed(format!("create: {e}")),
+                        Err(e) => reply::failed(format!("create: {e}")),
+                    }]
+                });
+            }
+            Command::UpdateConfig { uuid, config, signature, certificate } => {
+                let signed = signature.is_some() && certificate.is_some();
+                self.reply_later(ctx, async move {
+                    let cfg = match load_config(&config).and_then(|c| check_signature_policy(&s.device, signed).map(|()| c)) {
+                        Ok(c) => c,
+                        Err(e) => return vec![reply::failed(format!("update_config: {e}"))],
+                    };
+                    let Some(actor) = s.manager.send(Lookup(uuid)).await.ok().flatten() else {
+                        return vec![reply::failed(format!("no container with UUID {uuid}"))];
+                    };
+                    vec![match actor.send(UpdateConfig(cfg)).await {
+                        Ok(Ok(cfg)) => reply::configs(vec![(uuid.to_string(), cfg)]),
+                        Ok(Err(e)) => reply::failed(format!("update_config: {e}")),
+                        Err(e) => reply::failed(format!("update_config: {e}")),
+                    }]
+                });
+            }
+            Command::Reload => self.reply_later(ctx, async move {
+                vec![match s.manager.send(Reload).await {
+                    Ok(problems) if problems.is_empty() => reply::ok(),
+                    Ok(problems) => reply::failed(format!(
+                        "reload: {} config file(s) not loaded (the others were): {}",
+                        problems.len(),
+                        problems.join("; ")
+                    )),
+                    Err(e) => reply::failed(format!("reload: {e}")),
+                }]
+            }),
+            Command::Remove { uuid } => self.reply_later(ctx, async move {
+                vec![match s.manager.send(Remove(uuid)).await {
+                    Ok(Ok(())) => reply::ok(),
+                    Ok(Err(e)) => reply::failed(format!("remove: {e}")),
+                    Err(e) => reply::failed(format!("remove: {e}")),
+                }]
+            }),
+            Command::HandlesPin { uuid } => self.send(if s.board.contains(&uuid) {
+                // PIN pads (usb_pin_entry) are refused at validation, so the client always asks.
+                reply::handles_pin(false)
+            } else {
+                reply::failed(format!("no container with UUID {uuid}"))
+            }),
+            Command::GetProvisioned => self.send(reply::provisioned(s.data.provisioned_marker().exists())),
+            Command::ListGuestOs => self.reply_later(ctx, async move {
+                vec![match s.guestos.send(List).await {
+                    Ok(list) => reply::guestos_list(list),
+                    Err(e) => reply::failed(format!("list_guestos: {e}")),
+                }]
+            }),
+            Command::ExecInput { .. } => {
+                // Belongs to an exec stream and is never answered (SPEC §2); no stream is open.
+                debug!("exec input without an exec stream ignored");
+            }
+            Command::Start { .. }
+            | Command::Stop { .. }
+            | Command::Freeze { .. }
+            | Command::Unfreeze { .. }
+            | Command::Exec { .. }
+            | Command::Switch { .. } => self.send(reply::unsupported("the container runtime is not implemented yet")),
+            Command::Wipe { .. } | Command::WipeDevice => {
+                self.send(reply::unsupported("wiping needs the runtime and storage, not implemented yet"))
+            }
+            Command::AllowAudio { .. } | Command::DenyAudio { .. } | Command::DevAccess { .. } => {
+                self.send(reply::unsupported("device rules are not implemented yet"))
+            }
+            Command::AssignIface { .. } | Command::UnassignIface { .. } | Command::ListIfaces { .. } => {
+                self.send(reply::unsupported("container networking is not implemented yet"))
+            }
+            Command::ChangePin { .. } => self.send(reply::unsupported("the softtoken is not implemented yet")),
+            Command::PushGuestOs { .. }
+            | Command::RegisterLocalCa { .. }
+            | Command::RegisterNewCa { .. }
+            | Command::RemoveGuestOs { .. } => {
+                self.send(reply::unsupported("GuestOS installation and the trust store are not implemented yet"))
+            }
+            Command::PullCsr | Command::PushCert { .. } | Command::SetProvisioned => {
+                self.send(reply::unsupported("device provisioning is not implemented yet"))
+            }
+            Command::RebootDevice | Command::GetDeviceStats => {
+                self.send(reply::unsupported("device commands are not implemented yet"))
+            }
+            Command::GetLastLog { .. } => {
+                self.send(reply::unsupported("cmld logs to its service manager (journal); there are no log files to retrieve"))
+            }
+            Command::Snapshot { .. } => self.send(reply::unsupported("container snapshots are not supported")),
+            Command::DestroySystem => self.send(reply::unsupported("destroy_system needs a TPM; not supported")),
+            Command::ChangeDevicePin => {
+                self.send(reply::unsupported("CHANGE_DEVICE_PIN is deprecated; use change_pin on a container"))
+            }
+        }
+    }
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+}
+
+impl StreamHandler<Result<Bytes, FrameError>> for Session {
+    fn handle(&mut self, item: Result<Bytes, FrameError>, ctx: &mut Context<Self>) {
+        match item {
+            Ok(frame) => self.handle_frame(frame, ctx),
+            Err(e @ FrameError::TooLarge { .. }) => {
+                warn!(error = %e, "oversize frame; closing connection");
+                self.send(reply::failed(e.to_string()));
+                ctx.stop();
+            }
+            Err(FrameError::Io(e)) => {
+                debug!(error = %e, "connection ended mid-frame");
+                ctx.stop();
+            }
+        }
+    }
+}
