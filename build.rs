@@ -4,7 +4,12 @@
 use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/control.proto", "proto/container.proto", "proto/guestos.proto", "proto/device.proto"];
+    let files = [
+        "proto/control.proto",
+        "proto/container.proto",
+        "proto/guestos.proto",
+        "proto/device.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

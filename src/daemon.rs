@@ -6,8 +6,7 @@
 //! removed.
 
 use std::{
-    fs,
-    io,
+    fs, io,
     net::Ipv4Addr,
     os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::{Path, PathBuf},
@@ -57,11 +56,15 @@ pub struct NetBase {
 impl std::str::FromStr for NetBase {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (a, p) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR like 172.23.0.0/16"))?;
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a CIDR like 172.23.0.0/16"))?;
         let addr: Ipv4Addr = a.parse().map_err(|_| format!("{a:?} is not an IPv4 address"))?;
         let prefix: u8 = p.parse().map_err(|_| format!("{p:?} is not a prefix length"))?;
         if !(8..=24).contains(&prefix) {
-            return Err(format!("prefix /{prefix} must be between /8 and /24 (one /24 per container)"));
+            return Err(format!(
+                "prefix /{prefix} must be between /8 and /24 (one /24 per container)"
+            ));
         }
         let mask = u32::MAX << (32 - u32::from(prefix));
         if u32::from(addr) & !mask != 0 {
@@ -73,12 +76,20 @@ impl std::str::FromStr for NetBase {
 
 /// Checks a cgroup parent name: one path component.
 pub fn parse_cgroup_parent(s: &str) -> Result<String, String> {
-    if crate::guestos::valid_file_name(s) { Ok(s.to_owned()) } else { Err(format!("{s:?} is not a single directory name")) }
+    if crate::guestos::valid_file_name(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not a single directory name"))
+    }
 }
 
 /// Checks an interface-name prefix: it must leave room for an index within the 15-byte limit.
 pub fn parse_ifname_prefix(s: &str) -> Result<String, String> {
-    if !s.is_empty() && s.len() <= 8 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if !s.is_empty()
+        && s.len() <= 8
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         Ok(s.to_owned())
     } else {
         Err(format!("{s:?} must be 1 to 8 characters of [A-Za-z0-9_-]"))
@@ -123,8 +134,12 @@ fn take_lock(data: &DataDir) -> Result<Flock<fs::File>, DaemonError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|source| DaemonError::Io { what: format!("open {}", path.display()), source })?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| DaemonError::Locked(data.root().to_owned()))
+        .map_err(|source| DaemonError::Io {
+            what: format!("open {}", path.display()),
+            source,
+        })?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|_| DaemonError::Locked(data.root().to_owned()))
 }
 
 fn make_dir(path: &Path, mode: u32) -> Result<(), DaemonError> {
@@ -132,13 +147,19 @@ fn make_dir(path: &Path, mode: u32) -> Result<(), DaemonError> {
         .recursive(true)
         .mode(mode)
         .create(path)
-        .map_err(|source| DaemonError::Io { what: format!("create {}", path.display()), source })
+        .map_err(|source| DaemonError::Io {
+            what: format!("create {}", path.display()),
+            source,
+        })
 }
 
 /// Binds the control socket: mode 0660, group `cml-control` when that group exists. A stale socket
 /// file is replaced; a live one (another daemon answers) is an error.
 fn bind_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonError> {
-    let err = |reason: String| DaemonError::Socket { path: path.to_owned(), reason };
+    let err = |reason: String| DaemonError::Socket {
+        path: path.to_owned(),
+        reason,
+    };
     if let Some(parent) = path.parent() {
         make_dir(parent, 0o755)?;
     }
@@ -164,7 +185,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let _lock = take_lock(&data)?;
     let device = Arc::new(device::load_or_create(&data)?);
     if !device.signed_configs() {
-        warn!("device.conf has signed_configs: false — container configs and GuestOSes are NOT signature-checked (development setup)");
+        warn!(
+            "device.conf has signed_configs: false — container configs and GuestOSes are NOT signature-checked (development setup)"
+        );
     }
     make_dir(&opts.run_dir, 0o700)?;
     info!(
@@ -184,22 +207,54 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     result
 }
 
-async fn serve(opts: Options, data: DataDir, device: Arc<crate::protocol::pb::DeviceConfig>) -> Result<(), DaemonError> {
+async fn serve(
+    opts: Options,
+    data: DataDir,
+    device: Arc<crate::protocol::pb::DeviceConfig>,
+) -> Result<(), DaemonError> {
     let catalog = Arc::new(RwLock::new(Catalog::default()));
     let board = Arc::new(StatusBoard::default());
     let guestos = GuestOsManager::new(data.guestos_dir(), catalog.clone()).start();
-    let manager = Manager::new(data.clone(), device.clone(), catalog, board.clone(), guestos.clone()).start();
+    let manager = Manager::new(
+        data.clone(),
+        device.clone(),
+        catalog,
+        board.clone(),
+        guestos.clone(),
+    )
+    .start();
     let problems = manager.send(Reload).await.unwrap_or_default();
-    info!(containers = board.uuids().len(), unreadable = problems.len(), "containers loaded");
+    info!(
+        containers = board.uuids().len(),
+        unreadable = problems.len(),
+        "containers loaded"
+    );
 
-    let listener = tokio::net::UnixListener::from_std(bind_socket(&opts.socket)?)
-        .map_err(|e| DaemonError::Socket { path: opts.socket.clone(), reason: e.to_string() })?;
-    let _acceptor = Acceptor::start(listener, Services { data, device, board, manager, guestos });
+    let listener =
+        tokio::net::UnixListener::from_std(bind_socket(&opts.socket)?).map_err(|e| DaemonError::Socket {
+            path: opts.socket.clone(),
+            reason: e.to_string(),
+        })?;
+    let _acceptor = Acceptor::start(
+        listener,
+        Services {
+            data,
+            device,
+            board,
+            manager,
+            guestos,
+        },
+    );
     info!(socket = %opts.socket.display(), "ready");
 
-    let io_err = |source| DaemonError::Io { what: "install signal handlers".into(), source };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(io_err)?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(io_err)?;
+    let io_err = |source| DaemonError::Io {
+        what: "install signal handlers".into(),
+        source,
+    };
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(io_err)?;
+    let mut int =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(io_err)?;
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: shutting down"),
         _ = int.recv() => info!("SIGINT: shutting down"),

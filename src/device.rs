@@ -41,9 +41,19 @@ pub fn load_or_create(data: &DataDir) -> Result<DeviceConfig, DeviceError> {
             store::atomic_write(&path, DEFAULT_DEVICE_CONF.as_bytes(), 0o600)?;
             DEFAULT_DEVICE_CONF.as_bytes().to_vec()
         }
-        Err(e) => return Err(store::StoreError { op: "read", path, source: e }.into()),
+        Err(e) => {
+            return Err(store::StoreError {
+                op: "read",
+                path,
+                source: e,
+            }
+            .into());
+        }
     };
-    text::parse(&bytes).map_err(|source| DeviceError::Parse { path: path.display().to_string(), source })
+    text::parse(&bytes).map_err(|source| DeviceError::Parse {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Whether the device runs in hosted mode (an absent `hostedmode` means hosted, SPEC §3).

@@ -38,7 +38,8 @@ pub fn valid_file_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && !s.starts_with('.')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'))
 }
 
 impl Catalog {
@@ -47,7 +48,9 @@ impl Catalog {
     pub fn scan(dir: &Path) -> (Catalog, Vec<(PathBuf, String)>) {
         let mut entries = Vec::new();
         let mut errors = Vec::new();
-        let Ok(read) = fs::read_dir(dir) else { return (Catalog::default(), errors) };
+        let Ok(read) = fs::read_dir(dir) else {
+            return (Catalog::default(), errors);
+        };
         for entry in read.flatten() {
             let dirname = entry.file_name().to_string_lossy().into_owned();
             if dirname.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -61,13 +64,19 @@ impl Catalog {
                     if !valid_name(&c.name) {
                         Err(format!("invalid GuestOS name {:?}", c.name))
                     } else if format!("{}-{}", c.name, c.version) != dirname {
-                        Err(format!("config names {}-{} but lives in {dirname}", c.name, c.version))
+                        Err(format!(
+                            "config names {}-{} but lives in {dirname}",
+                            c.name, c.version
+                        ))
                     } else {
                         Ok(c)
                     }
                 });
             match loaded {
-                Ok(config) => entries.push(GuestOs { config, dir: entry.path() }),
+                Ok(config) => entries.push(GuestOs {
+                    config,
+                    dir: entry.path(),
+                }),
                 Err(e) => errors.push((conf, e)),
             }
         }

@@ -33,7 +33,11 @@ pub struct StoreError {
 
 impl StoreError {
     fn new(op: &'static str, path: &Path, source: io::Error) -> Self {
-        StoreError { op, path: path.to_owned(), source }
+        StoreError {
+            op,
+            path: path.to_owned(),
+            source,
+        }
     }
 }
 
@@ -116,19 +120,28 @@ impl DataDir {
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn parent_of(path: &Path) -> &Path {
-    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 fn temp_path(path: &Path) -> PathBuf {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     parent_of(path).join(format!("{TMP_PREFIX}{}.{n}.{name}", std::process::id()))
 }
 
 fn write_temp(path: &Path, data: &[u8], mode: u32) -> Result<PathBuf, StoreError> {
     let tmp = temp_path(path);
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()
     })();
@@ -143,7 +156,9 @@ fn write_temp(path: &Path, data: &[u8], mode: u32) -> Result<PathBuf, StoreError
 
 /// Fsyncs a directory so that renames and unlinks in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::new("sync directory", dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::new("sync directory", dir, e))
 }
 
 /// Writes `data` to `path` atomically (see the module documentation), with file mode `mode`.

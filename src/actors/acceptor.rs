@@ -15,8 +15,9 @@ impl Acceptor {
     /// Starts accepting on `listener`.
     pub fn start(listener: UnixListener, services: Services) -> actix::Addr<Self> {
         Acceptor::create(move |ctx| {
-            let incoming =
-                futures::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) });
+            let incoming = futures::stream::unfold(listener, |l| async move {
+                Some((l.accept().await.map(|(s, _)| s), l))
+            });
             actix::AsyncContext::add_stream(ctx, incoming);
             Acceptor { services }
         })

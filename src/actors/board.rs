@@ -76,11 +76,15 @@ pub struct StatusBoard {
 
 impl StatusBoard {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Entry>> {
-        self.entries.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Entry>> {
-        self.entries.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Adds or replaces an entry, keeping creation order.

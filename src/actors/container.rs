@@ -5,19 +5,14 @@
 
 use std::sync::Arc;
 
-use actix::{
-    Actor, ActorFutureExt, AtomicResponse, Context, Handler, Message, MessageResult, WrapFuture,
-};
+use actix::{Actor, ActorFutureExt, AtomicResponse, Context, Handler, Message, MessageResult, WrapFuture};
 use tracing::info;
 use uuid::Uuid;
 
 use super::{CatalogHandle, board::StatusBoard};
 use crate::{
     container::{ConfigError, State, validate_against_catalog},
-    protocol::{
-        pb::ContainerConfig,
-        text,
-    },
+    protocol::{pb::ContainerConfig, text},
     store::{self, DataDir, StoreError},
 };
 
@@ -73,7 +68,15 @@ impl ContainerActor {
         catalog: CatalogHandle,
         board: Arc<StatusBoard>,
     ) -> Self {
-        ContainerActor { uuid, data, catalog, board, config, pending: None, state: State::Stopped }
+        ContainerActor {
+            uuid,
+            data,
+            catalog,
+            board,
+            config,
+            pending: None,
+            state: State::Stopped,
+        }
     }
 
     fn stored_config(&self) -> &ContainerConfig {
@@ -88,7 +91,11 @@ impl ContainerActor {
             self.config = cfg;
             self.pending = None;
         }
-        let (name, guestos, token) = (self.config.name.clone(), self.config.guest_os.clone(), self.config.token_type());
+        let (name, guestos, token) = (
+            self.config.name.clone(),
+            self.config.guest_os.clone(),
+            self.config.token_type(),
+        );
         let pending = self.pending.is_some();
         self.board.update(&self.uuid, |e| {
             e.name = name;
@@ -126,7 +133,10 @@ impl Handler<UpdateConfig> for ContainerActor {
 
     fn handle(&mut self, UpdateConfig(cfg): UpdateConfig, _: &mut Context<Self>) -> Self::Result {
         let checked = {
-            let cat = self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let cat = self
+                .catalog
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             validate_against_catalog(&cfg, &cat).map(|_| ())
         };
         let (uuid, path, text) = (self.uuid, self.data.container_conf(&self.uuid), text::print(&cfg));
@@ -175,7 +185,11 @@ impl Handler<Remove> for ContainerActor {
         let work = async move {
             if state.is_running() {
                 // Stopping a running container first comes with the runtime.
-                return Err(ContainerError::State { uuid, state, what: "remove needs a stopped container" });
+                return Err(ContainerError::State {
+                    uuid,
+                    state,
+                    what: "remove needs a stopped container",
+                });
             }
             actix_rt::task::spawn_blocking(move || remove_files(&data, &uuid))
                 .await

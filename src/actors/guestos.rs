@@ -26,7 +26,10 @@ impl GuestOsManager {
         for (path, reason) in errors {
             warn!(path = %path.display(), %reason, "skipping GuestOS");
         }
-        *self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner) = cat;
+        *self
+            .catalog
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = cat;
     }
 }
 
@@ -54,7 +57,10 @@ pub struct List;
 impl Handler<List> for GuestOsManager {
     type Result = MessageResult<List>;
     fn handle(&mut self, _: List, _: &mut Context<Self>) -> Self::Result {
-        let cat = self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cat = self
+            .catalog
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         MessageResult(cat.all().iter().map(|g| g.config.clone()).collect())
     }
 }

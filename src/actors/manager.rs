@@ -70,7 +70,14 @@ impl Manager {
         board: Arc<StatusBoard>,
         guestos: Addr<GuestOsManager>,
     ) -> Self {
-        Manager { data, device, catalog, board, guestos, containers: HashMap::new() }
+        Manager {
+            data,
+            device,
+            catalog,
+            board,
+            guestos,
+            containers: HashMap::new(),
+        }
     }
 
     fn add(&mut self, uuid: Uuid, cfg: ContainerConfig, created: SystemTime) {
@@ -89,8 +96,14 @@ impl Manager {
             trust: ContainerTrust::Unsigned,
             cryptfs: CryptfsMode::NotImplemented,
         });
-        let actor =
-            ContainerActor::new(uuid, cfg, self.data.clone(), self.catalog.clone(), self.board.clone()).start();
+        let actor = ContainerActor::new(
+            uuid,
+            cfg,
+            self.data.clone(),
+            self.catalog.clone(),
+            self.board.clone(),
+        )
+        .start();
         self.containers.insert(uuid, actor);
     }
 }
@@ -128,7 +141,10 @@ impl Handler<Create> for Manager {
         let prepared = (|| {
             let cfg = load_config(&msg.config)?;
             check_signature_policy(&self.device, msg.signed)?;
-            let cat = self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let cat = self
+                .catalog
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             validate_against_catalog(&cfg, &cat)?;
             Ok::<_, ConfigError>(cfg)
         })();
@@ -141,18 +157,31 @@ impl Handler<Create> for Manager {
                 .map_err(|e| ManagerError::Internal(e.to_string()))??;
             Ok(cfg)
         };
-        Box::pin(write.into_actor(self).map(move |res: Result<ContainerConfig, ManagerError>, act, _| {
-            let cfg = res?;
-            info!(container = %uuid, name = %cfg.name, guestos = %cfg.guest_os, "created");
-            act.add(uuid, cfg.clone(), created);
-            Ok((uuid, cfg))
-        }))
+        Box::pin(
+            write
+                .into_actor(self)
+                .map(move |res: Result<ContainerConfig, ManagerError>, act, _| {
+                    let cfg = res?;
+                    info!(container = %uuid, name = %cfg.name, guestos = %cfg.guest_os, "created");
+                    act.add(uuid, cfg.clone(), created);
+                    Ok((uuid, cfg))
+                }),
+        )
     }
 }
 
 /// Writes `<uuid>.created` then `<uuid>.conf`; the config's rename is the commit point.
-fn write_new_container(data: &DataDir, uuid: &Uuid, created: SystemTime, text: &str) -> Result<(), StoreError> {
-    let nanos = created.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos().to_string();
+fn write_new_container(
+    data: &DataDir,
+    uuid: &Uuid,
+    created: SystemTime,
+    text: &str,
+) -> Result<(), StoreError> {
+    let nanos = created
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+        .to_string();
     store::atomic_write_all(
         &[
             (&data.container_file(uuid, "created"), nanos.as_bytes()),
@@ -174,16 +203,22 @@ impl Handler<Remove> for Manager {
         let actor = self.containers.get(&uuid).cloned();
         let work = async move {
             let actor = actor.ok_or(ManagerError::Unknown(uuid))?;
-            actor.send(container::Remove).await.map_err(|e| ManagerError::Internal(e.to_string()))??;
+            actor
+                .send(container::Remove)
+                .await
+                .map_err(|e| ManagerError::Internal(e.to_string()))??;
             Ok(())
         };
-        Box::pin(work.into_actor(self).map(move |res: Result<(), ManagerError>, act, _| {
-            if res.is_ok() {
-                act.containers.remove(&uuid);
-                act.board.remove(&uuid);
-            }
-            res
-        }))
+        Box::pin(
+            work.into_actor(self)
+                .map(move |res: Result<(), ManagerError>, act, _| {
+                    if res.is_ok() {
+                        act.containers.remove(&uuid);
+                        act.board.remove(&uuid);
+                    }
+                    res
+                }),
+        )
     }
 }
 
@@ -209,7 +244,9 @@ impl Handler<Reload> for Manager {
             if let Err(e) = guestos.send(Rescan).await {
                 warn!(error = %e, "GuestOS rescan failed");
             }
-            actix_rt::task::spawn_blocking(move || scan_containers(&data)).await.unwrap_or_default()
+            actix_rt::task::spawn_blocking(move || scan_containers(&data))
+                .await
+                .unwrap_or_default()
         };
         Box::pin(scan.into_actor(self).map(|scanned, act, _| {
             let mut problems = Vec::new();
@@ -250,14 +287,23 @@ fn scan_containers(data: &DataDir) -> Vec<Scanned> {
     let dir = data.containers_dir();
     let stale = store::remove_stale_temps(&dir);
     if stale > 0 {
-        info!(count = stale, "removed temporary files left by an interrupted write");
+        info!(
+            count = stale,
+            "removed temporary files left by an interrupted write"
+        );
     }
-    let Ok(entries) = fs::read_dir(&dir) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some((stem, ext)) = name.rsplit_once('.') else { continue };
-        let Some(uuid) = parse_uuid(stem).filter(|u| u.to_string() == stem) else { continue };
+        let Some((stem, ext)) = name.rsplit_once('.') else {
+            continue;
+        };
+        let Some(uuid) = parse_uuid(stem).filter(|u| u.to_string() == stem) else {
+            continue;
+        };
         match ext {
             "conf" => {}
             "created" => {
@@ -278,7 +324,11 @@ fn scan_containers(data: &DataDir) -> Vec<Scanned> {
             .map(|n| UNIX_EPOCH + Duration::from_nanos(n))
             .or_else(|| entry.metadata().and_then(|m| m.modified()).ok())
             .unwrap_or(UNIX_EPOCH);
-        out.push(Scanned { uuid, created, config });
+        out.push(Scanned {
+            uuid,
+            created,
+            config,
+        });
     }
     out
 }

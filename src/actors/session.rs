@@ -83,7 +83,10 @@ impl Session {
     where
         F: Future<Output = Vec<DaemonToController>> + 'static,
     {
-        ctx.wait(fut.into_actor(self).map(|replies, act, _| replies.into_iter().for_each(|r| act.send(r))));
+        ctx.wait(
+            fut.into_actor(self)
+                .map(|replies, act, _| replies.into_iter().for_each(|r| act.send(r))),
+        );
     }
 
     fn log_request(&self, command: i32) {
@@ -125,9 +128,9 @@ impl Session {
                 Ok(list) => reply::status(list),
                 Err(u) => reply::failed(format!("no container with UUID {u}")),
             }),
-            Command::ListContainers => {
-                self.send(reply::container_list(s.board.uuids().iter().map(Uuid::to_string).collect()))
-            }
+            Command::ListContainers => self.send(reply::container_list(
+                s.board.uuids().iter().map(Uuid::to_string).collect(),
+            )),
             Command::GetConfig { uuids } => {
                 let uuids = if uuids.is_empty() { s.board.uuids() } else { uuids };
                 self.reply_later(ctx, async move {
@@ -144,7 +147,11 @@ impl Session {
                     vec![reply::configs(out)]
                 });
             }
-            Command::Create { config, signature, certificate } => {
+            Command::Create {
+                config,
+                signature,
+                certificate,
+            } => {
                 let signed = signature.is_some() && certificate.is_some();
                 self.reply_later(ctx, async move {
                     vec![match s.manager.send(Create { config, signed }).await {
@@ -154,10 +161,17 @@ impl Session {
                     }]
                 });
             }
-            Command::UpdateConfig { uuid, config, signature, certificate } => {
+            Command::UpdateConfig {
+                uuid,
+                config,
+                signature,
+                certificate,
+            } => {
                 let signed = signature.is_some() && certificate.is_some();
                 self.reply_later(ctx, async move {
-                    let cfg = match load_config(&config).and_then(|c| check_signature_policy(&s.device, signed).map(|()| c)) {
+                    let cfg = match load_config(&config)
+                        .and_then(|c| check_signature_policy(&s.device, signed).map(|()| c))
+                    {
                         Ok(c) => c,
                         Err(e) => return vec![reply::failed(format!("update_config: {e}"))],
                     };
@@ -211,37 +225,45 @@ impl Session {
             | Command::Freeze { .. }
             | Command::Unfreeze { .. }
             | Command::Exec { .. }
-            | Command::Switch { .. } => self.send(reply::unsupported("the container runtime is not implemented yet")),
-            Command::Wipe { .. } | Command::WipeDevice => {
-                self.send(reply::unsupported("wiping needs the runtime and storage, not implemented yet"))
+            | Command::Switch { .. } => {
+                self.send(reply::unsupported("the container runtime is not implemented yet"))
             }
+            Command::Wipe { .. } | Command::WipeDevice => self.send(reply::unsupported(
+                "wiping needs the runtime and storage, not implemented yet",
+            )),
             Command::AllowAudio { .. } | Command::DenyAudio { .. } | Command::DevAccess { .. } => {
                 self.send(reply::unsupported("device rules are not implemented yet"))
             }
             Command::AssignIface { .. } | Command::UnassignIface { .. } | Command::ListIfaces { .. } => {
                 self.send(reply::unsupported("container networking is not implemented yet"))
             }
-            Command::ChangePin { .. } => self.send(reply::unsupported("the softtoken is not implemented yet")),
+            Command::ChangePin { .. } => {
+                self.send(reply::unsupported("the softtoken is not implemented yet"))
+            }
             Command::PushGuestOs { .. }
             | Command::RegisterLocalCa { .. }
             | Command::RegisterNewCa { .. }
-            | Command::RemoveGuestOs { .. } => {
-                self.send(reply::unsupported("GuestOS installation and the trust store are not implemented yet"))
-            }
+            | Command::RemoveGuestOs { .. } => self.send(reply::unsupported(
+                "GuestOS installation and the trust store are not implemented yet",
+            )),
             Command::PullCsr | Command::PushCert { .. } | Command::SetProvisioned => {
                 self.send(reply::unsupported("device provisioning is not implemented yet"))
             }
             Command::RebootDevice | Command::GetDeviceStats => {
                 self.send(reply::unsupported("device commands are not implemented yet"))
             }
-            Command::GetLastLog { .. } => {
-                self.send(reply::unsupported("cmld logs to its service manager (journal); there are no log files to retrieve"))
+            Command::GetLastLog { .. } => self.send(reply::unsupported(
+                "cmld logs to its service manager (journal); there are no log files to retrieve",
+            )),
+            Command::Snapshot { .. } => {
+                self.send(reply::unsupported("container snapshots are not supported"))
             }
-            Command::Snapshot { .. } => self.send(reply::unsupported("container snapshots are not supported")),
-            Command::DestroySystem => self.send(reply::unsupported("destroy_system needs a TPM; not supported")),
-            Command::ChangeDevicePin => {
-                self.send(reply::unsupported("CHANGE_DEVICE_PIN is deprecated; use change_pin on a container"))
+            Command::DestroySystem => {
+                self.send(reply::unsupported("destroy_system needs a TPM; not supported"))
             }
+            Command::ChangeDevicePin => self.send(reply::unsupported(
+                "CHANGE_DEVICE_PIN is deprecated; use change_pin on a container",
+            )),
         }
     }
 }

@@ -33,7 +33,10 @@ pub enum ConfigError {
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field: field.into(), reason: reason.into() }
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Longest container name: the name becomes the container's hostname (HOST_NAME_MAX).
@@ -52,45 +55,71 @@ pub fn load_config(input: &[u8]) -> Result<ContainerConfig, ConfigError> {
 fn validate_static(cfg: &ContainerConfig) -> Result<(), ConfigError> {
     check_name(&cfg.name)?;
     if !guestos::valid_name(&cfg.guest_os) {
-        return Err(invalid("guest_os", format!("{:?} is not a valid GuestOS name", cfg.guest_os)));
+        return Err(invalid(
+            "guest_os",
+            format!("{:?} is not a valid GuestOS name", cfg.guest_os),
+        ));
     }
-    if ContainerType::try_from(cfg.r#type.unwrap_or(ContainerType::Container as i32)) != Ok(ContainerType::Container) {
-        return Err(invalid("type", "only CONTAINER is supported (KVM guests are not)"));
+    if ContainerType::try_from(cfg.r#type.unwrap_or(ContainerType::Container as i32))
+        != Ok(ContainerType::Container)
+    {
+        return Err(invalid(
+            "type",
+            "only CONTAINER is supported (KVM guests are not)",
+        ));
     }
     match ContainerTokenType::try_from(cfg.token_type.unwrap_or(ContainerTokenType::Soft as i32)) {
         Ok(ContainerTokenType::None | ContainerTokenType::Soft) => {}
         Ok(ContainerTokenType::Usb | ContainerTokenType::Pkcs11) => {
-            return Err(invalid("token_type", "USB and PKCS11 tokens need hardware this device does not have; use SOFT or NONE"));
+            return Err(invalid(
+                "token_type",
+                "USB and PKCS11 tokens need hardware this device does not have; use SOFT or NONE",
+            ));
         }
         Err(_) => return Err(invalid("token_type", "unknown token type")),
     }
     if cfg.usb_pin_entry() {
-        return Err(invalid("usb_pin_entry", "PIN entry on a USB pin pad needs hardware this device does not have"));
+        return Err(invalid(
+            "usb_pin_entry",
+            "PIN entry on a USB pin pad needs hardware this device does not have",
+        ));
     }
     if let Some(cpus) = &cfg.assign_cpus {
         check_cpu_list(cpus).map_err(|r| invalid("assign_cpus", r))?;
     }
     if let Some(dns) = &cfg.dns_server {
-        dns.parse::<IpAddr>().map_err(|_| invalid("dns_server", format!("{dns:?} is not an IP address")))?;
+        dns.parse::<IpAddr>()
+            .map_err(|_| invalid("dns_server", format!("{dns:?} is not an IP address")))?;
     }
     for (i, env) in cfg.init_env.iter().enumerate() {
         match env.split_once('=') {
             Some((k, _)) if !k.is_empty() && !k.contains('\0') && !env.contains('\0') => {}
-            _ => return Err(invalid(format!("init_env[{i}]"), format!("{env:?} is not NAME=VALUE"))),
+            _ => {
+                return Err(invalid(
+                    format!("init_env[{i}]"),
+                    format!("{env:?} is not NAME=VALUE"),
+                ));
+            }
         }
     }
     let mut names = HashSet::new();
     for (i, v) in cfg.vnet_configs.iter().enumerate() {
         check_ifname(&v.if_name).map_err(|r| invalid(format!("vnet_configs[{i}].if_name"), r))?;
         if !names.insert(v.if_name.as_str()) {
-            return Err(invalid(format!("vnet_configs[{i}].if_name"), format!("{:?} is used twice", v.if_name)));
+            return Err(invalid(
+                format!("vnet_configs[{i}].if_name"),
+                format!("{:?} is used twice", v.if_name),
+            ));
         }
         if let Some(n) = &v.if_rootns_name {
             check_ifname(n).map_err(|r| invalid(format!("vnet_configs[{i}].if_rootns_name"), r))?;
         }
         if let Some(mac) = &v.if_mac {
             if !valid_mac(mac) {
-                return Err(invalid(format!("vnet_configs[{i}].if_mac"), format!("{mac:?} is not a MAC address")));
+                return Err(invalid(
+                    format!("vnet_configs[{i}].if_mac"),
+                    format!("{mac:?} is not a MAC address"),
+                ));
             }
         }
     }
@@ -101,11 +130,17 @@ fn validate_static(cfg: &ContainerConfig) -> Result<(), ConfigError> {
     }
     for (i, s) in cfg.image_sizes.iter().enumerate() {
         if !guestos::valid_file_name(&s.image_name) {
-            return Err(invalid(format!("image_sizes[{i}].image_name"), format!("{:?} is not a valid image name", s.image_name)));
+            return Err(invalid(
+                format!("image_sizes[{i}].image_name"),
+                format!("{:?} is not a valid image name", s.image_name),
+            ));
         }
         if let Some(f) = &s.image_file {
             if !guestos::valid_file_name(f) {
-                return Err(invalid(format!("image_sizes[{i}].image_file"), format!("{f:?} is not a valid file name")));
+                return Err(invalid(
+                    format!("image_sizes[{i}].image_file"),
+                    format!("{f:?} is not a valid file name"),
+                ));
             }
         }
     }
@@ -120,8 +155,14 @@ pub fn check_name(name: &str) -> Result<(), ConfigError> {
     if name.len() > MAX_NAME_LEN {
         return Err(invalid("name", format!("longer than {MAX_NAME_LEN} bytes")));
     }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
-        return Err(invalid("name", format!("{name:?} contains whitespace, a control character or '/'")));
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    {
+        return Err(invalid(
+            "name",
+            format!("{name:?} contains whitespace, a control character or '/'"),
+        ));
     }
     Ok(())
 }
@@ -130,7 +171,12 @@ fn check_ifname(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 15 {
         return Err(format!("{name:?} must be 1 to 15 bytes long"));
     }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == ':') || name == "." || name == ".." {
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == ':')
+        || name == "."
+        || name == ".."
+    {
         return Err(format!("{name:?} is not a valid interface name"));
     }
     Ok(())
@@ -138,7 +184,10 @@ fn check_ifname(name: &str) -> Result<(), String> {
 
 fn valid_mac(s: &str) -> bool {
     let parts: Vec<&str> = s.split(':').collect();
-    parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn check_cpu_list(s: &str) -> Result<(), String> {
@@ -148,7 +197,10 @@ fn check_cpu_list(s: &str) -> Result<(), String> {
     }
     for part in s.split(',') {
         let (a, b) = part.split_once('-').unwrap_or((part, part));
-        let (a, b) = (a.parse::<u32>().map_err(|_| bad())?, b.parse::<u32>().map_err(|_| bad())?);
+        let (a, b) = (
+            a.parse::<u32>().map_err(|_| bad())?,
+            b.parse::<u32>().map_err(|_| bad())?,
+        );
         if a > b {
             return Err(bad());
         }
@@ -159,7 +211,10 @@ fn check_cpu_list(s: &str) -> Result<(), String> {
 /// Checks a config against the installed GuestOSes and returns the version it will use: the
 /// newest installed version of its `guest_os`, which must be at least `guestos_version` when set.
 /// `image_sizes` must name EMPTY or OVERLAY_RW mounts and stay within their size limits.
-pub fn validate_against_catalog<'a>(cfg: &ContainerConfig, catalog: &'a Catalog) -> Result<&'a GuestOs, ConfigError> {
+pub fn validate_against_catalog<'a>(
+    cfg: &ContainerConfig,
+    catalog: &'a Catalog,
+) -> Result<&'a GuestOs, ConfigError> {
     let os = catalog
         .latest(&cfg.guest_os)
         .ok_or_else(|| invalid("guest_os", format!("GuestOS {:?} is not installed", cfg.guest_os)))?;
@@ -167,7 +222,10 @@ pub fn validate_against_catalog<'a>(cfg: &ContainerConfig, catalog: &'a Catalog)
         if os.config.version < want {
             return Err(invalid(
                 "guestos_version",
-                format!("version {want} of {:?} is not installed (newest: {})", cfg.guest_os, os.config.version),
+                format!(
+                    "version {want} of {:?} is not installed (newest: {})",
+                    cfg.guest_os, os.config.version
+                ),
             ));
         }
     }
@@ -176,18 +234,27 @@ pub fn validate_against_catalog<'a>(cfg: &ContainerConfig, catalog: &'a Catalog)
             .config
             .mounts
             .iter()
-            .find(|m| m.image_file == s.image_name && matches!(m.mount_type(), MountType::Empty | MountType::OverlayRw))
+            .find(|m| {
+                m.image_file == s.image_name
+                    && matches!(m.mount_type(), MountType::Empty | MountType::OverlayRw)
+            })
             .ok_or_else(|| {
                 invalid(
                     format!("image_sizes[{i}].image_name"),
-                    format!("GuestOS {:?} has no EMPTY or OVERLAY_RW mount named {:?}", os.config.name, s.image_name),
+                    format!(
+                        "GuestOS {:?} has no EMPTY or OVERLAY_RW mount named {:?}",
+                        os.config.name, s.image_name
+                    ),
                 )
             })?;
         let (min, max) = (u64::from(mount.min_size()), u64::from(mount.max_size()));
         if s.image_size < min || s.image_size > max {
             return Err(invalid(
                 format!("image_sizes[{i}].image_size"),
-                format!("{} MiB is outside {min}..={max} MiB allowed by the GuestOS", s.image_size),
+                format!(
+                    "{} MiB is outside {min}..={max} MiB allowed by the GuestOS",
+                    s.image_size
+                ),
             ));
         }
     }
@@ -197,7 +264,10 @@ pub fn validate_against_catalog<'a>(cfg: &ContainerConfig, catalog: &'a Catalog)
 /// Applies device.conf's `signed_configs` to a create or update request. Verification of signed
 /// container configs comes with the trust store (GuestOS manager); until then a signed request is
 /// refused rather than accepted unchecked.
-pub fn check_signature_policy(device: &crate::protocol::pb::DeviceConfig, signed: bool) -> Result<(), ConfigError> {
+pub fn check_signature_policy(
+    device: &crate::protocol::pb::DeviceConfig,
+    signed: bool,
+) -> Result<(), ConfigError> {
     if signed {
         return Err(invalid(
             "signature",
@@ -237,9 +307,18 @@ mod tests {
             ("assign_cpus: \"1-0\"", "assign_cpus"),
             ("dns_server: \"x\"", "dns_server"),
             ("init_env: \"NOEQUALS\"", "init_env[0]"),
-            ("vnet_configs { if_name: \"a/b\" configure: true }", "vnet_configs[0].if_name"),
-            ("vnet_configs { if_name: \"e\" configure: true if_mac: \"zz\" }", "vnet_configs[0].if_mac"),
-            ("image_sizes { image_name: \"../x\" image_size: 10 }", "image_sizes[0].image_name"),
+            (
+                "vnet_configs { if_name: \"a/b\" configure: true }",
+                "vnet_configs[0].if_name",
+            ),
+            (
+                "vnet_configs { if_name: \"e\" configure: true if_mac: \"zz\" }",
+                "vnet_configs[0].if_mac",
+            ),
+            (
+                "image_sizes { image_name: \"../x\" image_size: 10 }",
+                "image_sizes[0].image_name",
+            ),
         ] {
             match cfg(extra) {
                 Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field, "{extra}"),

@@ -59,7 +59,8 @@ impl<M: prost::Message> Encoder<M> for FrameCodec {
         }
         dst.reserve(4 + len);
         dst.put_u32(len as u32);
-        msg.encode(dst).map_err(|e| FrameError::Io(std::io::Error::other(e)))?;
+        msg.encode(dst)
+            .map_err(|e| FrameError::Io(std::io::Error::other(e)))?;
         Ok(())
     }
 }

@@ -13,43 +13,118 @@ use super::pb::{ControllerToDaemon, controller_to_daemon::Command as Wire};
 pub enum Command {
     ListGuestOs,
     ListContainers,
-    GetStatus { uuids: Vec<Uuid> },
-    GetConfig { uuids: Vec<Uuid> },
-    GetLastLog { remove_logs: bool },
+    GetStatus {
+        uuids: Vec<Uuid>,
+    },
+    GetConfig {
+        uuids: Vec<Uuid>,
+    },
+    GetLastLog {
+        remove_logs: bool,
+    },
     GetDeviceStats,
-    PushGuestOs { config: Vec<u8>, signature: Vec<u8>, certificate: Vec<u8> },
+    PushGuestOs {
+        config: Vec<u8>,
+        signature: Vec<u8>,
+        certificate: Vec<u8>,
+    },
     Reload,
-    Create { config: Vec<u8>, signature: Option<Vec<u8>>, certificate: Option<Vec<u8>> },
-    Remove { uuid: Uuid },
-    RegisterLocalCa { cert: Vec<u8> },
-    RegisterNewCa { cert: Vec<u8> },
-    RemoveGuestOs { name: String },
+    Create {
+        config: Vec<u8>,
+        signature: Option<Vec<u8>>,
+        certificate: Option<Vec<u8>>,
+    },
+    Remove {
+        uuid: Uuid,
+    },
+    RegisterLocalCa {
+        cert: Vec<u8>,
+    },
+    RegisterNewCa {
+        cert: Vec<u8>,
+    },
+    RemoveGuestOs {
+        name: String,
+    },
     WipeDevice,
     RebootDevice,
     SetProvisioned,
     GetProvisioned,
     DestroySystem,
     PullCsr,
-    PushCert { cert: Vec<u8> },
+    PushCert {
+        cert: Vec<u8>,
+    },
     ChangeDevicePin,
-    Start { uuid: Uuid, pin: Option<String>, setup: bool },
-    Stop { uuid: Uuid, pin: Option<String> },
-    Switch { uuid: Uuid },
-    Freeze { uuid: Uuid },
-    Unfreeze { uuid: Uuid },
-    Wipe { uuid: Uuid },
-    Snapshot { uuid: Uuid },
-    AllowAudio { uuid: Uuid },
-    DenyAudio { uuid: Uuid },
-    AssignIface { uuid: Uuid, iface: String, persistent: bool },
-    UnassignIface { uuid: Uuid, iface: String, persistent: bool },
-    ListIfaces { uuid: Uuid },
-    Exec { uuid: Uuid, args: Vec<String>, pty: bool },
-    ExecInput { input: String },
-    UpdateConfig { uuid: Uuid, config: Vec<u8>, signature: Option<Vec<u8>>, certificate: Option<Vec<u8>> },
-    ChangePin { uuid: Uuid, pin: String, new_pin: String },
-    HandlesPin { uuid: Uuid },
-    DevAccess { uuid: Uuid, rule: String },
+    Start {
+        uuid: Uuid,
+        pin: Option<String>,
+        setup: bool,
+    },
+    Stop {
+        uuid: Uuid,
+        pin: Option<String>,
+    },
+    Switch {
+        uuid: Uuid,
+    },
+    Freeze {
+        uuid: Uuid,
+    },
+    Unfreeze {
+        uuid: Uuid,
+    },
+    Wipe {
+        uuid: Uuid,
+    },
+    Snapshot {
+        uuid: Uuid,
+    },
+    AllowAudio {
+        uuid: Uuid,
+    },
+    DenyAudio {
+        uuid: Uuid,
+    },
+    AssignIface {
+        uuid: Uuid,
+        iface: String,
+        persistent: bool,
+    },
+    UnassignIface {
+        uuid: Uuid,
+        iface: String,
+        persistent: bool,
+    },
+    ListIfaces {
+        uuid: Uuid,
+    },
+    Exec {
+        uuid: Uuid,
+        args: Vec<String>,
+        pty: bool,
+    },
+    ExecInput {
+        input: String,
+    },
+    UpdateConfig {
+        uuid: Uuid,
+        config: Vec<u8>,
+        signature: Option<Vec<u8>>,
+        certificate: Option<Vec<u8>>,
+    },
+    ChangePin {
+        uuid: Uuid,
+        pin: String,
+        new_pin: String,
+    },
+    HandlesPin {
+        uuid: Uuid,
+    },
+    DevAccess {
+        uuid: Uuid,
+        rule: String,
+    },
 }
 
 /// A request that cannot become a [`Command`].
@@ -80,7 +155,10 @@ pub fn parse_uuid(s: &str) -> Option<Uuid> {
 fn uuids(command: &'static str, raw: &[String]) -> Result<Vec<Uuid>, RequestError> {
     raw.iter()
         .map(|s| {
-            parse_uuid(s).ok_or_else(|| RequestError::Invalid { command, reason: format!("malformed UUID {s:?}") })
+            parse_uuid(s).ok_or_else(|| RequestError::Invalid {
+                command,
+                reason: format!("malformed UUID {s:?}"),
+            })
         })
         .collect()
 }
@@ -88,13 +166,22 @@ fn uuids(command: &'static str, raw: &[String]) -> Result<Vec<Uuid>, RequestErro
 fn one_uuid(command: &'static str, raw: &[String]) -> Result<Uuid, RequestError> {
     match raw {
         [one] => Ok(uuids(command, std::slice::from_ref(one))?[0]),
-        [] => Err(RequestError::Invalid { command, reason: "no container UUID given".into() }),
-        _ => Err(RequestError::Invalid { command, reason: format!("{} container UUIDs given, need one", raw.len()) }),
+        [] => Err(RequestError::Invalid {
+            command,
+            reason: "no container UUID given".into(),
+        }),
+        _ => Err(RequestError::Invalid {
+            command,
+            reason: format!("{} container UUIDs given, need one", raw.len()),
+        }),
     }
 }
 
 fn required<T>(command: &'static str, field: &str, v: Option<T>) -> Result<T, RequestError> {
-    v.ok_or_else(|| RequestError::Invalid { command, reason: format!("missing {field}") })
+    v.ok_or_else(|| RequestError::Invalid {
+        command,
+        reason: format!("missing {field}"),
+    })
 }
 
 /// The signature and certificate of a signed config; only used when both are present (upstream).
@@ -107,7 +194,9 @@ fn sig_pair(sig: Option<Vec<u8>>, cert: Option<Vec<u8>>) -> (Option<Vec<u8>>, Op
 
 /// The wire name of a command number, for logs and messages.
 pub fn wire_name(command: i32) -> &'static str {
-    Wire::try_from(command).map(|c| c.as_str_name()).unwrap_or("UNKNOWN")
+    Wire::try_from(command)
+        .map(|c| c.as_str_name())
+        .unwrap_or("UNKNOWN")
 }
 
 impl TryFrom<ControllerToDaemon> for Command {
@@ -125,9 +214,15 @@ impl TryFrom<ControllerToDaemon> for Command {
         Ok(match wire {
             Wire::ListGuestosConfigs => Command::ListGuestOs,
             Wire::ListContainers => Command::ListContainers,
-            Wire::GetContainerStatus => Command::GetStatus { uuids: uuids(name, &m.container_uuids)? },
-            Wire::GetContainerConfig => Command::GetConfig { uuids: uuids(name, &m.container_uuids)? },
-            Wire::GetLastLog => Command::GetLastLog { remove_logs: m.remove_logs() },
+            Wire::GetContainerStatus => Command::GetStatus {
+                uuids: uuids(name, &m.container_uuids)?,
+            },
+            Wire::GetContainerConfig => Command::GetConfig {
+                uuids: uuids(name, &m.container_uuids)?,
+            },
+            Wire::GetLastLog => Command::GetLastLog {
+                remove_logs: m.remove_logs(),
+            },
             Wire::GetDeviceStats => Command::GetDeviceStats,
             Wire::PushGuestosConfig => Command::PushGuestOs {
                 config: required(name, "guestos_config_file", m.guestos_config_file)?,
@@ -136,7 +231,8 @@ impl TryFrom<ControllerToDaemon> for Command {
             },
             Wire::ReloadContainers => Command::Reload,
             Wire::CreateContainer => {
-                let (signature, certificate) = sig_pair(m.container_config_signature, m.container_config_certificate);
+                let (signature, certificate) =
+                    sig_pair(m.container_config_signature, m.container_config_certificate);
                 Command::Create {
                     config: required(name, "container_config_file", m.container_config_file)?,
                     signature,
@@ -144,16 +240,24 @@ impl TryFrom<ControllerToDaemon> for Command {
                 }
             }
             Wire::RemoveContainer => Command::Remove { uuid: id()? },
-            Wire::RegisterLocalca => Command::RegisterLocalCa { cert: required(name, "guestos_rootcert", m.guestos_rootcert)? },
-            Wire::RegisterNewca => Command::RegisterNewCa { cert: required(name, "guestos_rootcert", m.guestos_rootcert)? },
-            Wire::RemoveGuestos => Command::RemoveGuestOs { name: required(name, "guestos_name", m.guestos_name)? },
+            Wire::RegisterLocalca => Command::RegisterLocalCa {
+                cert: required(name, "guestos_rootcert", m.guestos_rootcert)?,
+            },
+            Wire::RegisterNewca => Command::RegisterNewCa {
+                cert: required(name, "guestos_rootcert", m.guestos_rootcert)?,
+            },
+            Wire::RemoveGuestos => Command::RemoveGuestOs {
+                name: required(name, "guestos_name", m.guestos_name)?,
+            },
             Wire::WipeDevice => Command::WipeDevice,
             Wire::RebootDevice => Command::RebootDevice,
             Wire::SetProvisioned => Command::SetProvisioned,
             Wire::GetProvisioned => Command::GetProvisioned,
             Wire::DestroySystem => Command::DestroySystem,
             Wire::PullDeviceCsr => Command::PullCsr,
-            Wire::PushDeviceCert => Command::PushCert { cert: required(name, "device_cert", m.device_cert)? },
+            Wire::PushDeviceCert => Command::PushCert {
+                cert: required(name, "device_cert", m.device_cert)?,
+            },
             Wire::ChangeDevicePin => Command::ChangeDevicePin,
             Wire::ContainerStart => {
                 let p = m.container_start_params.clone();
@@ -163,9 +267,10 @@ impl TryFrom<ControllerToDaemon> for Command {
                     setup: p.as_ref().is_some_and(|p| p.setup()),
                 }
             }
-            Wire::ContainerStop => {
-                Command::Stop { uuid: id()?, pin: m.container_start_params.as_ref().and_then(|p| p.key.clone()) }
-            }
+            Wire::ContainerStop => Command::Stop {
+                uuid: id()?,
+                pin: m.container_start_params.as_ref().and_then(|p| p.key.clone()),
+            },
             Wire::ContainerSwitch => Command::Switch { uuid: id()? },
             Wire::ContainerFreeze => Command::Freeze { uuid: id()? },
             Wire::ContainerUnfreeze => Command::Unfreeze { uuid: id()? },
@@ -175,22 +280,40 @@ impl TryFrom<ControllerToDaemon> for Command {
             Wire::ContainerDenyaudio => Command::DenyAudio { uuid: id()? },
             Wire::ContainerAssigniface => {
                 let (iface, persistent) = iface()?;
-                Command::AssignIface { uuid: id()?, iface, persistent }
+                Command::AssignIface {
+                    uuid: id()?,
+                    iface,
+                    persistent,
+                }
             }
             Wire::ContainerUnassigniface => {
                 let (iface, persistent) = iface()?;
-                Command::UnassignIface { uuid: id()?, iface, persistent }
+                Command::UnassignIface {
+                    uuid: id()?,
+                    iface,
+                    persistent,
+                }
             }
             Wire::ContainerListIfaces => Command::ListIfaces { uuid: id()? },
             Wire::ContainerExecCmd => {
                 if m.exec_args.is_empty() {
-                    return Err(RequestError::Invalid { command: name, reason: "missing exec_args".into() });
+                    return Err(RequestError::Invalid {
+                        command: name,
+                        reason: "missing exec_args".into(),
+                    });
                 }
-                Command::Exec { uuid: id()?, pty: m.exec_pty(), args: m.exec_args }
+                Command::Exec {
+                    uuid: id()?,
+                    pty: m.exec_pty(),
+                    args: m.exec_args,
+                }
             }
-            Wire::ContainerExecInput => Command::ExecInput { input: required(name, "exec_input", m.exec_input)? },
+            Wire::ContainerExecInput => Command::ExecInput {
+                input: required(name, "exec_input", m.exec_input)?,
+            },
             Wire::ContainerUpdateConfig => {
-                let (signature, certificate) = sig_pair(m.container_config_signature, m.container_config_certificate);
+                let (signature, certificate) =
+                    sig_pair(m.container_config_signature, m.container_config_certificate);
                 Command::UpdateConfig {
                     uuid: id()?,
                     config: required(name, "container_config_file", m.container_config_file)?,
@@ -204,7 +327,10 @@ impl TryFrom<ControllerToDaemon> for Command {
                 new_pin: required(name, "device_newpin", m.device_newpin)?,
             },
             Wire::ContainerCmldHandlesPin => Command::HandlesPin { uuid: id()? },
-            Wire::ContainerDevAccess => Command::DevAccess { uuid: id()?, rule: required(name, "dev_rule", m.dev_rule)? },
+            Wire::ContainerDevAccess => Command::DevAccess {
+                uuid: id()?,
+                rule: required(name, "dev_rule", m.dev_rule)?,
+            },
         })
     }
 }
@@ -250,23 +376,42 @@ mod tests {
     use super::*;
 
     fn req(cmd: Wire) -> ControllerToDaemon {
-        ControllerToDaemon { command: cmd as i32, ..Default::default() }
+        ControllerToDaemon {
+            command: cmd as i32,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn container_commands_need_exactly_one_valid_uuid() {
         let mut m = req(Wire::ContainerStart);
-        assert!(matches!(Command::try_from(m.clone()), Err(RequestError::Invalid { .. })));
+        assert!(matches!(
+            Command::try_from(m.clone()),
+            Err(RequestError::Invalid { .. })
+        ));
         m.container_uuids = vec!["../../etc/passwd".into()];
-        assert!(matches!(Command::try_from(m.clone()), Err(RequestError::Invalid { .. })));
+        assert!(matches!(
+            Command::try_from(m.clone()),
+            Err(RequestError::Invalid { .. })
+        ));
         let u = Uuid::new_v4();
         m.container_uuids = vec![u.to_string()];
-        assert_eq!(Command::try_from(m).unwrap(), Command::Start { uuid: u, pin: None, setup: false });
+        assert_eq!(
+            Command::try_from(m).unwrap(),
+            Command::Start {
+                uuid: u,
+                pin: None,
+                setup: false
+            }
+        );
     }
 
     #[test]
     fn unknown_commands_are_reported() {
-        let m = ControllerToDaemon { command: 9999, ..Default::default() };
+        let m = ControllerToDaemon {
+            command: 9999,
+            ..Default::default()
+        };
         assert_eq!(Command::try_from(m), Err(RequestError::UnknownCommand(9999)));
     }
 
@@ -284,7 +429,9 @@ mod tests {
         let mut m = req(Wire::CreateContainer);
         m.container_config_file = Some(b"x".to_vec());
         m.container_config_signature = Some(b"s".to_vec());
-        let Command::Create { signature, .. } = Command::try_from(m).unwrap() else { panic!() };
+        let Command::Create { signature, .. } = Command::try_from(m).unwrap() else {
+            panic!()
+        };
         assert_eq!(signature, None);
     }
 }

@@ -7,12 +7,19 @@ use super::pb::{
 
 /// A `RESPONSE` reply with the given code.
 pub fn response(r: Response) -> DaemonToController {
-    DaemonToController { code: Code::Response as i32, response: Some(r as i32), ..Default::default() }
+    DaemonToController {
+        code: Code::Response as i32,
+        response: Some(r as i32),
+        ..Default::default()
+    }
 }
 
 /// A `RESPONSE` failure reply (`CMD_FAILED`, `CMD_UNSUPPORTED`, or a command's own code) with a reason.
 pub fn failure(r: Response, message: impl Into<String>) -> DaemonToController {
-    DaemonToController { error_message: Some(message.into()), ..response(r) }
+    DaemonToController {
+        error_message: Some(message.into()),
+        ..response(r)
+    }
 }
 
 /// `RESPONSE: CMD_OK`.
@@ -32,12 +39,20 @@ pub fn unsupported(message: impl Into<String>) -> DaemonToController {
 
 /// `CONTAINER_STATUS` with the given entries.
 pub fn status(entries: Vec<ContainerStatus>) -> DaemonToController {
-    DaemonToController { code: Code::ContainerStatus as i32, container_status: entries, ..Default::default() }
+    DaemonToController {
+        code: Code::ContainerStatus as i32,
+        container_status: entries,
+        ..Default::default()
+    }
 }
 
 /// `CONTAINERS_LIST` with the given UUIDs.
 pub fn container_list(uuids: Vec<String>) -> DaemonToController {
-    DaemonToController { code: Code::ContainersList as i32, container_uuids: uuids, ..Default::default() }
+    DaemonToController {
+        code: Code::ContainersList as i32,
+        container_uuids: uuids,
+        ..Default::default()
+    }
 }
 
 /// `CONTAINER_CONFIG` with parallel config and UUID lists.
@@ -53,7 +68,11 @@ pub fn configs(entries: Vec<(String, ContainerConfig)>) -> DaemonToController {
 
 /// `GUESTOS_CONFIGS_LIST`.
 pub fn guestos_list(configs: Vec<GuestOsConfig>) -> DaemonToController {
-    DaemonToController { code: Code::GuestosConfigsList as i32, guestos_configs: configs, ..Default::default() }
+    DaemonToController {
+        code: Code::GuestosConfigsList as i32,
+        guestos_configs: configs,
+        ..Default::default()
+    }
 }
 
 /// `CONTAINER_CMLD_HANDLES_PIN`.

@@ -12,7 +12,9 @@
 use std::fmt::{self, Write as _};
 
 use prost::Message as _;
-use prost_reflect::{Cardinality, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value};
+use prost_reflect::{
+    Cardinality, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value,
+};
 
 use super::descriptors;
 
@@ -40,8 +42,16 @@ pub fn descriptor_of<T: prost::Name>() -> MessageDescriptor {
 /// Loads a protobuf text document into `T`, enforcing required fields.
 pub fn parse<T: prost::Message + prost::Name + Default>(input: &[u8]) -> Result<T, TextError> {
     let text = std::str::from_utf8(input).map_err(|e| {
-        let (line, column) = line_col(&String::from_utf8_lossy(&input[..e.valid_up_to()]), e.valid_up_to());
-        TextError { line, column, field: None, message: "text is not valid UTF-8".into() }
+        let (line, column) = line_col(
+            &String::from_utf8_lossy(&input[..e.valid_up_to()]),
+            e.valid_up_to(),
+        );
+        TextError {
+            line,
+            column,
+            field: None,
+            message: "text is not valid UTF-8".into(),
+        }
     })?;
     let desc = descriptor_of::<T>();
     let dynamic = DynamicMessage::parse_text_format(desc, text).map_err(|e| parse_error(text, &e))?;
@@ -71,7 +81,9 @@ pub fn to_dynamic<T: prost::Message + prost::Name>(msg: &T) -> DynamicMessage {
 /// Converts a generated message to JSON with the proto field names and enum value names.
 pub fn to_json<T: prost::Message + prost::Name>(msg: &T) -> serde_json::Value {
     let dynamic = to_dynamic(msg);
-    let opts = prost_reflect::SerializeOptions::new().use_proto_field_name(true).stringify_64_bit_integers(false);
+    let opts = prost_reflect::SerializeOptions::new()
+        .use_proto_field_name(true)
+        .stringify_64_bit_integers(false);
     dynamic
         .serialize_with_options(serde_json::value::Serializer, &opts)
         .unwrap_or(serde_json::Value::Null)
@@ -94,7 +106,11 @@ fn floor_char_boundary(text: &str, mut i: usize) -> usize {
 
 fn parse_error(text: &str, err: &prost_reflect::text_format::ParseError) -> TextError {
     use miette::Diagnostic as _;
-    let offset = err.labels().and_then(|mut l| l.next()).map(|l| l.offset()).unwrap_or(text.len());
+    let offset = err
+        .labels()
+        .and_then(|mut l| l.next())
+        .map(|l| l.offset())
+        .unwrap_or(text.len());
     let (line, column) = line_col(text, offset);
     let message = err.to_string();
     // Errors about a field name already name it; for value errors, name the field being set.
@@ -103,7 +119,12 @@ fn parse_error(text: &str, err: &prost_reflect::text_format::ParseError) -> Text
     } else {
         field_before(text, offset)
     };
-    TextError { line, column, field, message }
+    TextError {
+        line,
+        column,
+        field,
+        message,
+    }
 }
 
 /// The identifier of the `name:` that precedes `offset`, if the error sits in a field's value.
@@ -173,7 +194,10 @@ fn check_required_at(
 }
 
 fn path_string(path: &[(String, usize)]) -> String {
-    path.iter().map(|(n, i)| format!("{n}[{i}]")).collect::<Vec<_>>().join(".")
+    path.iter()
+        .map(|(n, i)| format!("{n}[{i}]"))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Finds the byte offset of the nested message block named by `path` (each element: field name and
@@ -236,7 +260,9 @@ fn locate_block(text: &str, path: &[(String, usize)]) -> Option<usize> {
             b':' | b' ' | b'\t' | b'\r' | b'\n' => {}
             _ if c.is_ascii_alphabetic() || c == b'_' => {
                 let start = i;
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'.') {
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'.')
+                {
                     i += 1;
                 }
                 last_ident = Some((text[start..i].to_owned(), start));
@@ -337,8 +363,14 @@ mod tests {
         let c: ContainerConfig = parse(GOOD.as_bytes()).unwrap();
         assert_eq!(c.name, "a");
         let printed = print(&c);
-        assert!(printed.contains("init_env: \"A=1\"\ninit_env: \"B=2\"\n"), "{printed}");
-        assert!(printed.contains("vnet_configs {\n  if_name: \"eth0\"\n  configure: true\n}\n"), "{printed}");
+        assert!(
+            printed.contains("init_env: \"A=1\"\ninit_env: \"B=2\"\n"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("vnet_configs {\n  if_name: \"eth0\"\n  configure: true\n}\n"),
+            "{printed}"
+        );
         assert!(!printed.contains('['));
         let again: ContainerConfig = parse(printed.as_bytes()).unwrap();
         assert_eq!(again, c);
@@ -388,7 +420,11 @@ mod tests {
 
     #[test]
     fn strings_are_escaped_for_c_parsers() {
-        let c = ContainerConfig { name: "a\"b\\c\nd\u{e9}".into(), guest_os: "x".into(), ..Default::default() };
+        let c = ContainerConfig {
+            name: "a\"b\\c\nd\u{e9}".into(),
+            guest_os: "x".into(),
+            ..Default::default()
+        };
         let printed = print(&c);
         assert!(printed.contains(r#"name: "a\"b\\c\nd\303\251""#), "{printed}");
         let again: ContainerConfig = parse(printed.as_bytes()).unwrap();
