@@ -1,5 +1,7 @@
 //! The sample configs shipped in `config/` load with the same checks the daemon applies.
 
+#![allow(clippy::unwrap_used)]
+
 use std::{fs, path::Path};
 
 use cml::{

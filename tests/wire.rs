@@ -1,6 +1,8 @@
 //! Wire-level tests: raw frames as upstream's client sends them, hostile frames, concurrency and
 //! crash consistency, against a real cmld.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::{collections::HashSet, fs, io::Write, os::unix::net::UnixStream, thread};

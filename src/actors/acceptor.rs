@@ -32,7 +32,6 @@ impl StreamHandler<std::io::Result<UnixStream>> for Acceptor {
     fn handle(&mut self, item: std::io::Result<UnixStream>, _: &mut Context<Self>) {
         match item {
             Ok(stream) => Session::start(stream, self.services.clone()),
-            // EMFILE and friends: log and keep accepting.
             Err(e) => warn!(error = %e, "accept failed"),
         }
     }
