@@ -22,12 +22,25 @@ use crate::protocol::{
 /// Largest chunk of stdin sent in one `CONTAINER_EXEC_INPUT`.
 pub const INPUT_CHUNK: usize = 4096;
 
-/// Runs `argv` in `container` (with a PTY if `pty`); returns the command's exit status.
+/// Runs `argv` in `container` (with a PTY if `pty`) with our stdin as its input; returns the
+/// command's exit status.
 pub fn run(
     session: &mut Session<'_, UnixStream>,
     container: &str,
     pty: bool,
     argv: &[String],
+) -> Result<u8, ClientError> {
+    run_with_input(session, container, pty, argv, io::stdin())
+}
+
+/// [`run`] with `input` forwarded instead of stdin (the terminal is still put into raw mode when
+/// `pty` is set and stdin is a terminal).
+pub fn run_with_input(
+    session: &mut Session<'_, UnixStream>,
+    container: &str,
+    pty: bool,
+    argv: &[String],
+    input: impl Read + Send + 'static,
 ) -> Result<u8, ClientError> {
     let status = session.resolve(container)?;
     let Some(cmd) = argv.first() else {
@@ -43,7 +56,9 @@ pub fn run(
     let writer = session.stream().try_clone().map_err(ClientError::Send)?;
     // Raw mode only makes sense when our stdin drives the remote PTY.
     let _raw = if pty { TermGuard::raw()? } else { None };
-    std::thread::spawn(move || forward_stdin(io::stdin(), writer));
+    // Detached: it ends at EOF or when the socket closes; the process exits without waiting for it.
+    // TODO: with a PTY and piped stdin, the remote side never sees an end of input.
+    std::thread::spawn(move || forward_stdin(input, writer));
     loop {
         let reply = session.recv()?;
         match Code::try_from(reply.code) {
