@@ -201,11 +201,29 @@ pub fn execute(cli: &Cli) -> Result<u8, ClientError> {
             run_command(cli, container, command, &mut out).map_err(|e| ClientError::Run(Box::new(e)))
         }
         other => {
-            let stream = connect(&cli.socket)?;
-            let mut session = Session::new(stream, cli.mode(), &mut out);
-            commands::dispatch(&mut session, other, &mut StdinPin)
+            let (result, json_written) = command(cli, other, &mut out);
+            if let Err(e) = &result
+                && cli.mode() == OutputMode::Json
+                && !json_written
+            {
+                // Keep the promise of one JSON document even when no reply carried the failure.
+                let doc = serde_json::json!({ "error": e.report() });
+                let _ = writeln!(out, "{doc}");
+            }
+            result
         }
     }
+}
+
+/// Runs a command other than `run`; also says whether a JSON document was written.
+fn command(cli: &Cli, cmd: &Command, out: &mut dyn Write) -> (Result<u8, ClientError>, bool) {
+    let stream = match connect(&cli.socket) {
+        Ok(stream) => stream,
+        Err(e) => return (Err(e), false),
+    };
+    let mut session = Session::new(stream, cli.mode(), out);
+    let result = commands::dispatch(&mut session, cmd, &mut StdinPin);
+    (result, session.json_written())
 }
 
 fn run_command(

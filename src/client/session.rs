@@ -39,17 +39,28 @@ pub struct Session<'o, S> {
     stream: S,
     mode: OutputMode,
     out: &'o mut dyn Write,
+    json_written: bool,
 }
 
 impl<'o, S: Read + Write> Session<'o, S> {
     /// Wraps a connected stream; results are written to `out` in `mode`.
     pub fn new(stream: S, mode: OutputMode, out: &'o mut dyn Write) -> Self {
-        Self { stream, mode, out }
+        Self {
+            stream,
+            mode,
+            out,
+            json_written: false,
+        }
     }
 
     /// The output mode.
     pub fn mode(&self) -> OutputMode {
         self.mode
+    }
+
+    /// Whether a JSON document has been written (so an error needs none of its own).
+    pub fn json_written(&self) -> bool {
+        self.json_written
     }
 
     /// The underlying stream.
@@ -175,6 +186,7 @@ impl<'o, S: Read + Write> Session<'o, S> {
         if self.mode == OutputMode::Json {
             let mut text = doc.to_string();
             text.push('\n');
+            self.json_written = true;
             self.write_out(text.as_bytes())
         } else {
             Ok(())
