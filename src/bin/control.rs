@@ -13,7 +13,9 @@ fn main() -> ExitCode {
     match client::execute(&cli) {
         Ok(status) => ExitCode::from(status),
         Err(e) => {
-            eprintln!("control: {}", e.report());
+            if !e.is_broken_pipe() {
+                eprintln!("control: {}", e.report());
+            }
             ExitCode::from(e.exit_code())
         }
     }

@@ -150,6 +150,15 @@ impl ClientError {
         }
     }
 
+    /// Whether stdout was closed by the reader (`control list | head`): exit without a message.
+    pub fn is_broken_pipe(&self) -> bool {
+        match self {
+            Self::Output(e) => e.kind() == io::ErrorKind::BrokenPipe,
+            Self::Run(inner) => inner.is_broken_pipe(),
+            _ => false,
+        }
+    }
+
     /// The message with its causes, `: `-separated (the binary prints it once, after `control: `).
     /// A `run` failure shows its cause directly.
     pub fn report(&self) -> String {
