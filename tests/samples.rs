@@ -25,7 +25,10 @@ fn sample_configs_load() {
     }
     let shipped: DeviceConfig = text::parse(&read("config/device.conf")).unwrap();
     let default: DeviceConfig = text::parse(DEFAULT_DEVICE_CONF.as_bytes()).unwrap();
-    assert_eq!(shipped, default, "config/device.conf must match what cmld writes on first start");
+    assert_eq!(
+        shipped, default,
+        "config/device.conf must match what cmld writes on first start"
+    );
     assert!(shipped.signed_configs());
 
     let os: GuestOsConfig = text::parse(&read("config/guestos/demo-busybox-1.conf")).unwrap();
@@ -36,7 +39,10 @@ fn sample_configs_load() {
     let (catalog, errors) = Catalog::scan(store.path());
     assert!(errors.is_empty(), "{errors:?}");
 
-    for f in ["config/containers/demo.conf", "config/containers/full-example.conf"] {
+    for f in [
+        "config/containers/demo.conf",
+        "config/containers/full-example.conf",
+    ] {
         let cfg = load_config(&read(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
         validate_against_catalog(&cfg, &catalog).unwrap_or_else(|e| panic!("{f}: {e}"));
     }
