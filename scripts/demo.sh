@@ -37,7 +37,9 @@ else
 fi
 
 control list_guestos
-uuid=$(control --json create config/containers/demo.conf | python3 -c 'import json,sys; print(json.load(sys.stdin)["uuid"])')
-echo "demo: created container demo ($uuid)" >&2
+if ! control state demo >/dev/null 2>&1; then
+  control create config/containers/demo.conf >/dev/null
+fi
+uuid=$(control --json state demo | python3 -c 'import json,sys; print(json.load(sys.stdin)["uuid"])')
 control list
 echo "state of $uuid: $(control state "$uuid")"
