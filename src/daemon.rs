@@ -223,7 +223,7 @@ async fn serve(
         guestos.clone(),
     )
     .start();
-    let problems = manager.send(Reload).await.unwrap_or_default();
+    let problems = manager.send(Reload { startup: true }).await.unwrap_or_default();
     info!(
         containers = board.uuids().len(),
         unreadable = problems.len(),

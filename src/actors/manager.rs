@@ -227,7 +227,11 @@ impl Handler<Remove> for Manager {
 /// dropped. Running containers are left alone. Returns one line per file that could not be loaded.
 #[derive(Message)]
 #[rtype(result = "Vec<String>")]
-pub struct Reload;
+pub struct Reload {
+    /// The daemon is starting: also remove what an interrupted write left behind (never done
+    /// later, when a temporary file may belong to a write in progress).
+    pub startup: bool,
+}
 
 struct Scanned {
     uuid: Uuid,
@@ -238,13 +242,13 @@ struct Scanned {
 impl Handler<Reload> for Manager {
     type Result = ResponseActFuture<Self, Vec<String>>;
 
-    fn handle(&mut self, _: Reload, _: &mut Context<Self>) -> Self::Result {
-        let (guestos, data) = (self.guestos.clone(), self.data.clone());
+    fn handle(&mut self, msg: Reload, _: &mut Context<Self>) -> Self::Result {
+        let (guestos, data, startup) = (self.guestos.clone(), self.data.clone(), msg.startup);
         let scan = async move {
             if let Err(e) = guestos.send(Rescan).await {
                 warn!(error = %e, "GuestOS rescan failed");
             }
-            actix_rt::task::spawn_blocking(move || scan_containers(&data))
+            actix_rt::task::spawn_blocking(move || scan_containers(&data, startup))
                 .await
                 .unwrap_or_default()
         };
@@ -266,6 +270,8 @@ impl Handler<Reload> for Manager {
                 .keys()
                 .filter(|u| !seen.contains(u))
                 .filter(|u| act.board.get(u).is_some_and(|e| e.state == State::Stopped))
+                // Created while the scan ran: its file exists now.
+                .filter(|u| !act.data.container_conf(u).exists())
                 .copied()
                 .collect();
             for uuid in gone {
@@ -281,16 +287,18 @@ impl Handler<Reload> for Manager {
     }
 }
 
-/// Reads every container config from disk (blocking). Temporary files and `.created` markers that
-/// a crash left without a config are removed.
-fn scan_containers(data: &DataDir) -> Vec<Scanned> {
+/// Reads every container config from disk (blocking). At start-up, temporary files and `.created`
+/// markers that a crash left without a config are removed.
+fn scan_containers(data: &DataDir, startup: bool) -> Vec<Scanned> {
     let dir = data.containers_dir();
-    let stale = store::remove_stale_temps(&dir);
-    if stale > 0 {
-        info!(
-            count = stale,
-            "removed temporary files left by an interrupted write"
-        );
+    if startup {
+        let stale = store::remove_stale_temps(&dir);
+        if stale > 0 {
+            info!(
+                count = stale,
+                "removed temporary files left by an interrupted write"
+            );
+        }
     }
     let Ok(entries) = fs::read_dir(&dir) else {
         return Vec::new();
@@ -307,7 +315,7 @@ fn scan_containers(data: &DataDir) -> Vec<Scanned> {
         match ext {
             "conf" => {}
             "created" => {
-                if !data.container_conf(&uuid).exists() {
+                if startup && !data.container_conf(&uuid).exists() {
                     let _ = store::remove_if_exists(&entry.path());
                 }
                 continue;

@@ -186,7 +186,7 @@ impl Session {
                 });
             }
             Command::Reload => self.reply_later(ctx, async move {
-                vec![match s.manager.send(Reload).await {
+                vec![match s.manager.send(Reload { startup: false }).await {
                     Ok(problems) if problems.is_empty() => reply::ok(),
                     Ok(problems) => reply::failed(format!(
                         "reload: {} config file(s) not loaded (the others were): {}",

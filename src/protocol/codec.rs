@@ -40,8 +40,8 @@ impl Decoder for FrameCodec {
             return Err(FrameError::TooLarge { len });
         }
         if src.len() < 4 + len {
-            // Reserve what the rest of this frame needs (bounded by MAX_FRAME above).
-            src.reserve(4 + len - src.len());
+            // No reserve for the announced length: memory grows only with bytes actually received,
+            // so a peer that announces 64 MiB and sends little costs little.
             return Ok(None);
         }
         src.advance(4);
