@@ -13,7 +13,9 @@
 
 use std::future::Future;
 
-use actix::{Actor, ActorContext, AsyncContext, Context, StreamHandler, WrapFuture, fut::ActorFutureExt};
+use actix::{
+    Actor, ActorContext, Addr, AsyncContext, Context, StreamHandler, WrapFuture, fut::ActorFutureExt,
+};
 use bytes::Bytes;
 use prost::Message as _;
 use tokio::{
@@ -27,7 +29,7 @@ use uuid::Uuid;
 
 use super::{
     Services,
-    container::{GetConfig, UpdateConfig},
+    container::{ContainerActor, GetConfig, UpdateConfig},
     guestos::List,
     manager::{Create, Lookup, Reload, Remove},
 };
@@ -78,15 +80,12 @@ impl Session {
         let _ = self.out.send(msg);
     }
 
-    /// Runs `fut` to completion before the next frame is read, then sends its replies.
+    /// Runs `fut` to completion before the next frame is read, then sends its reply.
     fn reply_later<F>(&self, ctx: &mut Context<Self>, fut: F)
     where
-        F: Future<Output = Vec<DaemonToController>> + 'static,
+        F: Future<Output = DaemonToController> + 'static,
     {
-        ctx.wait(
-            fut.into_actor(self)
-                .map(|replies, act, _| replies.into_iter().for_each(|r| act.send(r))),
-        );
+        ctx.wait(fut.into_actor(self).map(|r, act, _| act.send(r)));
     }
 
     fn log_request(&self, command: i32) {
@@ -136,15 +135,16 @@ impl Session {
                 self.reply_later(ctx, async move {
                     let mut out = Vec::with_capacity(uuids.len());
                     for uuid in uuids {
-                        let Some(actor) = s.manager.send(Lookup(uuid)).await.ok().flatten() else {
-                            return vec![reply::failed(format!("no container with UUID {uuid}"))];
+                        let cfg = match container(&s, uuid).await {
+                            Ok(actor) => actor.send(GetConfig).await,
+                            Err(r) => return r,
                         };
-                        match actor.send(GetConfig).await {
+                        match cfg {
                             Ok(cfg) => out.push((uuid.to_string(), cfg)),
-                            Err(_) => return vec![reply::failed(format!("container {uuid} went away"))],
+                            Err(_) => return reply::failed(format!("container {uuid} went away")),
                         }
                     }
-                    vec![reply::configs(out)]
+                    reply::configs(out)
                 });
             }
             Command::Create {
@@ -154,11 +154,11 @@ impl Session {
             } => {
                 let signed = signature.is_some() && certificate.is_some();
                 self.reply_later(ctx, async move {
-                    vec![match s.manager.send(Create { config, signed }).await {
-                        Ok(Ok((uuid, cfg))) => reply::configs(vec![(uuid.to_string(), cfg)]),
-                        Ok(Err(e)) => reply::failed(format!("create: {e}")),
-                        Err(e) => reply::failed(format!("create: {e}")),
-                    }]
+                    answer(
+                        "create",
+                        s.manager.send(Create { config, signed }).await,
+                        |(uuid, cfg)| reply::configs(vec![(uuid.to_string(), cfg)]),
+                    )
                 });
             }
             Command::UpdateConfig {
@@ -173,20 +173,19 @@ impl Session {
                         .and_then(|c| check_signature_policy(&s.device, signed).map(|()| c))
                     {
                         Ok(c) => c,
-                        Err(e) => return vec![reply::failed(format!("update_config: {e}"))],
+                        Err(e) => return reply::failed(format!("update_config: {e}")),
                     };
-                    let Some(actor) = s.manager.send(Lookup(uuid)).await.ok().flatten() else {
-                        return vec![reply::failed(format!("no container with UUID {uuid}"))];
+                    let updated = match container(&s, uuid).await {
+                        Ok(actor) => actor.send(UpdateConfig(cfg)).await,
+                        Err(r) => return r,
                     };
-                    vec![match actor.send(UpdateConfig(cfg)).await {
-                        Ok(Ok(cfg)) => reply::configs(vec![(uuid.to_string(), cfg)]),
-                        Ok(Err(e)) => reply::failed(format!("update_config: {e}")),
-                        Err(e) => reply::failed(format!("update_config: {e}")),
-                    }]
+                    answer("update_config", updated, |cfg| {
+                        reply::configs(vec![(uuid.to_string(), cfg)])
+                    })
                 });
             }
             Command::Reload => self.reply_later(ctx, async move {
-                vec![match s.manager.send(Reload { startup: false }).await {
+                match s.manager.send(Reload { startup: false }).await {
                     Ok(problems) if problems.is_empty() => reply::ok(),
                     Ok(problems) => reply::failed(format!(
                         "reload: {} config file(s) not loaded (the others were): {}",
@@ -194,14 +193,10 @@ impl Session {
                         problems.join("; ")
                     )),
                     Err(e) => reply::failed(format!("reload: {e}")),
-                }]
+                }
             }),
             Command::Remove { uuid } => self.reply_later(ctx, async move {
-                vec![match s.manager.send(Remove(uuid)).await {
-                    Ok(Ok(())) => reply::ok(),
-                    Ok(Err(e)) => reply::failed(format!("remove: {e}")),
-                    Err(e) => reply::failed(format!("remove: {e}")),
-                }]
+                answer("remove", s.manager.send(Remove(uuid)).await, |()| reply::ok())
             }),
             Command::HandlesPin { uuid } => self.send(if s.board.contains(&uuid) {
                 // PIN pads (usb_pin_entry) are refused at validation, so the client always asks.
@@ -211,10 +206,10 @@ impl Session {
             }),
             Command::GetProvisioned => self.send(reply::provisioned(s.data.provisioned_marker().exists())),
             Command::ListGuestOs => self.reply_later(ctx, async move {
-                vec![match s.guestos.send(List).await {
+                match s.guestos.send(List).await {
                     Ok(list) => reply::guestos_list(list),
                     Err(e) => reply::failed(format!("list_guestos: {e}")),
-                }]
+                }
             }),
             Command::ExecInput { .. } => {
                 // Belongs to an exec stream and is never answered (SPEC §2); no stream is open.
@@ -265,6 +260,30 @@ impl Session {
                 "CHANGE_DEVICE_PIN is deprecated; use change_pin on a container",
             )),
         }
+    }
+}
+
+/// The actor of a container, or the failure reply for an unknown one.
+async fn container(s: &Services, uuid: Uuid) -> Result<Addr<ContainerActor>, DaemonToController> {
+    s.manager
+        .send(Lookup(uuid))
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| reply::failed(format!("no container with UUID {uuid}")))
+}
+
+/// An actor's answer as a reply: `ok` on success; a handler error or a dead mailbox becomes
+/// `CMD_FAILED` with the reason, prefixed by `what`.
+fn answer<T, E: std::fmt::Display>(
+    what: &str,
+    result: Result<Result<T, E>, actix::MailboxError>,
+    ok: impl FnOnce(T) -> DaemonToController,
+) -> DaemonToController {
+    match result {
+        Ok(Ok(v)) => ok(v),
+        Ok(Err(e)) => reply::failed(format!("{what}: {e}")),
+        Err(e) => reply::failed(format!("{what}: {e}")),
     }
 }
 
