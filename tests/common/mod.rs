@@ -162,10 +162,10 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM, wait for exit, return the status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    /// Sends `sig` (SIGTERM, SIGINT), waits for exit, returns the status.
+    pub fn terminate(&mut self, sig: nix::sys::signal::Signal) -> std::process::ExitStatus {
         let mut c = self.child.take().unwrap();
-        send_signal(c.id() as i32, nix::sys::signal::Signal::SIGTERM);
+        send_signal(c.id() as i32, sig);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(st) = c.try_wait().unwrap() {
@@ -173,7 +173,7 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
-                panic!("cmld did not exit on SIGTERM");
+                panic!("cmld did not exit on {sig}");
             }
             std::thread::sleep(Duration::from_millis(10));
         }
