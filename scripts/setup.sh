@@ -7,6 +7,9 @@ PACKAGES=(
   pkg-config libssl-dev   # openssl crate
   gcc                     # -sys crates
   python3                 # test helpers
+  busybox-static          # the demo and test GuestOS
+  squashfs-tools          # cml-guestos: mksquashfs
+  e2fsprogs               # mkfs.ext4
 )
 
 missing=()
