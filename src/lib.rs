@@ -9,6 +9,7 @@
 pub mod actors;
 pub mod client;
 pub mod container;
+pub mod crypto;
 pub mod daemon;
 pub mod device;
 pub mod guestos;
