@@ -13,5 +13,6 @@ pub mod crypto;
 pub mod daemon;
 pub mod device;
 pub mod guestos;
+pub mod guestos_build;
 pub mod protocol;
 pub mod store;
