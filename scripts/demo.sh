@@ -1,45 +1,51 @@
 #!/usr/bin/env bash
-# The main job for a new user: build, bring cmld up on its default paths (/var/lib/cml,
-# /run/socket/cml-control, /run/cml), install the demo GuestOS, create a container and show it.
+# The main job for a new user: build cml, bring cmld up on its default paths (/var/lib/cml,
+# /run/socket/cml-control, /run/cml) with its default device.conf (signatures required), build a
+# busybox GuestOS with cml-guestos, sign it with a development PKI, register the PKI's CA, push the
+# GuestOS, create a signed container of it, and show its state.
 #
-# This is a development setup: on a data directory that has no device.conf yet it writes one with
-# signed_configs: false. An existing device.conf is left as it is.
+# Build products and the development PKI live in target/demo/ of this checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 [ "$(id -u)" = 0 ] || { echo "demo.sh: cmld runs as root; run as root" >&2; exit 1; }
 cargo build --release --locked --bins
 BIN=$PWD/target/release
-DATA=/var/lib/cml
+W=$PWD/target/demo
 SOCK=/run/socket/cml-control
 control() { "$BIN/control" -s "$SOCK" "$@"; }
+mkdir -p "$W"
 
-mkdir -p "$DATA"
-if [ ! -e "$DATA/device.conf" ]; then
-  install -m 0600 config/device-dev.conf "$DATA/device.conf"
-  echo "demo: wrote a development device.conf (signed_configs: false) to $DATA" >&2
+# 1. A root filesystem: Debian's static busybox and its applet links.
+if [ ! -x "$W/rootfs/bin/busybox" ]; then
+  mkdir -p "$W/rootfs/bin"
+  cp /bin/busybox "$W/rootfs/bin/busybox"
+  for a in sh ls cat echo sleep ps mount hostname id env kill reboot; do ln -sf busybox "$W/rootfs/bin/$a"; done
 fi
+# 2. A development PKI, the GuestOS (image + config, laid out as an update store), its signature.
+[ -e "$W/pki/root-ca.cert" ] || "$BIN/cml-guestos" dev-pki "$W/pki"
+if [ ! -e "$W/store/demo-busybox-1.conf.sig" ]; then
+  "$BIN/cml-guestos" build --rootfs "$W/rootfs" --name demo-busybox --version 1 --out "$W/store" \
+    --init /bin/sh --init-param -c --init-param 'echo ready; exec sleep 2147483647' \
+    --update-base-url "file://$W/store"
+  "$BIN/cml-guestos" sign "$W/store/demo-busybox-1.conf" --key "$W/pki/signing.key" --cert "$W/pki/signing.cert"
+fi
+"$BIN/cml-guestos" sign config/containers/demo.conf --key "$W/pki/signing.key" --cert "$W/pki/signing.cert" \
+  --out "$W/demo.conf.sig"
 
-# The demo GuestOS. Until the GuestOS manager can push signed GuestOSes, its config is placed
-# into the store directly.
-GOS="$DATA/operatingsystems/demo-busybox-1"
-mkdir -p "$GOS"
-install -m 0644 config/guestos/demo-busybox-1.conf "$GOS/demo-busybox-1.conf"
-
+# 3. The daemon, on its defaults.
 if ! control list >/dev/null 2>&1; then
-  mkdir -p /var/log
   nohup "$BIN/cmld" >>/var/log/cmld-demo.log 2>&1 &
   echo "demo: cmld started (pid $!, log /var/log/cmld-demo.log); stop it with: kill $!" >&2
   for _ in $(seq 100); do control list >/dev/null 2>&1 && break; sleep 0.1; done
-  control reload   # picks up the GuestOS placed above if cmld was already configured
-else
-  control reload
 fi
 
+# 4. Trust the PKI, install the GuestOS, create the container.
+control ca_register "$W/pki/root-ca.cert"
+control push_guestos_config "$W/store/demo-busybox-1.conf" "$W/store/demo-busybox-1.conf.sig" "$W/pki/signing.cert"
 control list_guestos
 if ! control state demo >/dev/null 2>&1; then
-  control create config/containers/demo.conf >/dev/null
+  control create config/containers/demo.conf "$W/demo.conf.sig" "$W/pki/signing.cert" >/dev/null
 fi
-uuid=$(control --json state demo | python3 -c 'import json,sys; print(json.load(sys.stdin)["uuid"])')
 control list
-echo "state of $uuid: $(control state "$uuid")"
+echo "state of demo: $(control state demo)"

@@ -19,8 +19,12 @@ use tracing::{info, warn};
 
 use crate::{
     actors::{
-        Services, acceptor::Acceptor, board::StatusBoard, guestos::GuestOsManager, manager::Manager,
-        manager::Reload,
+        Services,
+        acceptor::Acceptor,
+        board::StatusBoard,
+        guestos::GuestOsManager,
+        manager::Manager,
+        manager::{ManagerContext, Reload},
     },
     device::{self, DeviceError},
     guestos::Catalog,
@@ -213,16 +217,25 @@ async fn serve(
     device: Arc<crate::protocol::pb::DeviceConfig>,
 ) -> Result<(), DaemonError> {
     let catalog = Arc::new(RwLock::new(Catalog::default()));
+    let trust = Arc::new(RwLock::new(Vec::new()));
     let board = Arc::new(StatusBoard::default());
-    let guestos = GuestOsManager::new(data.guestos_dir(), catalog.clone()).start();
-    let manager = Manager::new(
+    // Started first: it loads the trust store and the catalog the containers are checked against.
+    let guestos = GuestOsManager::new(
         data.clone(),
         device.clone(),
-        catalog,
+        catalog.clone(),
+        trust.clone(),
         board.clone(),
-        guestos.clone(),
     )
     .start();
+    let ctx = ManagerContext {
+        data: data.clone(),
+        device: device.clone(),
+        catalog,
+        trust: trust.clone(),
+        board: board.clone(),
+    };
+    let manager = Manager::new(ctx, guestos.clone()).start();
     let problems = manager.send(Reload { startup: true }).await.unwrap_or_default();
     info!(
         containers = board.uuids().len(),
@@ -243,6 +256,7 @@ async fn serve(
             board,
             manager,
             guestos,
+            trust,
         },
     );
     info!(socket = %opts.socket.display(), "ready");

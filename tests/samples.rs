@@ -9,7 +9,7 @@ use cml::{
     device::DEFAULT_DEVICE_CONF,
     guestos::Catalog,
     protocol::{
-        pb::{DeviceConfig, GuestOsConfig},
+        pb::{ContainerTrust, DeviceConfig, GuestOsConfig},
         text,
     },
 };
@@ -31,12 +31,18 @@ fn sample_configs_load() {
     );
     assert!(shipped.signed_configs());
 
-    let os: GuestOsConfig = text::parse(&read("config/guestos/demo-busybox-1.conf")).unwrap();
+    // The GuestOS the sample containers name, as `cml-guestos build` would describe it (minus the
+    // image, which the catalog would check).
+    let os: GuestOsConfig = text::parse(
+        b"name: \"demo-busybox\" hardware: \"x86\" version: 1 description { en: \"demo\" } \
+          mounts { image_file: \"data\" mount_point: \"/data\" fs_type: \"tmpfs\" mount_type: EMPTY def_size: 16 }",
+    )
+    .unwrap();
     let store = tempfile::tempdir().unwrap();
     let dir = store.path().join("demo-busybox-1");
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join("demo-busybox-1.conf"), text::print(&os)).unwrap();
-    let (catalog, errors) = Catalog::scan(store.path());
+    let (catalog, errors) = Catalog::scan(store.path(), &|_, _, _| Ok(ContainerTrust::Unsigned));
     assert!(errors.is_empty(), "{errors:?}");
 
     for f in [
@@ -44,7 +50,7 @@ fn sample_configs_load() {
         "config/containers/full-example.conf",
     ] {
         let cfg = load_config(&read(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
-        validate_against_catalog(&cfg, &catalog).unwrap_or_else(|e| panic!("{f}: {e}"));
+        validate_against_catalog(&cfg, &catalog, false).unwrap_or_else(|e| panic!("{f}: {e}"));
     }
     let demo = load_config(&read("config/containers/demo.conf")).unwrap();
     assert_eq!(demo.color, 0x3366ffff);

@@ -368,7 +368,10 @@ fn sigkill_during_concurrent_creates_leaves_only_complete_configs() {
 
 #[test]
 fn sigterm_and_sigint_exit_cleanly_and_remove_the_socket() {
-    for sig in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT] {
+    for sig in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
         let mut d = Daemon::start();
         let st = d.terminate(sig);
         assert!(st.success(), "{sig}: {st}");

@@ -116,6 +116,15 @@ impl StatusBoard {
         self.read().iter().any(|e| e.uuid == *uuid)
     }
 
+    /// Names of the containers whose config uses GuestOS `name`.
+    pub fn users_of_guestos(&self, name: &str) -> Vec<String> {
+        self.read()
+            .iter()
+            .filter(|e| e.guestos == name)
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
     /// Every UUID in creation order.
     pub fn uuids(&self) -> Vec<Uuid> {
         self.read().iter().map(|e| e.uuid).collect()

@@ -3,16 +3,14 @@
 //! Start, stop and supervision arrive with the runtime; this actor already holds the state machine
 //! ([`State::can_become`]) and publishes every change to the status board.
 
-use std::sync::Arc;
-
 use actix::{Actor, ActorFutureExt, AtomicResponse, Context, Handler, Message, MessageResult, WrapFuture};
 use tracing::info;
 use uuid::Uuid;
 
-use super::{CatalogHandle, board::StatusBoard};
+use super::{manager::ManagerContext, read};
 use crate::{
-    container::{ConfigError, State, validate_against_catalog},
-    protocol::{pb::ContainerConfig, text},
+    container::{Accepted, ConfigError, State, validate_against_catalog},
+    protocol::pb::ContainerConfig,
     store::{self, DataDir, StoreError},
 };
 
@@ -49,30 +47,20 @@ pub enum ContainerError {
 /// The per-container actor.
 pub struct ContainerActor {
     uuid: Uuid,
-    data: DataDir,
-    catalog: CatalogHandle,
-    board: Arc<StatusBoard>,
+    ctx: ManagerContext,
     /// The config the current (or next) run uses.
-    config: ContainerConfig,
+    config: Accepted,
     /// A stored config that waits for the next start.
-    pending: Option<ContainerConfig>,
+    pending: Option<Accepted>,
     state: State,
 }
 
 impl ContainerActor {
     /// A stopped container with the given config (already on disk and on the board).
-    pub fn new(
-        uuid: Uuid,
-        config: ContainerConfig,
-        data: DataDir,
-        catalog: CatalogHandle,
-        board: Arc<StatusBoard>,
-    ) -> Self {
+    pub fn new(uuid: Uuid, config: Accepted, ctx: ManagerContext) -> Self {
         ContainerActor {
             uuid,
-            data,
-            catalog,
-            board,
+            ctx,
             config,
             pending: None,
             state: State::Stopped,
@@ -80,24 +68,21 @@ impl ContainerActor {
     }
 
     fn stored_config(&self) -> &ContainerConfig {
-        self.pending.as_ref().unwrap_or(&self.config)
+        &self.pending.as_ref().unwrap_or(&self.config).config
     }
 
     /// Makes `cfg` the stored config: in effect at once when stopped, else at the next start.
-    fn apply(&mut self, cfg: ContainerConfig) {
+    fn apply(&mut self, cfg: Accepted) {
         if self.state.is_running() {
             self.pending = Some(cfg);
         } else {
             self.config = cfg;
             self.pending = None;
         }
-        let (name, guestos, token) = (
-            self.config.name.clone(),
-            self.config.guest_os.clone(),
-            self.config.token_type(),
-        );
+        let c = &self.config.config;
+        let (name, guestos, token) = (c.name.clone(), c.guest_os.clone(), c.token_type());
         let pending = self.pending.is_some();
-        self.board.update(&self.uuid, |e| {
+        self.ctx.board.update(&self.uuid, |e| {
             e.name = name;
             e.guestos = guestos;
             e.token_type = token as i32;
@@ -122,44 +107,61 @@ impl Handler<GetConfig> for ContainerActor {
     }
 }
 
-/// Replaces the config (validated by [`crate::container::load_config`] and the signature policy)
-/// and stores it atomically; applied at once when stopped, at the next start otherwise.
+/// Replaces the config (accepted by [`crate::container::accept`]) and stores it atomically;
+/// applied at once when stopped, at the next start otherwise.
 #[derive(Message)]
 #[rtype(result = "Result<ContainerConfig, ContainerError>")]
-pub struct UpdateConfig(pub ContainerConfig);
+pub struct UpdateConfig(pub Accepted);
 
 impl Handler<UpdateConfig> for ContainerActor {
     type Result = AtomicResponse<Self, Result<ContainerConfig, ContainerError>>;
 
-    fn handle(&mut self, UpdateConfig(cfg): UpdateConfig, _: &mut Context<Self>) -> Self::Result {
-        let checked = {
-            let cat = self
-                .catalog
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            validate_against_catalog(&cfg, &cat).map(|_| ())
-        };
-        let (uuid, path, text) = (self.uuid, self.data.container_conf(&self.uuid), text::print(&cfg));
+    fn handle(&mut self, UpdateConfig(new): UpdateConfig, _: &mut Context<Self>) -> Self::Result {
+        let checked =
+            validate_against_catalog(&new.config, &read(&self.ctx.catalog), new.signed()).map(|_| ());
+        let (uuid, data, files) = (self.uuid, self.ctx.data.clone(), new.clone());
         let write = async move {
             checked?;
-            actix_rt::task::spawn_blocking(move || store::atomic_write(&path, text.as_bytes(), 0o600))
+            actix_rt::task::spawn_blocking(move || store_config(&data, &uuid, &files))
                 .await
                 .map_err(|e| ContainerError::Internal(e.to_string()))?
                 .map_err(|source| ContainerError::Store { uuid, source })
         };
         AtomicResponse::new(Box::pin(write.into_actor(self).map(move |res, act, _| {
             res?;
-            info!(container = %act.uuid, name = %cfg.name, "config updated");
-            act.apply(cfg.clone());
+            info!(container = %act.uuid, name = %new.config.name, signed = new.signed(), "config updated");
+            let cfg = new.config.clone();
+            act.apply(new);
             Ok(cfg)
         })))
+    }
+}
+
+/// Stores a config: a signed one with its signature and certificate (written before the config,
+/// the commit point); an unsigned one after removing any old signature, so a crash never pairs a
+/// new config with an old signature.
+fn store_config(data: &DataDir, uuid: &Uuid, a: &Accepted) -> Result<(), StoreError> {
+    let (conf, sig_path, cert_path) = (
+        data.container_conf(uuid),
+        data.container_file(uuid, "sig"),
+        data.container_file(uuid, "cert"),
+    );
+    match &a.signature {
+        Some((sig, cert)) => {
+            store::atomic_write_all(&[(&sig_path, sig), (&cert_path, cert), (&conf, &a.text)], 0o600)
+        }
+        None => {
+            store::remove_if_exists(&sig_path)?;
+            store::remove_if_exists(&cert_path)?;
+            store::atomic_write(&conf, &a.text, 0o600)
+        }
     }
 }
 
 /// A config re-read from disk by `reload`; taken only while stopped. Returns whether it was taken.
 #[derive(Message)]
 #[rtype(result = "bool")]
-pub struct Reloaded(pub ContainerConfig);
+pub struct Reloaded(pub Accepted);
 
 impl Handler<Reloaded> for ContainerActor {
     type Result = bool;
@@ -181,7 +183,7 @@ impl Handler<Remove> for ContainerActor {
     type Result = AtomicResponse<Self, Result<(), ContainerError>>;
 
     fn handle(&mut self, _: Remove, _: &mut Context<Self>) -> Self::Result {
-        let (uuid, data, state) = (self.uuid, self.data.clone(), self.state);
+        let (uuid, data, state) = (self.uuid, self.ctx.data.clone(), self.state);
         let work = async move {
             if state.is_running() {
                 // Stopping a running container first comes with the runtime.

@@ -16,17 +16,18 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::{
-    CatalogHandle,
+    CatalogHandle, TrustHandle,
     board::{Entry, StatusBoard},
     container::{self, ContainerActor, ContainerError},
     guestos::{GuestOsManager, Rescan},
+    read,
 };
 use crate::{
-    container::{ConfigError, State, check_signature_policy, load_config, validate_against_catalog},
+    container::{Accepted, ConfigError, State, accept, validate_against_catalog},
+    guestos,
     protocol::{
         command::parse_uuid,
         pb::{ContainerConfig, ContainerTrust, CryptfsMode, DeviceConfig},
-        text,
     },
     store::{self, DataDir, StoreError},
 };
@@ -51,37 +52,44 @@ pub enum ManagerError {
     Internal(String),
 }
 
+/// Where the container manager's collaborators are.
+#[derive(Clone)]
+pub struct ManagerContext {
+    /// The data directory.
+    pub data: DataDir,
+    /// device.conf.
+    pub device: Arc<DeviceConfig>,
+    /// Installed GuestOSes.
+    pub catalog: CatalogHandle,
+    /// Trusted CAs.
+    pub trust: TrustHandle,
+    /// Status snapshot.
+    pub board: Arc<StatusBoard>,
+}
+
 /// The container manager.
 pub struct Manager {
-    data: DataDir,
-    device: Arc<DeviceConfig>,
-    catalog: CatalogHandle,
-    board: Arc<StatusBoard>,
+    ctx: ManagerContext,
     guestos: Addr<GuestOsManager>,
     containers: HashMap<Uuid, Addr<ContainerActor>>,
 }
 
 impl Manager {
     /// A manager with no containers yet (send [`Reload`] to load them from disk).
-    pub fn new(
-        data: DataDir,
-        device: Arc<DeviceConfig>,
-        catalog: CatalogHandle,
-        board: Arc<StatusBoard>,
-        guestos: Addr<GuestOsManager>,
-    ) -> Self {
+    pub fn new(ctx: ManagerContext, guestos: Addr<GuestOsManager>) -> Self {
         Manager {
-            data,
-            device,
-            catalog,
-            board,
+            ctx,
             guestos,
             containers: HashMap::new(),
         }
     }
 
-    fn add(&mut self, uuid: Uuid, cfg: ContainerConfig, created: SystemTime) {
-        self.board.insert(Entry {
+    fn add(&mut self, uuid: Uuid, accepted: Accepted, created: SystemTime) {
+        let cfg = &accepted.config;
+        let trust = read(&self.ctx.catalog)
+            .latest(&cfg.guest_os)
+            .map_or(ContainerTrust::Unsigned, |g| g.trust);
+        self.ctx.board.insert(Entry {
             uuid,
             name: cfg.name.clone(),
             guestos: cfg.guest_os.clone(),
@@ -92,18 +100,10 @@ impl Manager {
             pid: 0,
             restart_count: 0,
             update_pending: false,
-            // GuestOS signatures are verified once the trust store exists; until then say so.
-            trust: ContainerTrust::Unsigned,
+            trust,
             cryptfs: CryptfsMode::NotImplemented,
         });
-        let actor = ContainerActor::new(
-            uuid,
-            cfg,
-            self.data.clone(),
-            self.catalog.clone(),
-            self.board.clone(),
-        )
-        .start();
+        let actor = ContainerActor::new(uuid, accepted, self.ctx.clone()).start();
         self.containers.insert(uuid, actor);
     }
 }
@@ -130,65 +130,68 @@ impl Handler<Lookup> for Manager {
 pub struct Create {
     /// The config as protobuf text.
     pub config: Vec<u8>,
-    /// Whether a signature and certificate came with it.
-    pub signed: bool,
+    /// Signature and certificate chain (PEM), for a signed config.
+    pub signature: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Handler<Create> for Manager {
     type Result = ResponseActFuture<Self, Result<(Uuid, ContainerConfig), ManagerError>>;
 
     fn handle(&mut self, msg: Create, _: &mut Context<Self>) -> Self::Result {
-        let prepared = (|| {
-            let cfg = load_config(&msg.config)?;
-            check_signature_policy(&self.device, msg.signed)?;
-            let cat = self
-                .catalog
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            validate_against_catalog(&cfg, &cat)?;
-            Ok::<_, ConfigError>(cfg)
-        })();
-        let (uuid, created, data) = (Uuid::new_v4(), SystemTime::now(), self.data.clone());
+        let prepared = accept(
+            &self.ctx.device,
+            &msg.config,
+            msg.signature,
+            &read(&self.ctx.trust),
+        )
+        .and_then(|a| validate_against_catalog(&a.config, &read(&self.ctx.catalog), a.signed()).map(|_| a));
+        let (uuid, created, data) = (Uuid::new_v4(), SystemTime::now(), self.ctx.data.clone());
         let write = async move {
-            let cfg = prepared?;
-            let text = text::print(&cfg);
-            actix_rt::task::spawn_blocking(move || write_new_container(&data, &uuid, created, &text))
+            let accepted = prepared?;
+            let files = accepted.clone();
+            actix_rt::task::spawn_blocking(move || write_new_container(&data, &uuid, created, &files))
                 .await
                 .map_err(|e| ManagerError::Internal(e.to_string()))??;
-            Ok(cfg)
+            Ok(accepted)
         };
-        Box::pin(
-            write
-                .into_actor(self)
-                .map(move |res: Result<ContainerConfig, ManagerError>, act, _| {
-                    let cfg = res?;
-                    info!(container = %uuid, name = %cfg.name, guestos = %cfg.guest_os, "created");
-                    act.add(uuid, cfg.clone(), created);
-                    Ok((uuid, cfg))
-                }),
-        )
+        Box::pin(write.into_actor(self).map(move |res: Result<Accepted, ManagerError>, act, _| {
+            let accepted = res?;
+            let cfg = accepted.config.clone();
+            info!(container = %uuid, name = %cfg.name, guestos = %cfg.guest_os, signed = accepted.signed(), "created");
+            // A concurrent reload may have picked the new file up already.
+            if !act.containers.contains_key(&uuid) {
+                act.add(uuid, accepted, created);
+            }
+            Ok((uuid, cfg))
+        }))
     }
 }
 
-/// Writes `<uuid>.created` then `<uuid>.conf`; the config's rename is the commit point.
+/// Writes `<uuid>.created`, the signature and certificate of a signed config, then `<uuid>.conf`;
+/// the config's rename is the commit point.
 fn write_new_container(
     data: &DataDir,
     uuid: &Uuid,
     created: SystemTime,
-    text: &str,
+    a: &Accepted,
 ) -> Result<(), StoreError> {
     let nanos = created
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos()
         .to_string();
-    store::atomic_write_all(
-        &[
-            (&data.container_file(uuid, "created"), nanos.as_bytes()),
-            (&data.container_conf(uuid), text.as_bytes()),
-        ],
-        0o600,
-    )
+    let (created_path, conf_path) = (data.container_file(uuid, "created"), data.container_conf(uuid));
+    let (sig_path, cert_path) = (
+        data.container_file(uuid, "sig"),
+        data.container_file(uuid, "cert"),
+    );
+    let mut files: Vec<(&std::path::Path, &[u8])> = vec![(&created_path, nanos.as_bytes())];
+    if let Some((sig, cert)) = &a.signature {
+        files.push((&sig_path, sig));
+        files.push((&cert_path, cert));
+    }
+    files.push((&conf_path, &a.text));
+    store::atomic_write_all(&files, 0o600)
 }
 
 /// Removes a container and all its files.
@@ -214,7 +217,7 @@ impl Handler<Remove> for Manager {
                 .map(move |res: Result<(), ManagerError>, act, _| {
                     if res.is_ok() {
                         act.containers.remove(&uuid);
-                        act.board.remove(&uuid);
+                        act.ctx.board.remove(&uuid);
                     }
                     res
                 }),
@@ -236,19 +239,19 @@ pub struct Reload {
 struct Scanned {
     uuid: Uuid,
     created: SystemTime,
-    config: Result<ContainerConfig, String>,
+    config: Result<Accepted, String>,
 }
 
 impl Handler<Reload> for Manager {
     type Result = ResponseActFuture<Self, Vec<String>>;
 
     fn handle(&mut self, msg: Reload, _: &mut Context<Self>) -> Self::Result {
-        let (guestos, data, startup) = (self.guestos.clone(), self.data.clone(), msg.startup);
+        let (guestos, ctx, startup) = (self.guestos.clone(), self.ctx.clone(), msg.startup);
         let scan = async move {
             if let Err(e) = guestos.send(Rescan).await {
                 warn!(error = %e, "GuestOS rescan failed");
             }
-            actix_rt::task::spawn_blocking(move || scan_containers(&data, startup))
+            actix_rt::task::spawn_blocking(move || scan_containers(&ctx, startup))
                 .await
                 .unwrap_or_default()
         };
@@ -259,9 +262,9 @@ impl Handler<Reload> for Manager {
                 seen.push(s.uuid);
                 match s.config {
                     Err(e) => problems.push(e),
-                    Ok(cfg) => match act.containers.get(&s.uuid) {
-                        Some(actor) => actor.do_send(container::Reloaded(cfg)),
-                        None => act.add(s.uuid, cfg, s.created),
+                    Ok(accepted) => match act.containers.get(&s.uuid) {
+                        Some(actor) => actor.do_send(container::Reloaded(accepted)),
+                        None => act.add(s.uuid, accepted, s.created),
                     },
                 }
             }
@@ -269,15 +272,15 @@ impl Handler<Reload> for Manager {
                 .containers
                 .keys()
                 .filter(|u| !seen.contains(u))
-                .filter(|u| act.board.get(u).is_some_and(|e| e.state == State::Stopped))
+                .filter(|u| act.ctx.board.get(u).is_some_and(|e| e.state == State::Stopped))
                 // Created while the scan ran: its file exists now.
-                .filter(|u| !act.data.container_conf(u).exists())
+                .filter(|u| !act.ctx.data.container_conf(u).exists())
                 .copied()
                 .collect();
             for uuid in gone {
                 info!(container = %uuid, "config file gone; dropping the stopped container");
                 act.containers.remove(&uuid);
-                act.board.remove(&uuid);
+                act.ctx.board.remove(&uuid);
             }
             for p in &problems {
                 warn!(problem = %p, "container config not loaded");
@@ -287,10 +290,28 @@ impl Handler<Reload> for Manager {
     }
 }
 
+/// Reads and checks a stored config: a `.sig` next to it (or `signed_configs: true`) means it must
+/// verify, as at create.
+fn load_stored(ctx: &ManagerContext, uuid: &Uuid) -> Result<Accepted, String> {
+    let conf_path = ctx.data.container_conf(uuid);
+    let bytes = guestos::read_regular(&conf_path).map_err(|e| format!("cannot read: {e}"))?;
+    let sig_path = ctx.data.container_file(uuid, "sig");
+    let signature = match guestos::read_regular(&sig_path) {
+        Ok(sig) => {
+            let cert = guestos::read_regular(&ctx.data.container_file(uuid, "cert"))
+                .map_err(|e| format!("signature without certificate: {e}"))?;
+            Some((sig, cert))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("cannot read {}: {e}", sig_path.display())),
+    };
+    accept(&ctx.device, &bytes, signature, &read(&ctx.trust)).map_err(|e| e.to_string())
+}
+
 /// Reads every container config from disk (blocking). At start-up, temporary files and `.created`
 /// markers that a crash left without a config are removed.
-fn scan_containers(data: &DataDir, startup: bool) -> Vec<Scanned> {
-    let dir = data.containers_dir();
+fn scan_containers(ctx: &ManagerContext, startup: bool) -> Vec<Scanned> {
+    let dir = ctx.data.containers_dir();
     if startup {
         let stale = store::remove_stale_temps(&dir);
         if stale > 0 {
@@ -314,19 +335,16 @@ fn scan_containers(data: &DataDir, startup: bool) -> Vec<Scanned> {
         };
         match ext {
             "conf" => {}
-            "created" => {
-                if startup && !data.container_conf(&uuid).exists() {
+            "created" | "sig" | "cert" => {
+                if startup && !ctx.data.container_conf(&uuid).exists() {
                     let _ = store::remove_if_exists(&entry.path());
                 }
                 continue;
             }
             _ => continue,
         }
-        let path = entry.path();
-        let config = fs::read(&path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))
-            .and_then(|b| load_config(&b).map_err(|e| format!("{}: {e}", path.display())));
-        let created = fs::read_to_string(data.container_file(&uuid, "created"))
+        let config = load_stored(ctx, &uuid).map_err(|e| format!("{}: {e}", entry.path().display()));
+        let created = fs::read_to_string(ctx.data.container_file(&uuid, "created"))
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(|n| UNIX_EPOCH + Duration::from_nanos(n))

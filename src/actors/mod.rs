@@ -25,6 +25,20 @@ use crate::{guestos::Catalog, protocol::pb::DeviceConfig, store::DataDir};
 /// Shared handle to the GuestOS catalog: written by the GuestOS manager, read for validation.
 pub type CatalogHandle = Arc<RwLock<Catalog>>;
 
+/// Shared handle to the trusted CA certificates: written by the GuestOS manager (`ca_register`),
+/// read wherever a signature is verified.
+pub type TrustHandle = Arc<RwLock<Vec<openssl::x509::X509>>>;
+
+/// Reads a shared handle, ignoring poisoning (a panic aborts the daemon anyway).
+pub fn read<T>(h: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    h.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Writes a shared handle, ignoring poisoning.
+pub fn write<T>(h: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    h.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// What every session needs to reach.
 #[derive(Clone)]
 pub struct Services {
@@ -38,4 +52,6 @@ pub struct Services {
     pub manager: Addr<manager::Manager>,
     /// The GuestOS manager.
     pub guestos: Addr<guestos::GuestOsManager>,
+    /// Trusted CAs.
+    pub trust: TrustHandle,
 }

@@ -30,15 +30,16 @@ use uuid::Uuid;
 use super::{
     Services,
     container::{ContainerActor, GetConfig, UpdateConfig},
-    guestos::List,
+    guestos::{self, List},
     manager::{Create, Lookup, Reload, Remove},
+    read,
 };
 use crate::{
-    container::{check_signature_policy, load_config},
+    container::accept,
     protocol::{
         codec::{FrameCodec, FrameError, encode_frame},
         command::{Command, RequestError, has_command_field, wire_name},
-        pb::{ControllerToDaemon, DaemonToController},
+        pb::{ControllerToDaemon, DaemonToController, daemon_to_controller::Response},
         reply,
     },
 };
@@ -147,43 +148,22 @@ impl Session {
                     reply::configs(out)
                 });
             }
-            Command::Create {
-                config,
-                signature,
-                certificate,
-            } => {
-                let signed = signature.is_some() && certificate.is_some();
-                self.reply_later(ctx, async move {
-                    answer(
-                        "create",
-                        s.manager.send(Create { config, signed }).await,
-                        |(uuid, cfg)| reply::configs(vec![(uuid.to_string(), cfg)]),
-                    )
-                });
-            }
-            Command::UpdateConfig {
-                uuid,
-                config,
-                signature,
-                certificate,
-            } => {
-                let signed = signature.is_some() && certificate.is_some();
-                self.reply_later(ctx, async move {
-                    let cfg = match load_config(&config)
-                        .and_then(|c| check_signature_policy(&s.device, signed).map(|()| c))
-                    {
-                        Ok(c) => c,
-                        Err(e) => return reply::failed(format!("update_config: {e}")),
-                    };
-                    let updated = match container(&s, uuid).await {
-                        Ok(actor) => actor.send(UpdateConfig(cfg)).await,
-                        Err(r) => return r,
-                    };
-                    answer("update_config", updated, |cfg| {
-                        reply::configs(vec![(uuid.to_string(), cfg)])
-                    })
-                });
-            }
+            Command::Create { config, signature } => self.reply_later(ctx, async move {
+                answer("create", s.manager.send(Create { config, signature }).await, |(uuid, cfg)| {
+                    reply::configs(vec![(uuid.to_string(), cfg)])
+                })
+            }),
+            Command::UpdateConfig { uuid, config, signature } => self.reply_later(ctx, async move {
+                let accepted = match accept(&s.device, &config, signature, &read(&s.trust)) {
+                    Ok(a) => a,
+                    Err(e) => return reply::failed(format!("update_config: {e}")),
+                };
+                let updated = match container(&s, uuid).await {
+                    Ok(actor) => actor.send(UpdateConfig(accepted)).await,
+                    Err(r) => return r,
+                };
+                answer("update_config", updated, |cfg| reply::configs(vec![(uuid.to_string(), cfg)]))
+            }),
             Command::Reload => self.reply_later(ctx, async move {
                 match s.manager.send(Reload { startup: false }).await {
                     Ok(problems) if problems.is_empty() => reply::ok(),
@@ -235,12 +215,30 @@ impl Session {
             Command::ChangePin { .. } => {
                 self.send(reply::unsupported("the softtoken is not implemented yet"))
             }
-            Command::PushGuestOs { .. }
-            | Command::RegisterLocalCa { .. }
-            | Command::RegisterNewCa { .. }
-            | Command::RemoveGuestOs { .. } => self.send(reply::unsupported(
-                "GuestOS installation and the trust store are not implemented yet",
+            Command::PushGuestOs { config, signature, certificate } => {
+                let progress = self.out.clone();
+                self.reply_later(ctx, async move {
+                    let push = guestos::Push { conf: config, sig: signature, cert: certificate, progress };
+                    match s.guestos.send(push).await {
+                        Ok(Ok(_)) => reply::response(Response::GuestosMgrInstallCompleted),
+                        Ok(Err(e)) => reply::failure(Response::GuestosMgrInstallFailed, e.to_string()),
+                        Err(e) => reply::failure(Response::GuestosMgrInstallFailed, e.to_string()),
+                    }
+                });
+            }
+            Command::RegisterNewCa { cert } => self.reply_later(ctx, async move {
+                match s.guestos.send(guestos::RegisterCa(cert)).await {
+                    Ok(Ok(_)) => reply::response(Response::GuestosMgrRegisterCaOk),
+                    Ok(Err(e)) => reply::failure(Response::GuestosMgrRegisterCaError, e.to_string()),
+                    Err(e) => reply::failure(Response::GuestosMgrRegisterCaError, e.to_string()),
+                }
+            }),
+            Command::RegisterLocalCa { .. } => self.send(reply::unsupported(
+                "local CAs (REGISTER_LOCALCA) are not supported; register the CA with ca_register (REGISTER_NEWCA)",
             )),
+            Command::RemoveGuestOs { name } => self.reply_later(ctx, async move {
+                answer("remove_guestos", s.guestos.send(guestos::Remove(name)).await, |_| reply::ok())
+            }),
             Command::PullCsr | Command::PushCert { .. } | Command::SetProvisioned => {
                 self.send(reply::unsupported("device provisioning is not implemented yet"))
             }

@@ -177,21 +177,18 @@ pub fn dispatch<S: Read + Write>(
                 ..request(Cmd::PushGuestosConfig)
             };
             let mut reply = session.call(&msg)?;
-            // The daemon repeats STARTED while it downloads and checks images; the next other
-            // reply is the result. TODO: a progress bar on a terminal (progress extension fields).
+            // The daemon repeats STARTED (with our progress extension) while it downloads and
+            // checks images; the next other reply is the result.
+            let mut progress = super::progress::Progress::default();
             while reply.code == Code::Response as i32
                 && reply.response == Some(Response::GuestosMgrInstallStarted as i32)
             {
-                eprintln!(
-                    "installing…{}",
-                    reply
-                        .error_message
-                        .as_deref()
-                        .map(|m| format!(" {m}"))
-                        .unwrap_or_default()
-                );
+                if let Some(p) = &reply.install_progress {
+                    progress.update(p);
+                }
                 reply = session.recv()?;
             }
+            progress.finish();
             session.expect_response(&reply, &[Response::GuestosMgrInstallCompleted])?;
         }
         Command::RemoveGuestos { name } => {

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod commands;
 pub mod exec;
 pub mod format;
+pub mod progress;
 pub mod session;
 pub mod term;
 

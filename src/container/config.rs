@@ -208,16 +208,31 @@ fn check_cpu_list(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a config against the installed GuestOSes and returns the version it will use: the
-/// newest installed version of its `guest_os`, which must be at least `guestos_version` when set.
+/// Checks a config against the installed GuestOSes and returns the version it will use: for a
+/// `pinned` (signed) config exactly `guestos_version`, otherwise the newest installed version of its
+/// `guest_os`, which must be at least `guestos_version` when set.
 /// `image_sizes` must name EMPTY or OVERLAY_RW mounts and stay within their size limits.
 pub fn validate_against_catalog<'a>(
     cfg: &ContainerConfig,
     catalog: &'a Catalog,
+    pinned: bool,
 ) -> Result<&'a GuestOs, ConfigError> {
-    let os = catalog
-        .latest(&cfg.guest_os)
-        .ok_or_else(|| invalid("guest_os", format!("GuestOS {:?} is not installed", cfg.guest_os)))?;
+    let os = if pinned {
+        // A signed config names the exact GuestOS version it was signed for.
+        let want = cfg
+            .guestos_version
+            .ok_or_else(|| invalid("guestos_version", "a signed config must pin guestos_version"))?;
+        catalog.get(&cfg.guest_os, want).ok_or_else(|| {
+            invalid(
+                "guestos_version",
+                format!("version {want} of GuestOS {:?} is not installed", cfg.guest_os),
+            )
+        })?
+    } else {
+        catalog
+            .latest(&cfg.guest_os)
+            .ok_or_else(|| invalid("guest_os", format!("GuestOS {:?} is not installed", cfg.guest_os)))?
+    };
     if let Some(want) = cfg.guestos_version {
         if os.config.version < want {
             return Err(invalid(
@@ -261,26 +276,59 @@ pub fn validate_against_catalog<'a>(
     Ok(os)
 }
 
-/// Applies device.conf's `signed_configs` to a create or update request. Verification of signed
-/// container configs comes with the trust store (GuestOS manager); until then a signed request is
-/// refused rather than accepted unchecked.
-pub fn check_signature_policy(
+/// A container config accepted for storage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    /// The parsed, validated config (with `type` and `token_type` filled in).
+    pub config: ContainerConfig,
+    /// The bytes to store: the exact signed bytes for a signed config (the signature covers them),
+    /// else the config printed in classic text syntax.
+    pub text: Vec<u8>,
+    /// Signature and certificate chain (PEM) of a signed config.
+    pub signature: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Accepted {
+    /// Whether the config is signed (and so pins its GuestOS version and cannot be rewritten).
+    pub fn signed(&self) -> bool {
+        self.signature.is_some()
+    }
+}
+
+/// Parses, validates and signature-checks a container config from a client or from disk.
+///
+/// A signature, when given, must verify over the exact bytes with a certificate chaining to one of
+/// `anchors`; with `signed_configs: true` in device.conf a signature is required.
+pub fn accept(
     device: &crate::protocol::pb::DeviceConfig,
-    signed: bool,
-) -> Result<(), ConfigError> {
-    if signed {
-        return Err(invalid(
-            "signature",
-            "verifying signed container configs is not implemented yet; send the config without SIG and CERT on a device with signed_configs: false",
-        ));
+    bytes: &[u8],
+    signature: Option<(Vec<u8>, Vec<u8>)>,
+    anchors: &[openssl::x509::X509],
+) -> Result<Accepted, ConfigError> {
+    let config = load_config(bytes)?;
+    match &signature {
+        Some((sig, cert)) => {
+            crate::crypto::verify_signature(bytes, sig, cert, anchors)
+                .map_err(|e| invalid("signature", format!("the config's signature is not valid: {e}")))?;
+        }
+        None if device.signed_configs() => {
+            return Err(invalid(
+                "signature",
+                "device.conf has signed_configs: true, so container configs must be signed (CONFIG SIG CERT)",
+            ));
+        }
+        None => {}
     }
-    if device.signed_configs() {
-        return Err(invalid(
-            "signature",
-            "device.conf has signed_configs: true, so container configs must be signed (CONFIG SIG CERT)",
-        ));
-    }
-    Ok(())
+    let text = if signature.is_some() {
+        bytes.to_vec()
+    } else {
+        text::print(&config).into_bytes()
+    };
+    Ok(Accepted {
+        config,
+        text,
+        signature,
+    })
 }
 
 #[cfg(test)]

@@ -3,5 +3,5 @@
 pub mod config;
 pub mod state;
 
-pub use config::{ConfigError, check_signature_policy, load_config, validate_against_catalog};
+pub use config::{Accepted, ConfigError, accept, load_config, validate_against_catalog};
 pub use state::State;

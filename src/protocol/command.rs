@@ -29,10 +29,10 @@ pub enum Command {
         certificate: Vec<u8>,
     },
     Reload,
+    /// `signature`: the signature and certificate chain, present only when both were sent.
     Create {
         config: Vec<u8>,
-        signature: Option<Vec<u8>>,
-        certificate: Option<Vec<u8>>,
+        signature: Option<(Vec<u8>, Vec<u8>)>,
     },
     Remove {
         uuid: Uuid,
@@ -110,8 +110,7 @@ pub enum Command {
     UpdateConfig {
         uuid: Uuid,
         config: Vec<u8>,
-        signature: Option<Vec<u8>>,
-        certificate: Option<Vec<u8>>,
+        signature: Option<(Vec<u8>, Vec<u8>)>,
     },
     ChangePin {
         uuid: Uuid,
@@ -185,11 +184,8 @@ fn required<T>(command: &'static str, field: &str, v: Option<T>) -> Result<T, Re
 }
 
 /// The signature and certificate of a signed config; only used when both are present (upstream).
-fn sig_pair(sig: Option<Vec<u8>>, cert: Option<Vec<u8>>) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
-    match (sig, cert) {
-        (Some(s), Some(c)) => (Some(s), Some(c)),
-        _ => (None, None),
-    }
+fn sig_pair(sig: Option<Vec<u8>>, cert: Option<Vec<u8>>) -> Option<(Vec<u8>, Vec<u8>)> {
+    sig.zip(cert)
 }
 
 /// The wire name of a command number, for logs and messages.
@@ -231,12 +227,10 @@ impl TryFrom<ControllerToDaemon> for Command {
             },
             Wire::ReloadContainers => Command::Reload,
             Wire::CreateContainer => {
-                let (signature, certificate) =
-                    sig_pair(m.container_config_signature, m.container_config_certificate);
+                let signature = sig_pair(m.container_config_signature, m.container_config_certificate);
                 Command::Create {
                     config: required(name, "container_config_file", m.container_config_file)?,
                     signature,
-                    certificate,
                 }
             }
             Wire::RemoveContainer => Command::Remove { uuid: id()? },
@@ -312,13 +306,11 @@ impl TryFrom<ControllerToDaemon> for Command {
                 input: required(name, "exec_input", m.exec_input)?,
             },
             Wire::ContainerUpdateConfig => {
-                let (signature, certificate) =
-                    sig_pair(m.container_config_signature, m.container_config_certificate);
+                let signature = sig_pair(m.container_config_signature, m.container_config_certificate);
                 Command::UpdateConfig {
                     uuid: id()?,
                     config: required(name, "container_config_file", m.container_config_file)?,
                     signature,
-                    certificate,
                 }
             }
             Wire::ContainerChangeTokenPin => Command::ChangePin {

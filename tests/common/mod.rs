@@ -5,6 +5,9 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod fixture;
+pub mod http;
+
 use std::{
     fs,
     io::{Read, Write},
@@ -26,11 +29,13 @@ pub const CONTROL: &str = env!("CARGO_BIN_EXE_control");
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// A GuestOS config like `cml-guestos build` writes (images come with the GuestOS manager).
+/// A GuestOS config without shipped images (a tmpfs root), placed directly into the store by
+/// [`install_guestos`] for tests that exercise container configs only. Tests of GuestOS
+/// installation use the real busybox fixture ([`fixture`]).
 pub fn guestos_conf(name: &str, version: u64) -> String {
     format!(
         "name: \"{name}\"\nhardware: \"x86\"\nversion: {version}\ndescription {{\n  en: \"{name} test GuestOS\"\n}}\n\
-         mounts {{\n  image_file: \"root\"\n  mount_point: \"/\"\n  fs_type: \"squashfs\"\n  mount_type: SHARED\n}}\n\
+         mounts {{\n  image_file: \"root\"\n  mount_point: \"/\"\n  fs_type: \"tmpfs\"\n  mount_type: EMPTY\n}}\n\
          mounts {{\n  image_file: \"data\"\n  mount_point: \"/data\"\n  fs_type: \"ext4\"\n  mount_type: EMPTY\n  \
          min_size: 10\n  max_size: 100\n  def_size: 16\n}}\n"
     )
