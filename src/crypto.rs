@@ -216,11 +216,19 @@ fn verify_chain(
         return Err(CryptoError::NoTrustAnchors);
     }
     let mut store = X509StoreBuilder::new().map_err(ossl("create a certificate store"))?;
+    // Only CA certificates anchor a chain: with PARTIAL_CHAIN below, any certificate in the store
+    // would otherwise be trusted as it is.
     for anchor in anchors {
-        store
-            .add_cert(anchor.clone())
-            .map_err(ossl("add a trusted CA certificate"))?;
+        if is_ca(anchor)? {
+            store
+                .add_cert(anchor.clone())
+                .map_err(ossl("add a trusted CA certificate"))?;
+        }
     }
+    // Every registered CA is an anchor on its own (as upstream), also when it is an intermediate.
+    store
+        .set_flags(openssl::x509::verify::X509VerifyFlags::PARTIAL_CHAIN)
+        .map_err(ossl("configure the certificate store"))?;
     let store = store.build();
     let mut chain = Stack::new().map_err(ossl("create a certificate stack"))?;
     for cert in intermediates {
