@@ -742,6 +742,8 @@ mod tests {
             verify_signature(b"d", &sig, &alone, std::slice::from_ref(&p.root)),
             Err(CryptoError::ChainNotTrusted { .. })
         ));
+        // A registered intermediate is an anchor on its own.
+        verify_signature(b"d", &sig, &alone, std::slice::from_ref(&inter)).unwrap();
     }
 
     #[test]
