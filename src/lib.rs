@@ -16,3 +16,4 @@ pub mod guestos;
 pub mod guestos_build;
 pub mod protocol;
 pub mod store;
+pub mod sys;

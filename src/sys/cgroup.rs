@@ -1,0 +1,931 @@
+//! Control groups for containers: detect which controller lives where, create a container's cgroup with
+//! its limits, move processes in, freeze, kill and remove.
+//!
+//! **Detection (SPEC §4.5b).** Per controller, from `/proc/self/mountinfo`: a controller mounted as a v1
+//! hierarchy (`cgroup` mount whose super options name it) is used through v1. Otherwise it is used through
+//! v2 when the cgroup2 root's `cgroup.controllers` lists it. A hybrid host (v1 controllers plus a cgroup2
+//! mount at `/sys/fs/cgroup/unified` listing only `hugetlb`) therefore uses v1 for everything we need.
+//! Two v2 "controllers" are never listed in `cgroup.controllers` because they are core features, not
+//! controllers: the freezer (`cgroup.freeze`, every non-root cgroup, kernel ≥ 5.2) and the device filter
+//! (eBPF). They count as v2 whenever a cgroup2 mount exists and they are not mounted as v1.
+//!
+//! **Creation order.** Per hierarchy: mkdir each level of `<parent>` that is missing, then
+//! `<parent>/<name>`, then write the limits, all before any task joins:
+//! - v1 cpuset: a cgroup without `cpuset.cpus` and `cpuset.mems` refuses tasks (`ENOSPC`), and a child's
+//!   values must be a subset of its parent's, so each new parent level copies its parent's values and the
+//!   container gets `cpus` (or the parent's) plus the parent's mems.
+//! - v1 devices: `a` to `devices.deny` first (allowed only while the cgroup has no children), then the
+//!   rules in order (allow → `devices.allow`, deny → `devices.deny`).
+//! - v1 memory: `memory.limit_in_bytes`, read back (the kernel rounds down to a page).
+//! - v2: one directory; the needed controllers are enabled with `+ctrl` in `cgroup.subtree_control` of
+//!   the root and of every parent level (top-down: a level may only enable what its parent enabled), then
+//!   `memory.max`, `cpuset.cpus`, `pids.max`. Devices are not enforced on v2 (needs an eBPF program): the
+//!   caller logs [`v2_devices_not_enforced`].
+//!
+//! A failed create removes what that call created (container dirs, new parent levels) and returns the
+//! step, the file and the errno. Removal retries `EBUSY` briefly: the last tasks of a killed container
+//! linger in the cgroup for a moment after they are reaped.
+//!
+//! The v2 path cannot run on the hybrid CI host; its file writes are unit-tested against a temporary
+//! directory laid out like a cgroup2 mount. In unit-test builds (`cfg(test)`) control files are created
+//! when missing, since a plain directory has none; on cgroupfs the kernel provides them.
+
+use std::{
+    collections::HashMap,
+    fmt, fs,
+    io::{self, Write},
+    path::{Path, PathBuf},
+    str::FromStr,
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::{
+    errno::Errno,
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+/// The controllers cml uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Controller {
+    /// RAM limit.
+    Memory,
+    /// CPU assignment.
+    Cpuset,
+    /// Process count limit.
+    Pids,
+    /// Device node access.
+    Devices,
+    /// Freeze / thaw.
+    Freezer,
+}
+
+impl Controller {
+    /// Every controller, in a fixed order.
+    pub fn all() -> [Controller; 5] {
+        [
+            Controller::Memory,
+            Controller::Cpuset,
+            Controller::Pids,
+            Controller::Devices,
+            Controller::Freezer,
+        ]
+    }
+
+    /// The kernel's name for it (`memory`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Controller::Memory => "memory",
+            Controller::Cpuset => "cpuset",
+            Controller::Pids => "pids",
+            Controller::Devices => "devices",
+            Controller::Freezer => "freezer",
+        }
+    }
+
+    /// Core v2 features that `cgroup.controllers` never lists.
+    fn implicit_on_v2(self) -> bool {
+        matches!(self, Controller::Devices | Controller::Freezer)
+    }
+}
+
+impl fmt::Display for Controller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a controller is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hierarchy {
+    /// A v1 hierarchy mount, e.g. `/sys/fs/cgroup/memory`.
+    V1(PathBuf),
+    /// The cgroup2 mount root.
+    V2(PathBuf),
+}
+
+impl Hierarchy {
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        match self {
+            Hierarchy::V1(p) | Hierarchy::V2(p) => p,
+        }
+    }
+}
+
+/// A cgroup operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// `/proc/self/mountinfo` could not be read.
+    #[error("read /proc/self/mountinfo")]
+    Mountinfo(#[source] io::Error),
+    /// A cgroupfs operation failed.
+    #[error("{step}: {path}")]
+    Io {
+        /// What was being done (`mkdir`, `write cpuset.cpus`, …).
+        step: String,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause, with the errno.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel holds a different value than the one written.
+    #[error("{path}: wrote {wrote}, kernel has {read}")]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// What we wrote.
+        wrote: String,
+        /// What we read back.
+        read: String,
+    },
+    /// The container directory already exists (a leftover: `open` and `remove` it first).
+    #[error("cgroup {path} already exists")]
+    Exists {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The operation needs a controller this host does not have.
+    #[error("no {0} controller on this host")]
+    NoController(Controller),
+    /// A value read from a control file is not what the kernel documents.
+    #[error("{path}: unexpected content {content:?}")]
+    Unexpected {
+        /// The file.
+        path: PathBuf,
+        /// Its content.
+        content: String,
+    },
+    /// A device rule is malformed.
+    #[error("invalid device rule {rule:?}: {reason}")]
+    DeviceRule {
+        /// The rule as given.
+        rule: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl CgroupError {
+    /// The errno of a failed syscall, if that is what this is.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            CgroupError::Io { source, .. } | CgroupError::Mountinfo(source) => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+fn io_err(step: impl Into<String>, path: &Path, source: io::Error) -> CgroupError {
+    CgroupError::Io {
+        step: step.into(),
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Which hierarchy each controller uses on this host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layout {
+    controllers: HashMap<Controller, Hierarchy>,
+    v2_root: Option<PathBuf>,
+}
+
+/// Undoes the octal escapes (`\040` for space, …) mountinfo uses in paths.
+fn unescape(field: &str) -> PathBuf {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+impl Layout {
+    /// Detects the layout of this host from `/proc/self/mountinfo` and the v2 root's `cgroup.controllers`.
+    pub fn detect() -> Result<Layout, CgroupError> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::Mountinfo)?;
+        Ok(Layout::from_mountinfo(&mountinfo, |root| {
+            fs::read_to_string(root.join("cgroup.controllers")).ok()
+        }))
+    }
+
+    /// Builds the layout from mountinfo text; `v2_controllers` returns the content of
+    /// `cgroup.controllers` at a cgroup2 mount point (None when unreadable).
+    pub fn from_mountinfo(mountinfo: &str, v2_controllers: impl Fn(&Path) -> Option<String>) -> Layout {
+        let mut layout = Layout::default();
+        for line in mountinfo.lines() {
+            // id parent maj:min root mountpoint options [optional…] - fstype source superoptions
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let post: Vec<&str> = post.split(' ').collect();
+            if pre.len() < 5 || post.len() < 3 {
+                continue;
+            }
+            // A mount of a subtree (root != "/", e.g. inside a container) is not a hierarchy root.
+            if pre[3] != "/" {
+                continue;
+            }
+            let mount_point = unescape(pre[4]);
+            match post[0] {
+                "cgroup" => {
+                    for opt in post[2].split(',') {
+                        if let Some(c) = Controller::all().into_iter().find(|c| c.name() == opt) {
+                            layout
+                                .controllers
+                                .entry(c)
+                                .or_insert_with(|| Hierarchy::V1(mount_point.clone()));
+                        }
+                    }
+                }
+                "cgroup2" if layout.v2_root.is_none() => layout.v2_root = Some(mount_point),
+                _ => {}
+            }
+        }
+        if let Some(root) = layout.v2_root.clone() {
+            let listed = v2_controllers(&root).unwrap_or_default();
+            let listed: Vec<&str> = listed.split_whitespace().collect();
+            for c in Controller::all() {
+                if !layout.controllers.contains_key(&c) && (c.implicit_on_v2() || listed.contains(&c.name()))
+                {
+                    layout.controllers.insert(c, Hierarchy::V2(root.clone()));
+                }
+            }
+        }
+        layout
+    }
+
+    /// Where `c` is used, if this host has it.
+    pub fn hierarchy(&self, c: Controller) -> Option<&Hierarchy> {
+        self.controllers.get(&c)
+    }
+
+    /// The cgroup2 mount point, if any (also on a hybrid host, where it may hold none of ours).
+    pub fn v2_root(&self) -> Option<&Path> {
+        self.v2_root.as_deref()
+    }
+
+    /// One line for the start-up log: `memory=v1 cpuset=v1 pids=v1 devices=v1 freezer=v1`.
+    pub fn describe(&self) -> String {
+        Controller::all()
+            .iter()
+            .map(|c| {
+                let kind = match self.hierarchy(*c) {
+                    Some(Hierarchy::V1(_)) => "v1",
+                    Some(Hierarchy::V2(_)) => "v2",
+                    None => "missing",
+                };
+                format!("{c}={kind}")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// One device-cgroup rule (SPEC §4.5 `dev_rule` syntax: `[deny ]c|b MAJ|*:MIN|* ACCESS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRule {
+    /// Allow (true) or deny.
+    pub allow: bool,
+    /// `a` (all), `c` (char) or `b` (block).
+    pub kind: char,
+    /// Major number; None = `*`.
+    pub major: Option<u32>,
+    /// Minor number; None = `*`.
+    pub minor: Option<u32>,
+    /// A non-empty subset of `rwm`.
+    pub access: String,
+}
+
+impl FromStr for DeviceRule {
+    type Err = CgroupError;
+
+    fn from_str(s: &str) -> Result<DeviceRule, CgroupError> {
+        let bad = |reason: &str| CgroupError::DeviceRule {
+            rule: s.to_string(),
+            reason: reason.to_string(),
+        };
+        let mut words: Vec<&str> = s.split_whitespace().collect();
+        let allow = if words.first() == Some(&"deny") {
+            words.remove(0);
+            false
+        } else {
+            true
+        };
+        let [kind, numbers, access] = words[..] else {
+            return Err(bad("expected \"[deny ]c|b MAJ|*:MIN|* ACCESS\""));
+        };
+        let kind = match kind {
+            "a" => 'a',
+            "c" => 'c',
+            "b" => 'b',
+            _ => return Err(bad("type must be c, b or a")),
+        };
+        let (maj, min) = numbers
+            .split_once(':')
+            .ok_or_else(|| bad("device must be MAJ:MIN"))?;
+        let number = |n: &str, what: &str| -> Result<Option<u32>, CgroupError> {
+            if n == "*" {
+                Ok(None)
+            } else if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
+                n.parse()
+                    .map(Some)
+                    .map_err(|_| bad(&format!("{what} number out of range")))
+            } else {
+                Err(bad(&format!("{what} must be a number or *")))
+            }
+        };
+        let major = number(maj, "major")?;
+        let minor = number(min, "minor")?;
+        if kind == 'a' && (major.is_some() || minor.is_some()) {
+            return Err(bad("type a takes *:*"));
+        }
+        if access.is_empty()
+            || !access.chars().all(|c| "rwm".contains(c))
+            || (1..access.len()).any(|i| access[i..].contains(&access[i - 1..i]))
+        {
+            return Err(bad("access must be a non-empty subset of rwm"));
+        }
+        Ok(DeviceRule {
+            allow,
+            kind,
+            major,
+            minor,
+            access: access.to_string(),
+        })
+    }
+}
+
+impl DeviceRule {
+    fn allow_char(major: u32, minor: Option<u32>) -> DeviceRule {
+        DeviceRule {
+            allow: true,
+            kind: 'c',
+            major: Some(major),
+            minor,
+            access: "rwm".to_string(),
+        }
+    }
+
+    /// The v1 `devices.allow`/`devices.deny` line: `c 116:* rw`.
+    pub fn to_v1(&self) -> String {
+        let n = |v: Option<u32>| v.map_or_else(|| "*".to_string(), |v| v.to_string());
+        format!(
+            "{} {}:{} {}",
+            self.kind,
+            n(self.major),
+            n(self.minor),
+            self.access
+        )
+    }
+}
+
+impl fmt::Display for DeviceRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.allow {
+            f.write_str("deny ")?;
+        }
+        f.write_str(&self.to_v1())
+    }
+}
+
+/// The safe default device set every container gets (SPEC §4.5b): null, zero, full, random, urandom,
+/// tty, console, ptmx, pts, fuse, tun — all `rwm`.
+pub fn default_devices() -> Vec<DeviceRule> {
+    [
+        (1, Some(3)),
+        (1, Some(5)),
+        (1, Some(7)),
+        (1, Some(8)),
+        (1, Some(9)),
+        (5, Some(0)),
+        (5, Some(1)),
+        (5, Some(2)),
+        (136, None),
+        (10, Some(229)),
+        (10, Some(200)),
+    ]
+    .into_iter()
+    .map(|(major, minor)| DeviceRule::allow_char(major, minor))
+    .collect()
+}
+
+/// The limits a container's cgroup is created with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// RAM limit in bytes; None = unlimited.
+    pub memory_bytes: Option<u64>,
+    /// CPU list (`0-1`); None = the parent's.
+    pub cpus: Option<String>,
+    /// Maximum number of tasks; None = unlimited.
+    pub pids_max: Option<u64>,
+    /// The device allow-list, applied after denying everything: an empty list denies all devices, so
+    /// callers start from [`default_devices`].
+    pub devices: Vec<DeviceRule>,
+}
+
+/// Freezer state of a container's cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreezerState {
+    /// Running.
+    Thawed,
+    /// Freeze requested, not all tasks stopped yet.
+    Freezing,
+    /// All tasks stopped.
+    Frozen,
+}
+
+/// A container's cgroup: one directory per v1 hierarchy used, or one v2 directory (or both on a hybrid
+/// host that splits controllers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerCgroup {
+    /// The distinct directories, in creation order.
+    dirs: Vec<PathBuf>,
+    /// Controller → (its directory, whether it is v2).
+    by_controller: HashMap<Controller, (PathBuf, bool)>,
+}
+
+/// Writes `value` to a control file with one write(2), as cgroupfs expects.
+fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        // See the module doc: a unit-test tempdir has no control files.
+        .create(cfg!(test))
+        .truncate(cfg!(test))
+        .open(path)
+        .map_err(|e| io_err(format!("open {name}"), path, e))?;
+    f.write_all(value.as_bytes())
+        .map_err(|e| io_err(format!("write {name} {value:?}"), path, e))
+}
+
+fn read_file(path: &Path) -> Result<String, CgroupError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| io_err(format!("read {name}"), path, e))
+}
+
+/// The relative path components of a parent name (`cml` or `cml/containers`).
+fn parent_levels(parent: &str) -> Vec<&str> {
+    parent.split('/').filter(|s| !s.is_empty() && *s != ".").collect()
+}
+
+fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(4096)
+}
+
+/// Writes a memory limit and checks the kernel kept it (modulo rounding down to a page).
+fn write_memory(path: &Path, bytes: u64) -> Result<(), CgroupError> {
+    write_file(path, &bytes.to_string())?;
+    let read = read_file(path)?;
+    let ok = read
+        .parse::<u64>()
+        .is_ok_and(|got| got <= bytes && bytes - got < page_size());
+    if ok {
+        Ok(())
+    } else {
+        Err(CgroupError::Mismatch {
+            path: path.to_path_buf(),
+            wrote: bytes.to_string(),
+            read,
+        })
+    }
+}
+
+/// What one `create` call made, for the undo.
+#[derive(Default)]
+struct Created {
+    dirs: Vec<PathBuf>,
+}
+
+impl Created {
+    fn mkdir(&mut self, path: &Path, must_be_new: bool) -> Result<(), CgroupError> {
+        match fs::create_dir(path) {
+            Ok(()) => {
+                self.dirs.push(path.to_path_buf());
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if must_be_new {
+                    Err(CgroupError::Exists {
+                        path: path.to_path_buf(),
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+            Err(e) => Err(io_err("mkdir", path, e)),
+        }
+    }
+
+    /// Removes what was created, deepest first; errors are logged, the create error is what matters.
+    fn undo(self) {
+        for dir in self.dirs.iter().rev() {
+            if let Err(e) = rmdir_retry(dir) {
+                tracing::warn!(error = %e, "cgroup cleanup after failed create");
+            }
+        }
+    }
+}
+
+/// rmdir, retrying EBUSY for up to 100 ms; a missing directory is fine.
+fn rmdir_retry(dir: &Path) -> Result<(), CgroupError> {
+    let deadline = Instant::now() + Duration::from_millis(100);
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(io_err("rmdir", dir, e)),
+        }
+    }
+}
+
+impl ContainerCgroup {
+    /// The container's paths in every hierarchy, without touching the file system.
+    pub fn open(layout: &Layout, parent: &str, name: &str) -> ContainerCgroup {
+        let mut cg = ContainerCgroup {
+            dirs: Vec::new(),
+            by_controller: HashMap::new(),
+        };
+        for c in Controller::all() {
+            let Some(h) = layout.hierarchy(c) else { continue };
+            let mut dir = h.path().to_path_buf();
+            for level in parent_levels(parent) {
+                dir.push(level);
+            }
+            dir.push(name);
+            if !cg.dirs.contains(&dir) {
+                cg.dirs.push(dir.clone());
+            }
+            cg.by_controller.insert(c, (dir, matches!(h, Hierarchy::V2(_))));
+        }
+        cg
+    }
+
+    /// Creates `<hierarchy>/<parent>/<name>` for every controller this host has and applies `limits`.
+    /// On error, removes what it created and returns the error.
+    pub fn create(
+        layout: &Layout,
+        parent: &str,
+        name: &str,
+        limits: &Limits,
+    ) -> Result<ContainerCgroup, CgroupError> {
+        let cg = ContainerCgroup::open(layout, parent, name);
+        let mut created = Created::default();
+        match cg.setup(layout, parent, limits, &mut created) {
+            Ok(()) => {
+                tracing::debug!(dirs = ?cg.dirs, "cgroup created");
+                Ok(cg)
+            }
+            Err(e) => {
+                created.undo();
+                Err(e)
+            }
+        }
+    }
+
+    fn setup(
+        &self,
+        layout: &Layout,
+        parent: &str,
+        limits: &Limits,
+        created: &mut Created,
+    ) -> Result<(), CgroupError> {
+        let levels = parent_levels(parent);
+        // v1: one pass per distinct hierarchy directory.
+        let mut done: Vec<&Path> = Vec::new();
+        for c in Controller::all() {
+            let Some(Hierarchy::V1(root)) = layout.hierarchy(c) else {
+                continue;
+            };
+            if done.contains(&root.as_path()) {
+                continue;
+            }
+            done.push(root);
+            let on_this = |x: Controller| layout.hierarchy(x) == Some(&Hierarchy::V1(root.clone()));
+            let mut dir = root.clone();
+            for level in &levels {
+                let up = dir.clone();
+                dir.push(level);
+                created.mkdir(&dir, false)?;
+                if on_this(Controller::Cpuset) {
+                    copy_cpuset_if_empty(&up, &dir)?;
+                }
+            }
+            let parent_dir = dir.clone();
+            let Some(leaf) = self.v1_leaf(root) else { continue };
+            created.mkdir(&leaf, true)?;
+            if on_this(Controller::Cpuset) {
+                match &limits.cpus {
+                    Some(cpus) => write_file(&leaf.join("cpuset.cpus"), cpus)?,
+                    None => copy_file(&parent_dir, &leaf, "cpuset.cpus")?,
+                }
+                copy_file(&parent_dir, &leaf, "cpuset.mems")?;
+            }
+            if on_this(Controller::Memory) {
+                if let Some(bytes) = limits.memory_bytes {
+                    write_memory(&leaf.join("memory.limit_in_bytes"), bytes)?;
+                }
+            }
+            if on_this(Controller::Pids) {
+                if let Some(max) = limits.pids_max {
+                    write_file(&leaf.join("pids.max"), &max.to_string())?;
+                }
+            }
+            if on_this(Controller::Devices) {
+                write_file(&leaf.join("devices.deny"), "a")?;
+                for rule in &limits.devices {
+                    let file = if rule.allow {
+                        "devices.allow"
+                    } else {
+                        "devices.deny"
+                    };
+                    write_file(&leaf.join(file), &rule.to_v1())?;
+                }
+            }
+        }
+        // v2: one directory for everything that is v2.
+        if let Some(root) = layout.v2_root() {
+            let v2: Vec<Controller> = Controller::all()
+                .into_iter()
+                .filter(|c| matches!(layout.hierarchy(*c), Some(Hierarchy::V2(_))))
+                .collect();
+            if !v2.is_empty() {
+                self.setup_v2(root, &levels, &v2, limits, created)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn v1_leaf(&self, root: &Path) -> Option<PathBuf> {
+        self.by_controller
+            .values()
+            .find(|(dir, v2)| !v2 && dir.starts_with(root))
+            .map(|(dir, _)| dir.clone())
+    }
+
+    fn setup_v2(
+        &self,
+        root: &Path,
+        levels: &[&str],
+        v2: &[Controller],
+        limits: &Limits,
+        created: &mut Created,
+    ) -> Result<(), CgroupError> {
+        let enable: Vec<String> = v2
+            .iter()
+            .filter(|c| !c.implicit_on_v2())
+            .map(|c| format!("+{}", c.name()))
+            .collect();
+        let enable = enable.join(" ");
+        let mut dir = root.to_path_buf();
+        if !enable.is_empty() {
+            write_file(&dir.join("cgroup.subtree_control"), &enable)?;
+        }
+        for level in levels {
+            dir.push(level);
+            created.mkdir(&dir, false)?;
+            if !enable.is_empty() {
+                write_file(&dir.join("cgroup.subtree_control"), &enable)?;
+            }
+        }
+        let Some((leaf, _)) = self.by_controller.values().find(|(_, is_v2)| *is_v2) else {
+            return Ok(());
+        };
+        created.mkdir(leaf, true)?;
+        if v2.contains(&Controller::Cpuset) {
+            if let Some(cpus) = &limits.cpus {
+                write_file(&leaf.join("cpuset.cpus"), cpus)?;
+            }
+        }
+        if v2.contains(&Controller::Memory) {
+            if let Some(bytes) = limits.memory_bytes {
+                write_memory(&leaf.join("memory.max"), bytes)?;
+            }
+        }
+        if v2.contains(&Controller::Pids) {
+            if let Some(max) = limits.pids_max {
+                write_file(&leaf.join("pids.max"), &max.to_string())?;
+            }
+        }
+        // Devices on v2 need an eBPF program: not enforced (the caller logs v2_devices_not_enforced).
+        Ok(())
+    }
+
+    /// Each directory's `cgroup.procs`.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// The distinct directories.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Moves process `pid` (all its threads) into the cgroup in every hierarchy.
+    pub fn attach(&self, pid: i32) -> Result<(), CgroupError> {
+        for f in self.procs_files() {
+            write_file(&f, &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn freezer(&self) -> Result<(&Path, bool), CgroupError> {
+        self.by_controller
+            .get(&Controller::Freezer)
+            .map(|(d, v2)| (d.as_path(), *v2))
+            .ok_or(CgroupError::NoController(Controller::Freezer))
+    }
+
+    /// Requests a freeze; poll [`freezer_state`](Self::freezer_state) for `Frozen`.
+    pub fn freeze(&self) -> Result<(), CgroupError> {
+        match self.freezer()? {
+            (dir, false) => write_file(&dir.join("freezer.state"), "FROZEN"),
+            (dir, true) => write_file(&dir.join("cgroup.freeze"), "1"),
+        }
+    }
+
+    /// Thaws.
+    pub fn thaw(&self) -> Result<(), CgroupError> {
+        match self.freezer()? {
+            (dir, false) => write_file(&dir.join("freezer.state"), "THAWED"),
+            (dir, true) => write_file(&dir.join("cgroup.freeze"), "0"),
+        }
+    }
+
+    /// The current freezer state.
+    pub fn freezer_state(&self) -> Result<FreezerState, CgroupError> {
+        match self.freezer()? {
+            (dir, false) => {
+                let path = dir.join("freezer.state");
+                match read_file(&path)?.as_str() {
+                    "THAWED" => Ok(FreezerState::Thawed),
+                    "FREEZING" => Ok(FreezerState::Freezing),
+                    "FROZEN" => Ok(FreezerState::Frozen),
+                    other => Err(CgroupError::Unexpected {
+                        path,
+                        content: other.to_string(),
+                    }),
+                }
+            }
+            (dir, true) => {
+                let events = read_file(&dir.join("cgroup.events"))?;
+                if events.lines().any(|l| l.trim() == "frozen 1") {
+                    return Ok(FreezerState::Frozen);
+                }
+                if read_file(&dir.join("cgroup.freeze"))? == "1" {
+                    Ok(FreezerState::Freezing)
+                } else {
+                    Ok(FreezerState::Thawed)
+                }
+            }
+        }
+    }
+
+    /// The processes in the cgroup (union over all directories, sorted); unreadable files count as empty.
+    pub fn pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .procs_files()
+            .iter()
+            .filter_map(|f| fs::read_to_string(f).ok())
+            .flat_map(|s| {
+                s.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// SIGKILLs every process in the cgroup (v2: `cgroup.kill` when the kernel has it). Does not wait;
+    /// a few rounds catch children forked while signalling. A frozen cgroup is thawed afterwards so the
+    /// killed tasks can die.
+    pub fn kill_all(&self) {
+        let kill_file = self
+            .by_controller
+            .values()
+            .find(|(_, v2)| *v2)
+            .map(|(d, _)| d.join("cgroup.kill"))
+            .filter(|f| f.exists());
+        if let Some(f) = kill_file {
+            match write_file(&f, "1") {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(error = %e, "cgroup.kill failed, signalling each pid"),
+            }
+        }
+        for _ in 0..3 {
+            let pids = self.pids();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                match kill(Pid::from_raw(pid), Signal::SIGKILL) {
+                    Ok(()) | Err(Errno::ESRCH) => {}
+                    Err(e) => tracing::warn!(pid, error = %e, "kill"),
+                }
+            }
+        }
+        if matches!(
+            self.freezer_state(),
+            Ok(FreezerState::Frozen | FreezerState::Freezing)
+        ) {
+            if let Err(e) = self.thaw() {
+                tracing::warn!(error = %e, "thaw after kill");
+            }
+        }
+    }
+
+    /// Removes every directory (retrying `EBUSY` for up to 100 ms each). Tries all and returns the first
+    /// error; directories that are already gone are fine.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        let mut first = None;
+        for dir in self.dirs.iter().rev() {
+            if let Err(e) = rmdir_retry(dir) {
+                tracing::warn!(error = %e, "cgroup remove");
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+fn copy_file(from_dir: &Path, to_dir: &Path, name: &str) -> Result<(), CgroupError> {
+    let value = read_file(&from_dir.join(name))?;
+    write_file(&to_dir.join(name), &value)
+}
+
+/// A v1 cpuset directory with empty `cpuset.cpus`/`cpuset.mems` gets its parent's values.
+fn copy_cpuset_if_empty(up: &Path, dir: &Path) -> Result<(), CgroupError> {
+    for name in ["cpuset.cpus", "cpuset.mems"] {
+        if read_file(&dir.join(name))?.is_empty() {
+            copy_file(up, dir, name)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes `<hierarchy>/<parent>` (each level, deepest first) in every hierarchy when it has no children;
+/// busy, non-empty or missing directories are left alone silently.
+pub fn remove_parent_if_empty(layout: &Layout, parent: &str) {
+    let levels = parent_levels(parent);
+    let mut roots: Vec<&Path> = Controller::all()
+        .iter()
+        .filter_map(|c| layout.hierarchy(*c).map(Hierarchy::path))
+        .collect();
+    roots.dedup();
+    let mut seen = Vec::new();
+    for root in roots {
+        if seen.contains(&root) {
+            continue;
+        }
+        seen.push(root);
+        for depth in (1..=levels.len()).rev() {
+            let mut dir = root.to_path_buf();
+            dir.extend(&levels[..depth]);
+            match fs::remove_dir(&dir) {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOENT | libc::ENOTEMPTY | libc::EBUSY)
+                    ) => {}
+                Err(e) => tracing::debug!(dir = %dir.display(), error = %e, "remove cgroup parent"),
+            }
+        }
+    }
+}
+
+/// The message the daemon logs once on a host whose devices controller is v2.
+pub fn v2_devices_not_enforced() -> &'static str {
+    "the devices controller is cgroup v2 on this host: device access rules need an eBPF program, \
+     which cml does not implement; container device rules are NOT enforced by the cgroup \
+     (only the nodes created in the container's /dev limit access)"
+}
