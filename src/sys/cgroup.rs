@@ -929,3 +929,320 @@ pub fn v2_devices_not_enforced() -> &'static str {
      which cml does not implement; container device rules are NOT enforced by the cgroup \
      (only the nodes created in the container's /dev limit access)"
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// This CI host: v1 controllers plus a cgroup2 mount at /sys/fs/cgroup/unified listing only hugetlb.
+    const HYBRID: &str = "\
+24 27 0:6 / /dev rw,relatime - devtmpfs devtmpfs rw,size=12334492k,mode=755
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+34 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices
+37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
+38 31 0:35 / /sys/fs/cgroup/blkio rw,relatime - cgroup cgroup rw,blkio
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    const PURE_V2: &str = "\
+22 1 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+25 22 0:24 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate
+";
+
+    const PURE_V1_COMOUNTED: &str = "\
+30 22 0:26 / /sys/fs/cgroup/cpu,cpuacct rw shared:11 - cgroup cgroup rw,cpu,cpuacct
+31 22 0:27 / /sys/fs/cgroup/cpuset,memory rw shared:12 - cgroup cgroup rw,cpuset,memory
+32 22 0:28 / /sys/fs/cgroup/pids rw shared:13 - cgroup cgroup rw,pids
+33 22 0:29 / /sys/fs/cgroup/freezer rw shared:14 - cgroup cgroup rw,freezer
+";
+
+    fn v1(p: &str) -> Option<&Hierarchy> {
+        Some(Box::leak(Box::new(Hierarchy::V1(PathBuf::from(p)))))
+    }
+
+    #[test]
+    fn hybrid_host_uses_v1_for_everything() {
+        let seen = std::cell::RefCell::new(Vec::new());
+        let l = Layout::from_mountinfo(HYBRID, |root| {
+            seen.borrow_mut().push(root.to_path_buf());
+            Some("hugetlb\n".into())
+        });
+        assert_eq!(seen.into_inner(), vec![PathBuf::from("/sys/fs/cgroup/unified")]);
+        assert_eq!(l.v2_root(), Some(Path::new("/sys/fs/cgroup/unified")));
+        for c in Controller::all() {
+            let expect = format!("/sys/fs/cgroup/{}", c.name());
+            assert_eq!(l.hierarchy(c), v1(&expect), "{c}");
+        }
+        assert_eq!(l.describe(), "memory=v1 cpuset=v1 pids=v1 devices=v1 freezer=v1");
+    }
+
+    #[test]
+    fn hybrid_host_would_use_v2_for_a_controller_only_on_v2() {
+        // Same host, but memory not mounted as v1 and enabled in the v2 root.
+        let mi: String = HYBRID
+            .lines()
+            .filter(|l| !l.contains("rw,memory"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let l = Layout::from_mountinfo(&mi, |_| Some("hugetlb memory".into()));
+        assert_eq!(
+            l.hierarchy(Controller::Memory),
+            Some(&Hierarchy::V2("/sys/fs/cgroup/unified".into()))
+        );
+        assert_eq!(l.hierarchy(Controller::Pids), v1("/sys/fs/cgroup/pids"));
+    }
+
+    #[test]
+    fn pure_v2() {
+        let l = Layout::from_mountinfo(PURE_V2, |_| {
+            Some("cpuset cpu io memory hugetlb pids rdma misc\n".into())
+        });
+        for c in Controller::all() {
+            assert_eq!(
+                l.hierarchy(c),
+                Some(&Hierarchy::V2("/sys/fs/cgroup".into())),
+                "{c}"
+            );
+        }
+        assert_eq!(l.describe(), "memory=v2 cpuset=v2 pids=v2 devices=v2 freezer=v2");
+    }
+
+    #[test]
+    fn v2_controller_not_enabled_is_missing() {
+        let l = Layout::from_mountinfo(PURE_V2, |_| Some("cpu memory".into()));
+        assert_eq!(l.hierarchy(Controller::Cpuset), None);
+        assert_eq!(l.hierarchy(Controller::Pids), None);
+        assert_eq!(
+            l.describe(),
+            "memory=v2 cpuset=missing pids=missing devices=v2 freezer=v2"
+        );
+    }
+
+    #[test]
+    fn pure_v1_comounted_and_missing_devices() {
+        let l = Layout::from_mountinfo(PURE_V1_COMOUNTED, |_| panic!("no v2 mount"));
+        assert_eq!(
+            l.hierarchy(Controller::Memory),
+            v1("/sys/fs/cgroup/cpuset,memory")
+        );
+        assert_eq!(
+            l.hierarchy(Controller::Cpuset),
+            v1("/sys/fs/cgroup/cpuset,memory")
+        );
+        assert_eq!(l.hierarchy(Controller::Devices), None);
+        assert_eq!(l.v2_root(), None);
+        assert_eq!(
+            l.describe(),
+            "memory=v1 cpuset=v1 pids=v1 devices=missing freezer=v1"
+        );
+        // One directory for the co-mounted pair.
+        let cg = ContainerCgroup::open(&l, "cml", "c1");
+        assert_eq!(cg.dirs().len(), 3);
+        assert!(
+            cg.dirs()
+                .contains(&PathBuf::from("/sys/fs/cgroup/cpuset,memory/cml/c1"))
+        );
+    }
+
+    #[test]
+    fn subtree_mounts_are_ignored_and_paths_unescaped() {
+        let mi = "\
+40 31 0:37 /docker/abc /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+41 31 0:38 / /mnt/my\\040cgroups rw - cgroup cgroup rw,memory
+";
+        let l = Layout::from_mountinfo(mi, |_| None);
+        assert_eq!(l.hierarchy(Controller::Memory), v1("/mnt/my cgroups"));
+    }
+
+    #[test]
+    fn open_paths() {
+        let l = Layout::from_mountinfo(HYBRID, |_| Some("hugetlb".into()));
+        let cg = ContainerCgroup::open(&l, "cml/containers", "x");
+        assert_eq!(cg.dirs().len(), 5);
+        assert_eq!(
+            cg.dirs()[0],
+            PathBuf::from("/sys/fs/cgroup/memory/cml/containers/x")
+        );
+        assert_eq!(
+            cg.procs_files()[4],
+            PathBuf::from("/sys/fs/cgroup/freezer/cml/containers/x/cgroup.procs")
+        );
+    }
+
+    #[test]
+    fn device_rules_parse() {
+        let r: DeviceRule = "c 116:* rw".parse().unwrap();
+        assert_eq!(
+            r,
+            DeviceRule {
+                allow: true,
+                kind: 'c',
+                major: Some(116),
+                minor: None,
+                access: "rw".into()
+            }
+        );
+        assert_eq!(r.to_v1(), "c 116:* rw");
+        let r: DeviceRule = "deny b 8:0 rwm".parse().unwrap();
+        assert!(!r.allow);
+        assert_eq!(r.to_v1(), "b 8:0 rwm");
+        assert_eq!(r.to_string(), "deny b 8:0 rwm");
+        assert_eq!("  c *:*   m ".parse::<DeviceRule>().unwrap().to_v1(), "c *:* m");
+        assert_eq!("a *:* rwm".parse::<DeviceRule>().unwrap().to_v1(), "a *:* rwm");
+        for bad in [
+            "",
+            "deny",
+            "c 116 rw",
+            "x 1:3 rw",
+            "c 1:3",
+            "c 1:3 rwx",
+            "c 1:3 rr",
+            "c a:3 r",
+            "c -1:3 r",
+            "c 1:3 r extra",
+            "allow c 1:3 r",
+            "c 99999999999:1 r",
+            "a 1:3 rwm",
+            "deny deny c 1:3 r",
+        ] {
+            let err = bad.parse::<DeviceRule>().unwrap_err();
+            assert!(matches!(err, CgroupError::DeviceRule { .. }), "{bad}");
+            assert!(err.to_string().contains("invalid device rule"), "{err}");
+        }
+    }
+
+    #[test]
+    fn default_devices_are_the_safe_set() {
+        let v1: Vec<String> = default_devices().iter().map(DeviceRule::to_v1).collect();
+        assert_eq!(
+            v1,
+            [
+                "c 1:3 rwm",
+                "c 1:5 rwm",
+                "c 1:7 rwm",
+                "c 1:8 rwm",
+                "c 1:9 rwm",
+                "c 5:0 rwm",
+                "c 5:1 rwm",
+                "c 5:2 rwm",
+                "c 136:* rwm",
+                "c 10:229 rwm",
+                "c 10:200 rwm"
+            ]
+        );
+        assert!(default_devices().iter().all(|r| r.allow));
+    }
+
+    fn v2_tempdir_layout(controllers: &'static str) -> (tempfile::TempDir, Layout) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mi = format!(
+            "25 22 0:24 / {} rw,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n",
+            tmp.path().display()
+        );
+        let l = Layout::from_mountinfo(&mi, |_| Some(controllers.to_string()));
+        (tmp, l)
+    }
+
+    #[test]
+    fn v2_create_writes_limits_into_one_dir() {
+        let (tmp, l) = v2_tempdir_layout("cpuset cpu io memory pids");
+        let limits = Limits {
+            memory_bytes: Some(64 << 20),
+            cpus: Some("0-1".into()),
+            pids_max: Some(50),
+            devices: default_devices(),
+        };
+        let cg = ContainerCgroup::create(&l, "cml", "c1", &limits).unwrap();
+        let root = tmp.path();
+        let leaf = root.join("cml/c1");
+        assert_eq!(cg.dirs(), [leaf.clone()]);
+        let read = |p: &Path| fs::read_to_string(p).unwrap();
+        assert_eq!(
+            read(&root.join("cgroup.subtree_control")),
+            "+memory +cpuset +pids"
+        );
+        assert_eq!(
+            read(&root.join("cml/cgroup.subtree_control")),
+            "+memory +cpuset +pids"
+        );
+        assert_eq!(read(&leaf.join("memory.max")), (64u64 << 20).to_string());
+        assert_eq!(read(&leaf.join("cpuset.cpus")), "0-1");
+        assert_eq!(read(&leaf.join("pids.max")), "50");
+        // No v1 files, no devices files on v2.
+        assert!(!leaf.join("devices.allow").exists());
+        assert!(!leaf.join("memory.limit_in_bytes").exists());
+
+        cg.attach(1234).unwrap();
+        assert_eq!(read(&leaf.join("cgroup.procs")), "1234");
+        assert_eq!(cg.pids(), vec![1234]);
+
+        cg.freeze().unwrap();
+        assert_eq!(read(&leaf.join("cgroup.freeze")), "1");
+        fs::write(leaf.join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+        assert_eq!(cg.freezer_state().unwrap(), FreezerState::Freezing);
+        fs::write(leaf.join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
+        assert_eq!(cg.freezer_state().unwrap(), FreezerState::Frozen);
+        cg.thaw().unwrap();
+        fs::write(leaf.join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+        assert_eq!(read(&leaf.join("cgroup.freeze")), "0");
+        assert_eq!(cg.freezer_state().unwrap(), FreezerState::Thawed);
+
+        // A second create of the same container refuses (leftover must be removed first).
+        let err = ContainerCgroup::create(&l, "cml", "c1", &limits).unwrap_err();
+        assert!(matches!(err, CgroupError::Exists { .. }), "{err}");
+    }
+
+    #[test]
+    fn v2_without_limits_writes_no_limit_files() {
+        let (tmp, l) = v2_tempdir_layout("memory pids");
+        let cg = ContainerCgroup::create(&l, "p", "c", &Limits::default()).unwrap();
+        let leaf = tmp.path().join("p/c");
+        assert_eq!(cg.dirs(), [leaf.clone()]);
+        assert_eq!(fs::read_dir(&leaf).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("cgroup.subtree_control")).unwrap(),
+            "+memory +pids"
+        );
+        cg.remove().unwrap();
+        assert!(!leaf.exists());
+        // A real cgroupfs directory's control files vanish with it; the tempdir's do not.
+        fs::remove_file(tmp.path().join("p/cgroup.subtree_control")).unwrap();
+        remove_parent_if_empty(&l, "p");
+        assert!(!tmp.path().join("p").exists());
+    }
+
+    #[test]
+    fn v2_failed_create_removes_what_it_created() {
+        let (tmp, l) = v2_tempdir_layout("memory");
+        let leaf = tmp.path().join("p/c");
+        let limits = Limits {
+            memory_bytes: Some(1 << 20),
+            ..Limits::default()
+        };
+        // Pre-create nothing; make the subtree_control of the root a directory so the first write fails.
+        fs::create_dir(tmp.path().join("cgroup.subtree_control")).unwrap();
+        let err = ContainerCgroup::create(&l, "p", "c", &limits).unwrap_err();
+        assert!(err.to_string().contains("cgroup.subtree_control"), "{err}");
+        assert!(err.errno().is_some());
+        assert!(!leaf.exists());
+        assert!(!tmp.path().join("p").exists());
+    }
+
+    #[test]
+    fn freeze_without_freezer_is_an_error() {
+        let l = Layout::from_mountinfo(
+            "32 22 0:28 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n",
+            |_| None,
+        );
+        let cg = ContainerCgroup::open(&l, "cml", "c");
+        let err = cg.freeze().unwrap_err();
+        assert_eq!(err.to_string(), "no freezer controller on this host");
+    }
+}
