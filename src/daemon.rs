@@ -24,10 +24,13 @@ use crate::{
         board::StatusBoard,
         guestos::GuestOsManager,
         manager::Manager,
-        manager::{ManagerContext, Reload},
+        manager::{ManagerContext, Reload, StopAll},
     },
     device::{self, DeviceError},
+    container::runtime::Runtime,
     guestos::Catalog,
+    launcher::Launcher,
+    sys::cgroup::{Controller, Hierarchy, Layout},
     store::{DataDir, StoreError},
 };
 
@@ -120,6 +123,12 @@ pub enum DaemonError {
         /// What went wrong.
         reason: String,
     },
+    /// The launcher could not be started.
+    #[error(transparent)]
+    Launcher(crate::launcher::LauncherError),
+    /// The cgroup hierarchies could not be read.
+    #[error("cgroups: {0}")]
+    Cgroup(String),
     /// An I/O error elsewhere.
     #[error("{what}")]
     Io {
@@ -184,6 +193,8 @@ fn bind_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonEr
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(opts: Options) -> Result<(), DaemonError> {
+    // First, while cmld is single-threaded and holds no lock or socket a container must not inherit.
+    let launcher = Launcher::spawn().map_err(DaemonError::Launcher)?;
     let data = DataDir::new(&opts.data_dir);
     data.create()?;
     let _lock = take_lock(&data)?;
@@ -204,8 +215,21 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         hosted = device::hosted(&device),
         "cmld starting"
     );
+    let layout = Layout::detect().map_err(|e| DaemonError::Cgroup(e.to_string()))?;
+    info!(layout = %layout.describe(), "cgroup controllers");
+    if matches!(layout.hierarchy(Controller::Devices), Some(Hierarchy::V2(_))) {
+        warn!("{}", crate::sys::cgroup::v2_devices_not_enforced());
+    }
+    let rt = Arc::new(Runtime {
+        launcher,
+        layout,
+        run_dir: opts.run_dir.clone(),
+        cgroup_parent: opts.cgroup_parent.clone(),
+        stop_timeout: std::time::Duration::from_secs(u64::from(device.stop_timeout())),
+    });
     let system = actix_rt::System::new();
-    let result = system.block_on(serve(opts.clone(), data, device));
+    let result = system.block_on(serve(opts.clone(), data, device, rt.clone()));
+    crate::sys::cgroup::remove_parent_if_empty(&rt.layout, &rt.cgroup_parent);
     let _ = fs::remove_file(&opts.socket);
     info!("cmld stopped");
     result
@@ -215,6 +239,7 @@ async fn serve(
     opts: Options,
     data: DataDir,
     device: Arc<crate::protocol::pb::DeviceConfig>,
+    rt: Arc<Runtime>,
 ) -> Result<(), DaemonError> {
     let catalog = Arc::new(RwLock::new(Catalog::default()));
     let trust = Arc::new(RwLock::new(Vec::new()));
@@ -234,7 +259,9 @@ async fn serve(
         catalog,
         trust: trust.clone(),
         board: board.clone(),
+        rt: rt.clone(),
     };
+    let rt_handle = rt;
     let manager = Manager::new(ctx, guestos.clone()).start();
     let problems = manager.send(Reload { startup: true }).await.unwrap_or_default();
     info!(
@@ -251,10 +278,11 @@ async fn serve(
     let _acceptor = Acceptor::start(
         listener,
         Services {
+            rt: rt_handle.clone(),
             data,
             device,
             board,
-            manager,
+            manager: manager.clone(),
             guestos,
             trust,
         },
@@ -273,7 +301,9 @@ async fn serve(
         _ = term.recv() => info!("SIGTERM: shutting down"),
         _ = int.recv() => info!("SIGINT: shutting down"),
     }
-    // Containers are stopped here once the runtime exists (SPEC §4.4).
+    // SPEC §4.4: stop every container gracefully, then exit.
+    let stopped = manager.send(StopAll).await.unwrap_or(0);
+    info!(containers = stopped, "containers stopped");
     Ok(())
 }
 

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod device;
 pub mod guestos;
 pub mod guestos_build;
+pub mod launcher;
 pub mod protocol;
 pub mod store;
 pub mod sys;

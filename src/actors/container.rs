@@ -46,24 +46,51 @@ pub enum ContainerError {
 
 /// The per-container actor.
 pub struct ContainerActor {
-    uuid: Uuid,
-    ctx: ManagerContext,
+    pub(super) uuid: Uuid,
+    pub(super) ctx: ManagerContext,
     /// The config the current (or next) run uses.
-    config: Accepted,
+    pub(super) config: Accepted,
     /// A stored config that waits for the next start.
-    pending: Option<Accepted>,
-    state: State,
+    pub(super) pending: Option<Accepted>,
+    pub(super) state: State,
+    /// The running container, while there is one.
+    pub(super) run: Option<super::lifecycle::Run>,
 }
 
 impl ContainerActor {
     /// A stopped container with the given config (already on disk and on the board).
     pub fn new(uuid: Uuid, config: Accepted, ctx: ManagerContext) -> Self {
-        ContainerActor {
-            uuid,
-            ctx,
-            config,
-            pending: None,
-            state: State::Stopped,
+        ContainerActor { uuid, ctx, config, pending: None, state: State::Stopped, run: None }
+    }
+
+    /// Moves to `to` through the state machine and publishes it. A transition the table does not
+    /// allow is a bug: it is logged and refused.
+    pub(super) fn set_state(&mut self, to: State) -> bool {
+        if self.state == to {
+            return true;
+        }
+        if !self.state.can_become(to) {
+            tracing::error!(container = %self.uuid, from = ?self.state, ?to, "refused state transition");
+            return false;
+        }
+        tracing::debug!(container = %self.uuid, from = ?self.state, ?to, "state");
+        self.state = to;
+        let (pid, started) = match &self.run {
+            Some(r) => (r.init.pid(), Some(r.started)),
+            None => (0, None),
+        };
+        self.ctx.board.update(&self.uuid, |e| {
+            e.state = to;
+            e.pid = pid;
+            e.started = started;
+        });
+        true
+    }
+
+    /// Takes a pending config once the container has stopped.
+    pub(super) fn apply_pending(&mut self) {
+        if let Some(p) = self.pending.take() {
+            self.apply(p);
         }
     }
 
@@ -218,4 +245,40 @@ fn remove_files(data: &DataDir, uuid: &Uuid) -> Result<(), StoreError> {
     }
     store::sync_dir(&data.containers_dir())?;
     store::sync_dir(&data.keys_dir())
+}
+
+/// Deletes the container's data images and wrapped key (SPEC §4.5 wipe); config, name and UUID
+/// stay. The container must be stopped.
+#[derive(Message)]
+#[rtype(result = "Result<(), ContainerError>")]
+pub struct Wipe;
+
+impl Handler<Wipe> for ContainerActor {
+    type Result = AtomicResponse<Self, Result<(), ContainerError>>;
+
+    fn handle(&mut self, _: Wipe, _: &mut Context<Self>) -> Self::Result {
+        let (uuid, data, state) = (self.uuid, self.ctx.data.clone(), self.state);
+        let work = async move {
+            if state.is_running() {
+                return Err(ContainerError::State { uuid, state, what: "wipe needs a stopped container" });
+            }
+            actix_rt::task::spawn_blocking(move || {
+                store::remove_tree_if_exists(&data.container_images(&uuid))?;
+                store::remove_if_exists(&data.container_key(&uuid))
+            })
+            .await
+            .map_err(|e| ContainerError::Internal(e.to_string()))?
+            .map_err(|source| ContainerError::Store { uuid, source })
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|res, act, _| {
+            if res.is_ok() {
+                info!(container = %act.uuid, "wiped");
+                if act.state == State::Zombie {
+                    act.state = State::Stopped;
+                    act.ctx.board.update(&act.uuid, |e| e.state = State::Stopped);
+                }
+            }
+            res
+        })))
+    }
 }

@@ -65,6 +65,8 @@ pub struct ManagerContext {
     pub trust: TrustHandle,
     /// Status snapshot.
     pub board: Arc<StatusBoard>,
+    /// Launcher, cgroup layout and runtime settings.
+    pub rt: Arc<crate::container::runtime::Runtime>,
 }
 
 /// The container manager.
@@ -206,10 +208,11 @@ impl Handler<Remove> for Manager {
         let actor = self.containers.get(&uuid).cloned();
         let work = async move {
             let actor = actor.ok_or(ManagerError::Unknown(uuid))?;
-            actor
-                .send(container::Remove)
-                .await
-                .map_err(|e| ManagerError::Internal(e.to_string()))??;
+            // A running container is stopped (gracefully) first; "not running" is fine.
+            if let Ok(Err(super::lifecycle::StopFailure::Cleanup(e))) = actor.send(super::lifecycle::Stop).await {
+                return Err(ManagerError::Internal(format!("stopping before removal: {e}")));
+            }
+            actor.send(container::Remove).await.map_err(|e| ManagerError::Internal(e.to_string()))??;
             Ok(())
         };
         Box::pin(
@@ -255,7 +258,7 @@ impl Handler<Reload> for Manager {
                 .await
                 .unwrap_or_default()
         };
-        Box::pin(scan.into_actor(self).map(|scanned, act, _| {
+        Box::pin(scan.into_actor(self).map(move |scanned, act, _| {
             let mut problems = Vec::new();
             let mut seen = Vec::with_capacity(scanned.len());
             for s in scanned {
@@ -264,7 +267,14 @@ impl Handler<Reload> for Manager {
                     Err(e) => problems.push(e),
                     Ok(accepted) => match act.containers.get(&s.uuid) {
                         Some(actor) => actor.do_send(container::Reloaded(accepted)),
-                        None => act.add(s.uuid, accepted, s.created),
+                        None => {
+                            act.add(s.uuid, accepted, s.created);
+                            if startup {
+                                if let Some(actor) = act.containers.get(&s.uuid) {
+                                    actor.do_send(super::lifecycle::Adopt);
+                                }
+                            }
+                        }
                     },
                 }
             }
@@ -357,4 +367,22 @@ fn scan_containers(ctx: &ManagerContext, startup: bool) -> Vec<Scanned> {
         });
     }
     out
+}
+
+/// Stops every running container (daemon shutdown); returns how many were stopped.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct StopAll;
+
+impl Handler<StopAll> for Manager {
+    type Result = ResponseActFuture<Self, usize>;
+
+    fn handle(&mut self, _: StopAll, _: &mut Context<Self>) -> Self::Result {
+        let actors: Vec<_> = self.containers.values().cloned().collect();
+        let work = async move {
+            let stops = actors.iter().map(|a| a.send(super::lifecycle::Stop));
+            futures::future::join_all(stops).await.into_iter().filter(|r| matches!(r, Ok(Ok(())))).count()
+        };
+        Box::pin(work.into_actor(self))
+    }
 }

@@ -12,7 +12,9 @@
 pub mod acceptor;
 pub mod board;
 pub mod container;
+pub mod exec;
 pub mod guestos;
+pub mod lifecycle;
 pub mod manager;
 pub mod session;
 
@@ -54,4 +56,13 @@ pub struct Services {
     pub guestos: Addr<guestos::GuestOsManager>,
     /// Trusted CAs.
     pub trust: TrustHandle,
+    /// Launcher, cgroup layout and runtime settings.
+    pub rt: Arc<crate::container::runtime::Runtime>,
+}
+
+impl Services {
+    /// The runtime handle.
+    pub fn manager_rt(&self) -> Arc<crate::container::runtime::Runtime> {
+        self.rt.clone()
+    }
 }

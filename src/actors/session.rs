@@ -30,6 +30,7 @@ use uuid::Uuid;
 use super::{
     Services,
     container::{ContainerActor, GetConfig, UpdateConfig},
+    lifecycle,
     guestos::{self, List},
     manager::{Create, Lookup, Reload, Remove},
     read,
@@ -49,6 +50,8 @@ pub struct Session {
     services: Services,
     peer: Option<UCred>,
     out: mpsc::UnboundedSender<DaemonToController>,
+    /// Input for this connection's open `run` stream, if any.
+    exec_input: Option<mpsc::UnboundedSender<String>>,
 }
 
 impl Session {
@@ -72,7 +75,7 @@ impl Session {
         });
         Session::create(move |ctx| {
             ctx.add_stream(FramedRead::new(read, FrameCodec));
-            Session { services, peer, out }
+            Session { services, peer, out, exec_input: None }
         });
     }
 
@@ -118,6 +121,18 @@ impl Session {
             Err(e @ RequestError::UnknownCommand(_)) => self.send(reply::unsupported(e.to_string())),
             Err(e @ RequestError::Invalid { .. }) => self.send(reply::failed(e.to_string())),
         }
+    }
+
+    fn freeze(&mut self, ctx: &mut Context<Self>, uuid: Uuid, freeze: bool) {
+        let s = self.services.clone();
+        self.reply_later(ctx, async move {
+            let what = if freeze { "freeze" } else { "unfreeze" };
+            let done = match container(&s, uuid).await {
+                Ok(actor) => actor.send(lifecycle::Freeze(freeze)).await,
+                Err(r) => return r,
+            };
+            answer(what, done, |()| reply::ok())
+        });
     }
 
     /// The one place where every command is decided.
@@ -191,21 +206,75 @@ impl Session {
                     Err(e) => reply::failed(format!("list_guestos: {e}")),
                 }
             }),
-            Command::ExecInput { .. } => {
-                // Belongs to an exec stream and is never answered (SPEC §2); no stream is open.
-                debug!("exec input without an exec stream ignored");
+            Command::ExecInput { input } => match &self.exec_input {
+                // Belongs to the open exec stream and is never answered (SPEC §2).
+                Some(tx) => {
+                    let _ = tx.send(input);
+                }
+                None => debug!("exec input without an exec stream ignored"),
+            },
+            Command::Start { uuid, pin: _, setup } => {
+                if setup {
+                    return self.send(reply::failure(
+                        Response::ContainerStartEinternal,
+                        "setup mode is not supported yet",
+                    ));
+                }
+                // The PIN is checked once containers have softtokens (their storage is not
+                // encrypted yet); until then it is ignored.
+                self.reply_later(ctx, async move {
+                    let started = match container(&s, uuid).await {
+                        Ok(actor) => actor.send(lifecycle::Start).await,
+                        Err(r) => return r,
+                    };
+                    match started {
+                        Ok(Ok(())) => reply::response(Response::ContainerStartOk),
+                        Ok(Err(e @ lifecycle::StartFailure::NotStopped(_))) => {
+                            reply::failure(Response::ContainerStartEexist, format!("start: {e}"))
+                        }
+                        Ok(Err(e)) => reply::failure(Response::ContainerStartEinternal, format!("start: {e}")),
+                        Err(e) => reply::failure(Response::ContainerStartEinternal, format!("start: {e}")),
+                    }
+                });
             }
-            Command::Start { .. }
-            | Command::Stop { .. }
-            | Command::Freeze { .. }
-            | Command::Unfreeze { .. }
-            | Command::Exec { .. }
-            | Command::Switch { .. } => {
-                self.send(reply::unsupported("the container runtime is not implemented yet"))
+            Command::Stop { uuid, pin: _ } => self.reply_later(ctx, async move {
+                let stopped = match container(&s, uuid).await {
+                    Ok(actor) => actor.send(lifecycle::Stop).await,
+                    Err(r) => return r,
+                };
+                match stopped {
+                    Ok(Ok(())) => reply::response(Response::ContainerStopOk),
+                    Ok(Err(e @ lifecycle::StopFailure::NotRunning(_))) => {
+                        reply::failure(Response::ContainerStopFailedNotRunning, format!("stop: {e}"))
+                    }
+                    Ok(Err(e)) => reply::failure(Response::ContainerCtrlEinternal, format!("stop: {e}")),
+                    Err(e) => reply::failure(Response::ContainerCtrlEinternal, format!("stop: {e}")),
+                }
+            }),
+            Command::Freeze { uuid } => self.freeze(ctx, uuid, true),
+            Command::Unfreeze { uuid } => self.freeze(ctx, uuid, false),
+            Command::Exec { uuid, args, pty } => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.exec_input = Some(tx);
+                let out = self.out.clone();
+                ctx.spawn(
+                    super::exec::run(s, uuid, args, pty, rx, out)
+                        .into_actor(self)
+                        .map(|(), act, _| act.exec_input = None),
+                );
             }
-            Command::Wipe { .. } | Command::WipeDevice => self.send(reply::unsupported(
-                "wiping needs the runtime and storage, not implemented yet",
-            )),
+            Command::Switch { .. } => self.send(reply::unsupported("CONTAINER_SWITCH has no meaning on a host")),
+            Command::Wipe { uuid } => self.reply_later(ctx, async move {
+                let actor = match container(&s, uuid).await {
+                    Ok(a) => a,
+                    Err(r) => return r,
+                };
+                if let Ok(Err(lifecycle::StopFailure::Cleanup(e))) = actor.send(lifecycle::Stop).await {
+                    return reply::failed(format!("wipe: stopping first: {e}"));
+                }
+                answer("wipe", actor.send(super::container::Wipe).await, |()| reply::ok())
+            }),
+            Command::WipeDevice => self.send(reply::unsupported("wipe_device is not implemented yet")),
             Command::AllowAudio { .. } | Command::DenyAudio { .. } | Command::DevAccess { .. } => {
                 self.send(reply::unsupported("device rules are not implemented yet"))
             }

@@ -14,3 +14,6 @@
 
 pub mod cgroup;
 pub mod loopdev;
+pub mod fdpass;
+pub mod pidfd;
+pub mod process;

@@ -1,0 +1,199 @@
+//! The daemon side of `control run`: a pty (or pipes) for the command's stdio, an exec helper forked
+//! by the launcher, and a stream of `EXEC_OUTPUT` replies ending with exactly one `EXEC_END`
+//! whose `exec_end_reason` is the command's exit status. `EXEC_INPUT` frames of the same connection
+//! are written to the command's stdin. If the client goes away first, the command's session gets
+//! SIGHUP, then SIGKILL.
+
+use std::{
+    io,
+    os::fd::{AsRawFd, OwnedFd},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::unix::pipe,
+    sync::mpsc,
+};
+use tracing::{debug, info};
+use uuid::Uuid;
+
+use super::{Services, lifecycle::ExecInfo, manager::Lookup};
+use crate::{
+    launcher::{
+        Request,
+        plan::{ExecEvent, ExecPlan},
+    },
+    protocol::pb::{DaemonToController, daemon_to_controller::Code},
+};
+
+fn end(code: i32, error: Option<String>) -> DaemonToController {
+    DaemonToController {
+        code: Code::ExecEnd as i32,
+        exec_end_reason: Some(code.to_string()),
+        error_message: error,
+        ..Default::default()
+    }
+}
+
+fn output(bytes: &[u8]) -> DaemonToController {
+    DaemonToController { code: Code::ExecOutput as i32, exec_output: Some(bytes.to_vec()), ..Default::default() }
+}
+
+/// Kills the command's session if the stream ends before the command did.
+struct Reaper {
+    pid: Option<i32>,
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let pgrp = nix::unistd::Pid::from_raw(-pid);
+            let _ = nix::sys::signal::kill(pgrp, nix::sys::signal::Signal::SIGHUP);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(1));
+                let _ = nix::sys::signal::kill(pgrp, nix::sys::signal::Signal::SIGKILL);
+            });
+        }
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    Ok(())
+}
+
+/// Runs one `run` request to its `EXEC_END`, sending every reply to `out`.
+pub async fn run(
+    s: Services,
+    uuid: Uuid,
+    argv: Vec<String>,
+    pty: bool,
+    mut input: mpsc::UnboundedReceiver<String>,
+    out: mpsc::UnboundedSender<DaemonToController>,
+) {
+    let plan = match s.manager.send(Lookup(uuid)).await.ok().flatten() {
+        Some(actor) => match actor.send(ExecInfo { argv, pty }).await {
+            Ok(Ok(plan)) => plan,
+            Ok(Err(e)) => return drop(out.send(end(125, Some(format!("run: {e}"))))),
+            Err(e) => return drop(out.send(end(125, Some(format!("run: {e}"))))),
+        },
+        None => return drop(out.send(end(125, Some(format!("run: no container with UUID {uuid}"))))),
+    };
+    if let Err(e) = stream(s, plan, &mut input, &out).await {
+        let _ = out.send(end(125, Some(format!("run: {e}"))));
+    }
+}
+
+async fn stream(
+    s: Services,
+    plan: ExecPlan,
+    input: &mut mpsc::UnboundedReceiver<String>,
+    out: &mpsc::UnboundedSender<DaemonToController>,
+) -> io::Result<()> {
+    // stdio for the command: one pty, or three pipes.
+    let (our_out, our_err, our_in, theirs): (OwnedFd, Option<OwnedFd>, OwnedFd, [OwnedFd; 3]) = if plan.pty {
+        let p = nix::pty::openpty(None, None).map_err(io::Error::from)?;
+        let master_in = p.master.try_clone()?;
+        let (s1, s2) = (p.slave.try_clone()?, p.slave.try_clone()?);
+        (p.master, None, master_in, [p.slave, s1, s2])
+    } else {
+        let (in_r, in_w) = nix::unistd::pipe()?;
+        let (out_r, out_w) = nix::unistd::pipe()?;
+        let (err_r, err_w) = nix::unistd::pipe()?;
+        (out_r, Some(err_r), in_w, [in_r, out_w, err_w])
+    };
+    let (status_ours, status_theirs) = std::os::unix::net::UnixStream::pair()?;
+    let fds = [theirs[0].as_raw_fd(), theirs[1].as_raw_fd(), theirs[2].as_raw_fd(), status_theirs.as_raw_fd()];
+    let req = Request::Exec(plan);
+    let rt = s.manager_rt();
+    let spawned = actix_rt::task::spawn_blocking(move || rt.launcher.request(&req, &fds))
+        .await
+        .map_err(io::Error::other)?;
+    drop(theirs);
+    drop(status_theirs);
+    spawned.map_err(io::Error::other)?;
+
+    status_ours.set_nonblocking(true)?;
+    let mut status = BufReader::new(tokio::net::UnixStream::from_std(status_ours)?).lines();
+    set_nonblocking(&our_out)?;
+    set_nonblocking(&our_in)?;
+    let mut reader = pipe::Receiver::from_owned_fd_unchecked(our_out)?;
+    let mut err_reader = match our_err {
+        Some(fd) => {
+            set_nonblocking(&fd)?;
+            Some(pipe::Receiver::from_owned_fd_unchecked(fd)?)
+        }
+        None => None,
+    };
+    let mut writer = Some(pipe::Sender::from_owned_fd_unchecked(our_in)?);
+    let mut reaper = Reaper { pid: None };
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut ebuf = vec![0u8; 16 * 1024];
+    let (mut out_open, mut err_open) = (true, err_reader.is_some());
+    let mut finished: Option<(i32, Option<String>)> = None;
+    loop {
+        if finished.is_some() && !out_open && !err_open {
+            break;
+        }
+        tokio::select! {
+            r = reader.read(&mut buf), if out_open => match r {
+                Ok(0) | Err(_) => out_open = false, // EIO on a pty once the last slave closes
+                Ok(n) => { let _ = out.send(output(&buf[..n])); }
+            },
+            r = async { match err_reader.as_mut() { Some(e) => e.read(&mut ebuf).await, None => Ok(0) } }, if err_open => match r {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => { let _ = out.send(output(&ebuf[..n])); }
+            },
+            line = status.next_line(), if finished.is_none() => match line {
+                Ok(Some(l)) => match serde_json::from_str::<ExecEvent>(&l) {
+                    Ok(ExecEvent::Started { pid }) => reaper.pid = Some(pid),
+                    Ok(ExecEvent::Finished { code, error }) => {
+                        reaper.pid = None;
+                        finished = Some((code, error));
+                        // The command is gone; output still buffered is drained below, then we end.
+                        if plan_is_pty(&err_reader) { out_open = drain_pty(&mut reader, &mut buf, out).await; }
+                    }
+                    Err(_) => {}
+                },
+                _ => { finished = Some((125, Some("the exec helper ended without a status".into()))); }
+            },
+            data = input.recv(), if writer.is_some() => match data {
+                Some(d) => {
+                    if let Some(w) = writer.as_mut() {
+                        if w.write_all(d.as_bytes()).await.is_err() { writer = None; }
+                    }
+                }
+                None => writer = None,
+            },
+        }
+    }
+    let (code, error) = finished.unwrap_or((125, None));
+    debug!(code, "exec ended");
+    let _ = out.send(end(code, error));
+    info!(code, "run finished");
+    Ok(())
+}
+
+fn plan_is_pty(err_reader: &Option<pipe::Receiver>) -> bool {
+    err_reader.is_none()
+}
+
+/// After the command ended, reads what is left in the pty without waiting for more (other
+/// processes of the session may keep the slave open). Returns whether the reader stays open.
+async fn drain_pty(
+    reader: &mut pipe::Receiver,
+    buf: &mut [u8],
+    out: &mpsc::UnboundedSender<DaemonToController>,
+) -> bool {
+    loop {
+        match tokio::time::timeout(Duration::from_millis(20), reader.read(buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                let _ = out.send(output(&buf[..n]));
+            }
+            _ => return false,
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! The container actor's runtime side: start, stop, freeze, exec preparation, the init's exit, and
+//! adopting a container that survived a daemon restart.
+//!
+//! A start runs as one `AtomicResponse` (no other message for this container is handled until it
+//! has an outcome): resolve GuestOS → prepare on the blocking pool (images, run dir, cgroup, plan) →
+//! the launcher forks the monitor → the monitor's first event says `Started` or `Failed` → BOOTING →
+//! RUNNING (at once, or on `READY=1` from a notify-capable guest). On any failure what was prepared
+//! is removed and the state returns to STOPPED. A watcher task waits for the init's exit (the
+//! monitor's `Exited` event, or the init's pidfd for an adopted container) and tells the actor.
+
+use std::{
+    os::fd::AsRawFd,
+    os::unix::net::{UnixDatagram, UnixStream as StdUnixStream},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use actix::{ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Message, WrapFuture};
+use nix::sys::signal::Signal;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    sync::watch,
+};
+use tracing::{info, warn};
+
+use super::{container::ContainerActor, read};
+use crate::{
+    container::{
+        State,
+        runtime::{self, Prepared, StartError},
+    },
+    launcher::{
+        Request,
+        plan::{ExecPlan, MonitorEvent, RunState},
+    },
+    sys::{cgroup::ContainerCgroup, cgroup::FreezerState, pidfd::PidFd},
+};
+
+/// How the init ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExitInfo {
+    /// Exit code, if it exited.
+    pub code: Option<i32>,
+    /// Signal, if it was killed.
+    pub signal: Option<i32>,
+}
+
+/// A running container.
+pub struct Run {
+    /// The init.
+    pub init: Arc<PidFd>,
+    /// Its cgroup.
+    pub cgroup: ContainerCgroup,
+    /// Its run directory.
+    pub run_dir: PathBuf,
+    /// When it started.
+    pub started: Instant,
+    /// Set once by the watcher when the init has ended.
+    pub exited: watch::Receiver<Option<ExitInfo>>,
+    /// The GuestOS's stop signal (number).
+    pub stop_signal: i32,
+}
+
+/// Why a start did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StartFailure {
+    /// Not stopped.
+    #[error("container is {0:?}, not STOPPED")]
+    NotStopped(State),
+    /// A step failed (everything was undone).
+    #[error(transparent)]
+    Failed(#[from] StartError),
+}
+
+/// Why a stop did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StopFailure {
+    /// Nothing runs.
+    #[error("container is {0:?}, not running")]
+    NotRunning(State),
+    /// Cleanup failed; the container is ZOMBIE.
+    #[error("cleanup failed: {0}")]
+    Cleanup(String),
+}
+
+/// The number of a stop signal named in a GuestOS: `SIGTERM` (default), any other name, or
+/// `SIGRTMIN+N` (systemd guests use `SIGRTMIN+3`).
+pub fn parse_signal(name: Option<&str>) -> i32 {
+    let Some(name) = name else { return Signal::SIGTERM as i32 };
+    if let Some(n) = name.strip_prefix("SIGRTMIN+").and_then(|n| n.parse::<i32>().ok()) {
+        return libc::SIGRTMIN() + n;
+    }
+    name.parse::<Signal>().map_or(Signal::SIGTERM as i32, |s| s as i32)
+}
+
+/// Waits for the init to end: from the monitor's channel when there is one, else from its pidfd
+/// and the exit file the monitor writes.
+async fn watch_exit(channel: Option<tokio::net::UnixStream>, init: Arc<PidFd>, run_dir: PathBuf) -> ExitInfo {
+    if let Some(ch) = channel {
+        let mut lines = BufReader::new(ch).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(MonitorEvent::Exited { code, signal }) = serde_json::from_str(&line) {
+                return ExitInfo { code, signal };
+            }
+        }
+    }
+    init.wait_exited().await;
+    // The monitor writes the exit file right after reaping the init.
+    for _ in 0..100 {
+        if let Ok(b) = std::fs::read(run_dir.join("exit")) {
+            if let Ok(MonitorEvent::Exited { code, signal }) = serde_json::from_slice(&b) {
+                return ExitInfo { code, signal };
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    ExitInfo::default()
+}
+
+impl ContainerActor {
+    /// Starts the watcher for a run and returns the receiver side.
+    fn spawn_watcher(
+        &self,
+        ctx: &mut Context<Self>,
+        channel: Option<tokio::net::UnixStream>,
+        init: Arc<PidFd>,
+        run_dir: PathBuf,
+    ) -> watch::Receiver<Option<ExitInfo>> {
+        let (tx, rx) = watch::channel(None);
+        let addr = ctx.address();
+        actix_rt::spawn(async move {
+            let info = watch_exit(channel, init, run_dir).await;
+            let _ = tx.send(Some(info));
+            addr.do_send(InitExited(info));
+        });
+        rx
+    }
+
+    /// Ends a run: removes the cgroup and run directory, takes a pending config, STOPPED (or
+    /// ZOMBIE if the cleanup failed). Idempotent.
+    fn finish_run(&mut self, info: ExitInfo) -> Result<(), String> {
+        let Some(run) = self.run.take() else { return Ok(()) };
+        info!(container = %self.uuid, code = ?info.code, signal = ?info.signal, "init ended");
+        let errors = runtime::cleanup(&run.cgroup, &run.run_dir);
+        self.state = if errors.is_empty() { self.state } else { State::Zombie };
+        if errors.is_empty() {
+            if self.state != State::Stopped {
+                // Any running state → STOPPED is allowed by the table; SHUTDOWN → STOPPED too.
+                let _ = self.set_state(State::Stopped);
+            }
+            self.apply_pending();
+            Ok(())
+        } else {
+            let msg = errors.join("; ");
+            warn!(container = %self.uuid, error = %msg, "cleanup failed");
+            self.ctx.board.update(&self.uuid, |e| {
+                e.state = State::Zombie;
+                e.pid = 0;
+            });
+            Err(msg)
+        }
+    }
+
+    /// Finds a container that survived a daemon restart (its run dir names a live init) and
+    /// adopts it as RUNNING; leftovers of a dead one are cleaned up.
+    pub(super) fn adopt(&mut self, ctx: &mut Context<Self>) {
+        let run_dir = self.ctx.rt.run_dir.join(self.uuid.to_string());
+        let Ok(bytes) = std::fs::read(run_dir.join("state")) else { return };
+        let cgroup = ContainerCgroup::open(&self.ctx.rt.layout, &self.ctx.rt.cgroup_parent, &self.uuid.to_string());
+        let Ok(state) = serde_json::from_slice::<RunState>(&bytes) else {
+            let _ = runtime::cleanup(&cgroup, &run_dir);
+            return;
+        };
+        let init = match PidFd::open(state.init_pid) {
+            // The pid must still be in the container's cgroup: a reused pid is not ours.
+            Ok(p) if !p.has_exited() && cgroup.pids().contains(&state.init_pid) => Arc::new(p),
+            _ => {
+                info!(container = %self.uuid, "cleaning up after a container that ended while cmld was down");
+                let _ = runtime::cleanup(&cgroup, &run_dir);
+                return;
+            }
+        };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let started = Instant::now() - Duration::from_secs(now.saturating_sub(state.started));
+        let exited = self.spawn_watcher(ctx, None, init.clone(), run_dir.clone());
+        self.run = Some(Run { init, cgroup, run_dir, started, exited, stop_signal: Signal::SIGTERM as i32 });
+        self.state = State::Running;
+        let (pid, st) = (state.init_pid, started);
+        self.ctx.board.update(&self.uuid, |e| {
+            e.state = State::Running;
+            e.pid = pid;
+            e.started = Some(st);
+        });
+        info!(container = %self.uuid, pid, "adopted a running container");
+    }
+}
+
+/// Start the container.
+#[derive(Message)]
+#[rtype(result = "Result<(), StartFailure>")]
+pub struct Start;
+
+struct Launched {
+    prepared: Prepared,
+    init: Arc<PidFd>,
+    channel: tokio::net::UnixStream,
+    notify: Option<UnixDatagram>,
+}
+
+async fn launch(
+    rt: Arc<runtime::Runtime>,
+    data: crate::store::DataDir,
+    uuid: String,
+    cfg: crate::protocol::pb::ContainerConfig,
+    os: crate::guestos::GuestOs,
+) -> Result<Launched, StartError> {
+    let join = |e: tokio::task::JoinError| StartError::at("internal", e);
+    let rt2 = rt.clone();
+    let prepared = actix_rt::task::spawn_blocking(move || runtime::prepare(&rt2, &data, &uuid, &cfg, &os))
+        .await
+        .map_err(join)??;
+    let undo = |prepared: Prepared, e: StartError| {
+        let errs = prepared.cleanup();
+        if errs.is_empty() { e } else { StartError { reason: format!("{}; cleanup: {}", e.reason, errs.join("; ")), ..e } }
+    };
+    let notify = match &prepared.plan.notify_socket {
+        Some(path) => match UnixDatagram::bind(path) {
+            Ok(s) => Some(s),
+            Err(e) => return Err(undo(prepared, StartError::at("create the notify socket", e))),
+        },
+        None => None,
+    };
+    let (ours, theirs) = match StdUnixStream::pair() {
+        Ok(p) => p,
+        Err(e) => return Err(undo(prepared, StartError::at("create the monitor channel", e))),
+    };
+    let req = Request::Start(prepared.plan.clone());
+    let rt3 = rt.clone();
+    let spawned = actix_rt::task::spawn_blocking(move || rt3.launcher.request(&req, &[theirs.as_raw_fd()]))
+        .await
+        .map_err(join)?;
+    if let Err(e) = spawned {
+        return Err(undo(prepared, StartError::at("launch the monitor", e)));
+    }
+    let _ = ours.set_nonblocking(true);
+    let channel = match tokio::net::UnixStream::from_std(ours) {
+        Ok(c) => c,
+        Err(e) => return Err(undo(prepared, StartError::at("monitor channel", e))),
+    };
+    // The first event decides; a monitor that dies before it counts as a failure.
+    let mut reader = BufReader::new(channel);
+    let mut line = String::new();
+    let first = tokio::time::timeout(Duration::from_secs(60), reader.read_line(&mut line)).await;
+    let event = match first {
+        Ok(Ok(n)) if n > 0 => serde_json::from_str::<MonitorEvent>(&line).ok(),
+        _ => None,
+    };
+    match event {
+        Some(MonitorEvent::Started { init_pid }) => match PidFd::open(init_pid) {
+            Ok(p) => Ok(Launched { prepared, init: Arc::new(p), channel: reader.into_inner(), notify }),
+            Err(e) => Err(undo(prepared, StartError::at("open the init's pidfd", e))),
+        },
+        Some(MonitorEvent::Failed { step, error }) => Err(undo(prepared, StartError { step, reason: error })),
+        _ => Err(undo(prepared, StartError::at("monitor", "the monitor ended without reporting"))),
+    }
+}
+
+impl Handler<Start> for ContainerActor {
+    type Result = AtomicResponse<Self, Result<(), StartFailure>>;
+
+    fn handle(&mut self, _: Start, ctx: &mut Context<Self>) -> Self::Result {
+        if self.state != State::Stopped {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(StartFailure::NotStopped(self.state)))));
+        }
+        let cfg = self.config.config.clone();
+        let os = {
+            let cat = read(&self.ctx.catalog);
+            crate::container::validate_against_catalog(&cfg, &cat, self.config.signed()).cloned()
+        };
+        let os = match os {
+            Ok(os) => os,
+            Err(e) => {
+                return AtomicResponse::new(Box::pin(actix::fut::ready(Err(StartError::at("resolve GuestOS", e).into()))));
+            }
+        };
+        let stop_signal = parse_signal(os.config.stop_signal.as_deref());
+        let _ = self.set_state(State::Starting);
+        let fut = launch(self.ctx.rt.clone(), self.ctx.data.clone(), self.uuid.to_string(), cfg, os);
+        let _ = ctx;
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(move |res, act, ctx| match res {
+            Err(e) => {
+                warn!(container = %act.uuid, step = %e.step, reason = %e.reason, "start failed");
+                let _ = act.set_state(State::Stopped);
+                Err(e.into())
+            }
+            Ok(l) => {
+                let run_dir = l.prepared.plan.run_dir.clone();
+                let exited = act.spawn_watcher(ctx, Some(l.channel), l.init.clone(), run_dir.clone());
+                act.run = Some(Run {
+                    init: l.init,
+                    cgroup: l.prepared.cgroup,
+                    run_dir,
+                    started: Instant::now(),
+                    exited,
+                    stop_signal,
+                });
+                let _ = act.set_state(State::Booting);
+                match l.notify {
+                    None => {
+                        let _ = act.set_state(State::Running);
+                    }
+                    Some(sock) => {
+                        let addr = ctx.address();
+                        actix_rt::spawn(async move {
+                            if wait_ready(sock).await {
+                                addr.do_send(Ready);
+                            }
+                        });
+                    }
+                }
+                info!(container = %act.uuid, pid = act.run.as_ref().map(|r| r.init.pid()), "started");
+                Ok(())
+            }
+        })))
+    }
+}
+
+/// Waits for `READY=1` on the notify socket.
+async fn wait_ready(sock: UnixDatagram) -> bool {
+    if sock.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let Ok(sock) = tokio::net::UnixDatagram::from_std(sock) else { return false };
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = sock.recv(&mut buf).await {
+        if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l.trim() == "READY=1") {
+            return true;
+        }
+    }
+    false
+}
+
+/// The guest reported readiness.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Ready;
+
+impl Handler<Ready> for ContainerActor {
+    type Result = ();
+    fn handle(&mut self, _: Ready, _: &mut Context<Self>) {
+        if self.state == State::Booting {
+            let _ = self.set_state(State::Running);
+        }
+    }
+}
+
+/// The init ended (from the watcher).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InitExited(pub ExitInfo);
+
+impl Handler<InitExited> for ContainerActor {
+    type Result = ();
+    fn handle(&mut self, InitExited(info): InitExited, _: &mut Context<Self>) {
+        // A stop in progress finishes the run itself; this covers an init that died on its own.
+        let _ = self.finish_run(info);
+    }
+}
+
+/// Stop the container: stop signal, wait up to the timeout, SIGKILL, wait, clean up.
+#[derive(Message)]
+#[rtype(result = "Result<(), StopFailure>")]
+pub struct Stop;
+
+impl Handler<Stop> for ContainerActor {
+    type Result = AtomicResponse<Self, Result<(), StopFailure>>;
+
+    fn handle(&mut self, _: Stop, _: &mut Context<Self>) -> Self::Result {
+        let running = matches!(self.state, State::Running | State::Booting | State::Setup | State::Frozen | State::Freezing);
+        let Some(run) = self.run.as_ref().filter(|_| running) else {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(StopFailure::NotRunning(self.state)))));
+        };
+        if matches!(self.state, State::Frozen | State::Freezing) {
+            let _ = run.cgroup.thaw();
+        }
+        let (init, mut exited, sig) = (run.init.clone(), run.exited.clone(), run.stop_signal);
+        let timeout = self.ctx.rt.stop_timeout;
+        let _ = self.set_state(State::Shutdown);
+        let uuid = self.uuid;
+        let work = async move {
+            let _ = init.signal(sig);
+            let graceful = tokio::time::timeout(timeout, exited.wait_for(Option::is_some)).await.map(|r| r.map(|v| *v));
+            if let Ok(Ok(info)) = graceful {
+                return info.unwrap_or_default();
+            }
+            {
+                info!(container = %uuid, "stop timeout: SIGKILL");
+                let _ = init.signal(Signal::SIGKILL as i32);
+                let killed = tokio::time::timeout(Duration::from_secs(10), exited.wait_for(Option::is_some)).await;
+                killed.ok().and_then(|r| r.ok().map(|v| *v)).flatten().unwrap_or_default()
+            }
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|info, act, _| {
+            act.finish_run(info).map_err(StopFailure::Cleanup)?;
+            info!(container = %act.uuid, "stopped");
+            Ok(())
+        })))
+    }
+}
+
+/// Freeze (`true`) or thaw (`false`) the container; replies once the kernel reports it.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Freeze(pub bool);
+
+impl Handler<Freeze> for ContainerActor {
+    type Result = AtomicResponse<Self, Result<(), String>>;
+
+    fn handle(&mut self, Freeze(freeze): Freeze, _: &mut Context<Self>) -> Self::Result {
+        let ok_state = if freeze {
+            matches!(self.state, State::Running | State::Freezing | State::Frozen)
+        } else {
+            matches!(self.state, State::Frozen | State::Freezing | State::Running)
+        };
+        let Some(run) = self.run.as_ref().filter(|_| ok_state) else {
+            let msg = format!("container is {:?}", self.state);
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(msg))));
+        };
+        let cg = run.cgroup.clone();
+        if freeze && self.state == State::Running {
+            let _ = self.set_state(State::Freezing);
+        }
+        let work = async move {
+            let r = if freeze { cg.freeze() } else { cg.thaw() };
+            r.map_err(|e| e.to_string())?;
+            let want = if freeze { FreezerState::Frozen } else { FreezerState::Thawed };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match cg.freezer_state() {
+                    Ok(s) if s == want => return Ok(()),
+                    Ok(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(5)).await,
+                    Ok(s) => {
+                        if freeze {
+                            let _ = cg.thaw();
+                        }
+                        return Err(format!("the cgroup did not reach {want:?} within 5 s (it is {s:?})"));
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(move |res, act, _| {
+            let target = match (&res, freeze) {
+                (Ok(()), true) => State::Frozen,
+                _ => State::Running,
+            };
+            if act.run.is_some() {
+                let _ = act.set_state(target);
+            }
+            res
+        })))
+    }
+}
+
+/// What `run` needs to enter the container.
+#[derive(Message)]
+#[rtype(result = "Result<ExecPlan, String>")]
+pub struct ExecInfo {
+    /// argv.
+    pub argv: Vec<String>,
+    /// With a terminal.
+    pub pty: bool,
+}
+
+impl Handler<ExecInfo> for ContainerActor {
+    type Result = Result<ExecPlan, String>;
+    fn handle(&mut self, msg: ExecInfo, _: &mut Context<Self>) -> Self::Result {
+        let Some(run) = self.run.as_ref().filter(|_| matches!(self.state, State::Running | State::Booting | State::Setup)) else {
+            return Err(format!("container is {:?}, not running", self.state));
+        };
+        let cfg = &self.config.config;
+        let mut env = vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(), "HOME=/".to_owned()];
+        if msg.pty {
+            env.push("TERM=xterm".into());
+        }
+        env.extend(cfg.init_env.iter().cloned());
+        Ok(ExecPlan {
+            init_pid: run.init.pid(),
+            cgroup_procs: run.cgroup.procs_files(),
+            drop_caps: runtime::dropped_caps(cfg.userns()),
+            argv: msg.argv,
+            env,
+            pty: msg.pty,
+        })
+    }
+}
+
+/// Adopt a container that survived a daemon restart (sent once after the actor is created).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Adopt;
+
+impl Handler<Adopt> for ContainerActor {
+    type Result = ();
+    fn handle(&mut self, _: Adopt, ctx: &mut Context<Self>) {
+        self.adopt(ctx);
+    }
+}

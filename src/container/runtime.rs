@@ -1,0 +1,283 @@
+//! The start plan of a container: what to mount, which limits, which init — built from its config
+//! and GuestOS — and the host-side preparation and cleanup around it (run directory, cgroup,
+//! per-container images). Blocking; the container actor runs it on the blocking pool.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use crate::{
+    guestos::GuestOs,
+    launcher::{
+        Launcher,
+        plan::{ImageSpec, MountSource, MountSpec, StartPlan},
+    },
+    protocol::pb::{ContainerConfig, guest_os_mount::Type as MountType},
+    store::DataDir,
+    sys::cgroup::{self, ContainerCgroup, DeviceRule, Layout, Limits},
+};
+
+/// Daemon-wide runtime settings and handles.
+pub struct Runtime {
+    /// The launcher (forks monitors and exec helpers).
+    pub launcher: Launcher,
+    /// Which cgroup controllers are v1 / v2 on this host.
+    pub layout: Layout,
+    /// The daemon's runtime directory.
+    pub run_dir: PathBuf,
+    /// cgroup directory name under each controller.
+    pub cgroup_parent: String,
+    /// How long a guest gets between the stop signal and SIGKILL.
+    pub stop_timeout: Duration,
+}
+
+/// A start that could not be prepared or failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("start failed at step '{step}': {reason}")]
+pub struct StartError {
+    /// The step.
+    pub step: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl StartError {
+    /// A failed step.
+    pub fn at(step: &str, reason: impl std::fmt::Display) -> Self {
+        StartError { step: step.into(), reason: reason.to_string() }
+    }
+}
+
+/// Capabilities every container loses (SPEC §4.2), as linux/capability.h numbers.
+const ALWAYS_DROPPED: &[caps::Capability] = &[
+    caps::Capability::CAP_SYS_MODULE,
+    caps::Capability::CAP_SYS_RAWIO,
+    caps::Capability::CAP_SYS_TIME,
+    caps::Capability::CAP_SYS_PACCT,
+    caps::Capability::CAP_SYS_PTRACE,
+    caps::Capability::CAP_LINUX_IMMUTABLE,
+    caps::Capability::CAP_IPC_OWNER,
+    caps::Capability::CAP_LEASE,
+    caps::Capability::CAP_MAC_ADMIN,
+    caps::Capability::CAP_MAC_OVERRIDE,
+    caps::Capability::CAP_AUDIT_CONTROL,
+    caps::Capability::CAP_SYSLOG,
+    caps::Capability::CAP_WAKE_ALARM,
+    caps::Capability::CAP_BLOCK_SUSPEND,
+];
+
+/// The capabilities a container's bounding set loses.
+pub fn dropped_caps(userns: bool) -> Vec<u8> {
+    let mut v: Vec<u8> = ALWAYS_DROPPED.iter().map(|c| c.index()).collect();
+    if !userns {
+        // Without a user namespace, CAP_SYS_ADMIN would be the host's: no mounting.
+        v.push(caps::Capability::CAP_SYS_ADMIN.index());
+    }
+    v
+}
+
+/// Device nodes created in every container's /dev (the default allow-list; ptmx is a symlink to
+/// the container's own devpts instance).
+pub const DEVICE_NODES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+    ("fuse", 10, 229),
+    ("net/tun", 10, 200),
+];
+
+/// Default pids limit of a container.
+pub const DEFAULT_PIDS_MAX: u64 = 4096;
+
+/// Everything prepared on the host for one start; undone by [`Prepared::cleanup`].
+pub struct Prepared {
+    /// The plan for the launcher.
+    pub plan: StartPlan,
+    /// The container's cgroup.
+    pub cgroup: ContainerCgroup,
+}
+
+impl Prepared {
+    /// Removes what [`prepare`] created: the cgroup (after killing what is left in it) and the run
+    /// directory. Collects every error.
+    pub fn cleanup(&self) -> Vec<String> {
+        cleanup(&self.cgroup, &self.plan.run_dir)
+    }
+}
+
+/// Removes a container's cgroup and run directory (also for an adopted container).
+pub fn cleanup(cg: &ContainerCgroup, run_dir: &Path) -> Vec<String> {
+    let mut errors = Vec::new();
+    cg.kill_all();
+    if let Err(e) = cg.remove() {
+        errors.push(e.to_string());
+    }
+    if let Err(e) = fs::remove_dir_all(run_dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            errors.push(format!("remove {}: {e}", run_dir.display()));
+        }
+    }
+    errors
+}
+
+fn size_of_empty(cfg: &ContainerConfig, m: &crate::protocol::pb::GuestOsMount) -> u32 {
+    cfg.image_sizes
+        .iter()
+        .find(|s| s.image_name == m.image_file)
+        .map(|s| u32::try_from(s.image_size).unwrap_or(u32::MAX))
+        .unwrap_or_else(|| m.def_size())
+}
+
+/// Creates a per-container ext4 image on first use: a sparse file of `size_mb` MiB, formatted.
+fn ensure_ext4_image(path: &Path, size_mb: u32) -> Result<(), StartError> {
+    if path.exists() {
+        return Ok(());
+    }
+    let step = "create the data image";
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| StartError::at(step, format!("{}: {e}", dir.display())))?;
+    }
+    let tmp = path.with_extension("img.new");
+    let f = fs::File::create(&tmp).map_err(|e| StartError::at(step, format!("{}: {e}", tmp.display())))?;
+    f.set_len(u64::from(size_mb) * 1024 * 1024).map_err(|e| StartError::at(step, e))?;
+    drop(f);
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
+        .arg(&tmp)
+        .output()
+        .map_err(|e| StartError::at(step, format!("mkfs.ext4: {e} (install e2fsprogs)")))?;
+    if !out.status.success() {
+        let _ = fs::remove_file(&tmp);
+        return Err(StartError::at(step, format!("mkfs.ext4: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    fs::rename(&tmp, path).map_err(|e| StartError::at(step, e))
+}
+
+/// Prepares a start: checks the GuestOS images, creates per-container images on first use, the run
+/// directory and the cgroup, and builds the plan. On error nothing it created remains.
+pub fn prepare(
+    rt: &Runtime,
+    data: &DataDir,
+    uuid: &str,
+    cfg: &ContainerConfig,
+    os: &GuestOs,
+) -> Result<Prepared, StartError> {
+    if cfg.userns() {
+        return Err(StartError::at(
+            "user namespace",
+            "userns: true is not supported yet (it comes with the next runtime release); set userns: false",
+        ));
+    }
+    let mut mounts = Vec::new();
+    let mut images = Vec::new();
+    let mut gos_mounts: Vec<_> = os.config.mounts.iter().collect();
+    // Parents before children: "/" first, then by depth.
+    gos_mounts.sort_by_key(|m| if m.mount_point == "/" { 0 } else { m.mount_point.matches('/').count() });
+    if gos_mounts.first().is_none_or(|m| m.mount_point != "/") {
+        return Err(StartError::at("resolve GuestOS", format!("GuestOS {} has no mount for /", os.stem())));
+    }
+    let uuid_v = uuid::Uuid::parse_str(uuid).map_err(|e| StartError::at("resolve container", e))?;
+    for m in gos_mounts {
+        let t = m.mount_type();
+        let source = match t {
+            MountType::Shared | MountType::SharedRw => {
+                let path = os.dir.join(format!("{}.img", m.image_file));
+                let size = fs::metadata(&path).map(|md| md.len()).map_err(|e| {
+                    StartError::at("check GuestOS images", format!("{}: {e}", path.display()))
+                })?;
+                if Some(size) != m.image_size {
+                    return Err(StartError::at(
+                        "check GuestOS images",
+                        format!("{} has {size} bytes, the GuestOS says {:?}", path.display(), m.image_size),
+                    ));
+                }
+                images.push(ImageSpec { path, read_only: true });
+                let (index, fstype) = (images.len() - 1, m.fs_type.clone());
+                if t == MountType::Shared {
+                    MountSource::Loop { index, fstype, read_only: true }
+                } else {
+                    MountSource::LoopOverlay { index, fstype }
+                }
+            }
+            MountType::Empty if m.fs_type.starts_with("tmpfs") => MountSource::Tmpfs { size_mb: size_of_empty(cfg, m) },
+            MountType::Empty => {
+                let file = cfg
+                    .image_sizes
+                    .iter()
+                    .find(|s| s.image_name == m.image_file)
+                    .and_then(|s| s.image_file.clone())
+                    .unwrap_or_else(|| m.image_file.clone());
+                let path = data.container_images(&uuid_v).join(format!("{file}.img"));
+                ensure_ext4_image(&path, size_of_empty(cfg, m))?;
+                images.push(ImageSpec { path, read_only: false });
+                MountSource::Loop { index: images.len() - 1, fstype: "ext4".into(), read_only: false }
+            }
+            MountType::StoreOnly => continue,
+            other => {
+                return Err(StartError::at(
+                    "plan mounts",
+                    format!("mount type {} ({}) is not supported yet", other.as_str_name(), m.mount_point),
+                ));
+            }
+        };
+        mounts.push(MountSpec { target: m.mount_point.clone(), source, data: m.mount_data.clone() });
+    }
+
+    let run_dir = rt.run_dir.join(uuid);
+    let _ = fs::remove_dir_all(&run_dir);
+    let root = run_dir.join("root");
+    fs::create_dir_all(&root).map_err(|e| StartError::at("create the run directory", format!("{}: {e}", root.display())))?;
+
+    let mut devices = cgroup::default_devices();
+    for rule in &cfg.allow_dev {
+        match rule.parse::<DeviceRule>() {
+            Ok(r) => devices.push(r),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&run_dir);
+                return Err(StartError::at("device rules", format!("allow_dev {rule:?}: {e}")));
+            }
+        }
+    }
+    let limits = Limits {
+        memory_bytes: (cfg.ram_limit() > 0).then(|| u64::from(cfg.ram_limit()) * 1024 * 1024),
+        cpus: cfg.assign_cpus.clone(),
+        pids_max: Some(DEFAULT_PIDS_MAX),
+        devices,
+    };
+    let cg = ContainerCgroup::create(&rt.layout, &rt.cgroup_parent, uuid, &limits).map_err(|e| {
+        let _ = fs::remove_dir_all(&run_dir);
+        StartError::at("create cgroup", e)
+    })?;
+
+    let mut argv = vec![os.config.init_path().to_owned()];
+    argv.extend(os.config.init_param.iter().cloned());
+    let mut env = vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(), "container=cml".to_owned()];
+    env.extend(os.config.init_env.iter().cloned());
+    env.extend(cfg.init_env.iter().cloned());
+    let notify_socket = os.config.feature_notify_ready().then(|| run_dir.join("notify"));
+    if notify_socket.is_some() {
+        env.push("NOTIFY_SOCKET=/run/notify".into());
+    }
+    let plan = StartPlan {
+        uuid: uuid.to_owned(),
+        hostname: cfg.name.clone(),
+        run_dir,
+        root,
+        mounts,
+        images,
+        netns: cfg.netns(),
+        cgroup_procs: cg.procs_files(),
+        devices: DEVICE_NODES.iter().map(|(n, a, b)| ((*n).to_owned(), *a, *b)).collect(),
+        drop_caps: dropped_caps(cfg.userns()),
+        argv,
+        env,
+        notify_socket,
+    };
+    Ok(Prepared { plan, cgroup: cg })
+}

@@ -1,0 +1,106 @@
+//! The exec helper: runs one command inside a running container for `control run`.
+//!
+//! Order: join the container's cgroups (host paths, so before entering its mount namespace) → enter
+//! its cgroup, ipc, uts, net, pid and mount namespaces (mount last: it changes what paths mean) →
+//! fork, so the command is inside the pid namespace → in the child: new session, the terminal as
+//! controlling tty (pty mode), stdio from the passed descriptors, capability bounding set, exec →
+//! the helper waits and reports the command's status on the status descriptor as JSON.
+//!
+//! `fds` = `[stdin, stdout, stderr, status]` (3, 4, 5, 6 after the launcher arranged them).
+
+use std::{ffi::CString, io::Write, os::fd::OwnedFd};
+
+use nix::{
+    sched::{CloneFlags, setns},
+    sys::wait::{WaitStatus, waitpid},
+};
+
+use super::plan::{ExecEvent, ExecPlan};
+use crate::sys::process::{self, Forked};
+
+fn report(status: &mut std::fs::File, ev: &ExecEvent) {
+    let mut line = serde_json::to_vec(ev).unwrap_or_default();
+    line.push(b'\n');
+    let _ = status.write_all(&line);
+}
+
+/// Runs the helper; returns its own exit code.
+pub fn run(plan: ExecPlan, fds: Vec<OwnedFd>) -> i32 {
+    process::set_name("cml-exec");
+    let mut fds = fds.into_iter();
+    let (Some(stdin), Some(stdout), Some(stderr), Some(status)) = (fds.next(), fds.next(), fds.next(), fds.next()) else {
+        return 125;
+    };
+    let mut status = std::fs::File::from(status);
+    let fail = |status: &mut std::fs::File, code: i32, error: String| {
+        report(status, &ExecEvent::Finished { code, error: Some(error) });
+        code
+    };
+    for procs in &plan.cgroup_procs {
+        if let Err(e) = std::fs::write(procs, std::process::id().to_string()) {
+            return fail(&mut status, 125, format!("join cgroup {}: {e}", procs.display()));
+        }
+    }
+    for (ns, flag) in [
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ] {
+        let path = format!("/proc/{}/ns/{ns}", plan.init_pid);
+        let joined = std::fs::File::open(&path).map_err(|e| e.to_string()).and_then(|f| setns(f, flag).map_err(|e| e.to_string()));
+        if let Err(e) = joined {
+            return fail(&mut status, 125, format!("enter the container's {ns} namespace: {e}"));
+        }
+    }
+    if let Err(e) = nix::unistd::chdir("/") {
+        return fail(&mut status, 125, format!("chdir /: {e}"));
+    }
+    let child = match process::fork() {
+        Ok(Forked::Child) => exec_child(&plan, stdin, stdout, stderr),
+        Ok(Forked::Parent(pid)) => pid,
+        Err(e) => return fail(&mut status, 125, format!("fork: {e}")),
+    };
+    report(&mut status, &ExecEvent::Started { pid: child.as_raw() });
+    drop((stdin, stdout, stderr));
+    let code = loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, c)) => break c,
+            Ok(WaitStatus::Signaled(_, s, _)) => break 128 + s as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break 125,
+        }
+    };
+    report(&mut status, &ExecEvent::Finished { code, error: None });
+    0
+}
+
+fn exec_child(plan: &ExecPlan, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) -> ! {
+    // A new session: its own process group (the daemon signals it as a whole), and with a pty the
+    // terminal's controlling session.
+    let _ = nix::unistd::setsid();
+    if nix::unistd::dup2_stdin(&stdin).is_err()
+        || nix::unistd::dup2_stdout(&stdout).is_err()
+        || nix::unistd::dup2_stderr(&stderr).is_err()
+    {
+        process::exit_now(126);
+    }
+    if plan.pty {
+        crate::sys::process::set_controlling_tty(0);
+    }
+    drop((stdin, stdout, stderr));
+    for cap in &plan.drop_caps {
+        if let Some(c) = caps::all().into_iter().find(|c| c.index() == *cap) {
+            let _ = caps::drop(None, caps::CapSet::Bounding, c);
+        }
+    }
+    let _ = caps::clear(None, caps::CapSet::Ambient);
+    let argv: Vec<CString> = plan.argv.iter().filter_map(|a| CString::new(a.as_bytes()).ok()).collect();
+    let env: Vec<CString> = plan.env.iter().filter_map(|e| CString::new(e.as_bytes()).ok()).collect();
+    let Some(cmd) = argv.first() else { process::exit_now(127) };
+    let err = nix::unistd::execvpe(cmd, &argv, &env).map_or_else(|e| e, |never| match never {});
+    let _ = writeln!(std::io::stderr(), "cml: cannot run {}: {err}", plan.argv[0]);
+    process::exit_now(if err == nix::errno::Errno::ENOENT { 127 } else { 126 })
+}

@@ -1,0 +1,194 @@
+//! The container's init process before it becomes the guest init: runs inside the new mount, pid,
+//! uts, ipc (and net) namespaces, as pid 1, and never returns.
+//!
+//! Order (each step's failure is reported as `[step, error]` JSON on the report pipe, then exit):
+//! make every mount private → a scratch tmpfs on the plan's root directory → the GuestOS mounts
+//! under `<scratch>/rootfs`, root first → /proc, /sys (read-only), /dev (tmpfs with the allowed
+//! nodes, devpts, shm), /run → report `M` and wait for the monitor to put us into the container's
+//! cgroups (after the mounts: the devices controller would refuse the loop block devices) → new
+//! cgroup namespace (rooted at the container's cgroup) → pivot_root into the new root (the
+//! `pivot_root(".", ".")` form runc uses, which needs no directory in a read-only root) and detach
+//! the old root → hostname → capability bounding set → exec. The report pipe is close-on-exec: EOF
+//! after `M` without a message means the exec succeeded.
+
+use std::{
+    ffi::CString,
+    io::{Read, Write},
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+};
+
+use nix::{
+    mount::{MntFlags, MsFlags, mount, umount2},
+    sched::{CloneFlags, unshare},
+    sys::stat::{Mode, SFlag, makedev, mknod},
+    unistd::{chdir, execve, pivot_root, sethostname, symlinkat},
+};
+
+use super::plan::{MountSource, StartPlan};
+use crate::sys::process;
+
+type Step<T> = Result<T, (String, String)>;
+
+fn at<T, E: std::fmt::Display>(step: &str, r: Result<T, E>) -> Step<T> {
+    r.map_err(|e| (step.to_owned(), e.to_string()))
+}
+
+/// Runs the init sequence; never returns (exec, or exit after reporting the failed step).
+pub fn run(plan: &StartPlan, loops: &[PathBuf], go: OwnedFd, report: OwnedFd) -> ! {
+    let mut report = std::fs::File::from(report);
+    let mut go = std::fs::File::from(go);
+    let err = match setup(plan, loops, &mut report, &mut go) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let _ = report.write_all(&serde_json::to_vec(&err).unwrap_or_default());
+    process::exit_now(1)
+}
+
+fn setup(
+    plan: &StartPlan,
+    loops: &[PathBuf],
+    report: &mut std::fs::File,
+    go: &mut std::fs::File,
+) -> Step<std::convert::Infallible> {
+    at("make mounts private", mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>))?;
+    let scratch = plan.root.as_path();
+    at(
+        "mount scratch tmpfs",
+        mount(Some("tmpfs"), scratch, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0700,size=1m")),
+    )?;
+    let rootfs = scratch.join("rootfs");
+    at("create rootfs directory", std::fs::create_dir(&rootfs))?;
+
+    for (i, m) in plan.mounts.iter().enumerate() {
+        let target = if m.target == "/" { rootfs.clone() } else { rootfs.join(m.target.trim_start_matches('/')) };
+        let step = format!("mount {}", m.target);
+        let data = m.data.as_deref();
+        match &m.source {
+            MountSource::Loop { index, fstype, read_only } => {
+                let mut flags = MsFlags::MS_NODEV | MsFlags::MS_NOATIME;
+                if *read_only {
+                    flags |= MsFlags::MS_RDONLY;
+                }
+                at(&step, mount(Some(&loops[*index]), &target, Some(fstype.as_str()), flags, data))?;
+            }
+            MountSource::LoopOverlay { index, fstype } => {
+                let lower = scratch.join(format!("lower{i}"));
+                let rw = scratch.join(format!("rw{i}"));
+                at(&step, std::fs::create_dir(&lower))?;
+                at(&step, std::fs::create_dir(&rw))?;
+                at(&step, mount(Some(&loops[*index]), &lower, Some(fstype.as_str()), MsFlags::MS_RDONLY | MsFlags::MS_NODEV, data))?;
+                at(&step, mount(Some("tmpfs"), &rw, Some("tmpfs"), MsFlags::MS_NODEV, Some("mode=0755")))?;
+                at(&step, std::fs::create_dir(rw.join("upper")))?;
+                at(&step, std::fs::create_dir(rw.join("work")))?;
+                let opts = format!(
+                    "lowerdir={},upperdir={},workdir={}",
+                    lower.display(),
+                    rw.join("upper").display(),
+                    rw.join("work").display()
+                );
+                at(&step, mount(Some("overlay"), &target, Some("overlay"), MsFlags::MS_NODEV, Some(opts.as_str())))?;
+            }
+            MountSource::Tmpfs { size_mb } => {
+                let opts = match data {
+                    Some(d) => format!("size={size_mb}m,mode=0755,{d}"),
+                    None => format!("size={size_mb}m,mode=0755"),
+                };
+                at(&step, mount(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::MS_NODEV, Some(opts.as_str())))?;
+            }
+        }
+    }
+
+    let nosuid_dev_exec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    at("mount /proc", mount(Some("proc"), &rootfs.join("proc"), Some("proc"), nosuid_dev_exec, None::<&str>))?;
+    at(
+        "mount /sys",
+        mount(Some("sysfs"), &rootfs.join("sys"), Some("sysfs"), nosuid_dev_exec | MsFlags::MS_RDONLY, None::<&str>),
+    )?;
+    populate_dev(plan, &rootfs.join("dev"))?;
+    at(
+        "mount /run",
+        mount(Some("tmpfs"), &rootfs.join("run"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755,size=16m")),
+    )?;
+    if let Some(sock) = &plan.notify_socket {
+        let inner = rootfs.join("run/notify");
+        at("bind the notify socket", std::fs::write(&inner, b""))?;
+        at("bind the notify socket", mount(Some(sock.as_path()), &inner, None::<&str>, MsFlags::MS_BIND, None::<&str>))?;
+    }
+
+    // Mounted: now the monitor puts us into the container's cgroups.
+    at("join the container's cgroups", report.write_all(b"M"))?;
+    let mut b = [0u8; 1];
+    if !matches!(go.read(&mut b), Ok(1)) {
+        process::exit_now(1); // the monitor is gone
+    }
+    at("create cgroup namespace", unshare(CloneFlags::CLONE_NEWCGROUP))?;
+
+    // pivot_root(".", "."): the old root ends up stacked on the new one and is detached at once.
+    at("pivot_root", chdir(&rootfs))?;
+    at("pivot_root", pivot_root(".", "."))?;
+    at("pivot_root", umount2(".", MntFlags::MNT_DETACH))?;
+    at("pivot_root", chdir("/"))?;
+
+    at("set hostname", sethostname(&plan.hostname))?;
+    for cap in &plan.drop_caps {
+        let Some(c) = caps::all().into_iter().find(|c| c.index() == *cap) else { continue };
+        at("drop capabilities", caps::drop(None, caps::CapSet::Bounding, c))?;
+    }
+    at("drop capabilities", caps::clear(None, caps::CapSet::Ambient))?;
+    at("drop capabilities", caps::clear(None, caps::CapSet::Inheritable))?;
+
+    let argv: Vec<CString> = plan.argv.iter().filter_map(|a| CString::new(a.as_bytes()).ok()).collect();
+    let env: Vec<CString> = plan.env.iter().filter_map(|e| CString::new(e.as_bytes()).ok()).collect();
+    let Some(path) = argv.first() else { return Err(("exec init".into(), "empty init path".into())) };
+    let e = execve(path, &argv, &env).map_err(|e| e.to_string()).unwrap_err();
+    Err(("exec init".into(), format!("{}: {e}", plan.argv[0])))
+}
+
+fn populate_dev(plan: &StartPlan, dev: &Path) -> Step<()> {
+    let step = "populate /dev";
+    at(
+        step,
+        mount(Some("tmpfs"), dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=0755,size=64k")),
+    )?;
+    for (name, major, minor) in &plan.devices {
+        let path = dev.join(name);
+        if let Some(parent) = path.parent() {
+            at(step, std::fs::create_dir_all(parent))?;
+        }
+        at(
+            step,
+            mknod(&path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(u64::from(*major), u64::from(*minor))),
+        )?;
+        // mknod honours the umask; make the mode exact.
+        at(step, nix::sys::stat::fchmodat(nix::fcntl::AT_FDCWD, &path, Mode::from_bits_truncate(0o666), nix::sys::stat::FchmodatFlags::FollowSymlink))?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        let _ = std::fs::remove_file(dev.join(link));
+        at(step, symlinkat(target, nix::fcntl::AT_FDCWD, &dev.join(link)))?;
+    }
+    at(step, std::fs::create_dir(dev.join("pts")))?;
+    at(
+        "mount /dev/pts",
+        mount(
+            Some("devpts"),
+            &dev.join("pts"),
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        ),
+    )?;
+    at(step, std::fs::create_dir(dev.join("shm")))?;
+    at(
+        "mount /dev/shm",
+        mount(Some("tmpfs"), &dev.join("shm"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=64m")),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! The launcher: a single-threaded process forked from cmld before its async runtime starts. All
+//! namespace work happens in processes forked from it, never on an actix/tokio thread (a
+//! multi-threaded process cannot enter a mount namespace, and forking one is unsafe).
+//!
+//! Protocol (one `SOCK_SEQPACKET` socketpair, strictly request → reply, one at a time):
+//!
+//! 1. cmld sends a [`Request`] as one JSON datagram, with file descriptors attached (`SCM_RIGHTS`):
+//!    - `Start`: `[channel]` — one end of a socketpair cmld keeps the other end of;
+//!    - `Exec`: `[stdin, stdout, stderr, status]`.
+//! 2. The launcher forks twice (so the worker is re-parented away from it and outlives it), the
+//!    worker calls `setsid`, keeps exactly the passed descriptors (as 3, 4, …) and runs
+//!    [`monitor::run`] or [`exec::run`].
+//! 3. The launcher replies with one [`Reply`] datagram: the worker's pid, or why it could not fork.
+//!
+//! From then on the worker talks to cmld directly over the passed descriptors (see
+//! [`plan::MonitorEvent`], [`plan::ExecStatus`]). No worker gets a parent-death signal: containers
+//! outlive cmld. The launcher exits when cmld's end of the socket closes.
+
+pub mod exec;
+pub mod init;
+pub mod monitor;
+pub mod plan;
+
+use std::{
+    os::fd::{AsRawFd, OwnedFd, RawFd},
+    sync::Mutex,
+};
+
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, socketpair};
+use serde::{Deserialize, Serialize};
+
+use crate::sys::{
+    fdpass,
+    process::{self, Forked},
+};
+
+/// A request to the launcher.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Start a container's monitor (fds: `[channel]`).
+    Start(plan::StartPlan),
+    /// Run a command in a container (fds: `[stdin, stdout, stderr, status]`).
+    Exec(plan::ExecPlan),
+}
+
+/// The launcher's reply to one request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Reply {
+    /// The worker runs; its pid.
+    Spawned {
+        /// Pid of the worker (monitor or exec helper).
+        pid: i32,
+    },
+    /// Nothing was started.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+/// The launcher could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LauncherError {
+    /// Creating the launcher failed.
+    #[error("cannot start the launcher: {0}")]
+    Spawn(nix::Error),
+    /// Talking to the launcher failed (it died?).
+    #[error("launcher i/o: {0}")]
+    Io(nix::Error),
+    /// The launcher sent something that is not a reply.
+    #[error("launcher protocol: {0}")]
+    Protocol(String),
+    /// The launcher could not start the worker.
+    #[error("launcher: {0}")]
+    Refused(String),
+}
+
+/// cmld's handle on the launcher.
+pub struct Launcher {
+    sock: Mutex<OwnedFd>,
+}
+
+const MAX_DATAGRAM: usize = 256 * 1024;
+
+impl Launcher {
+    /// Forks the launcher. Must be called while cmld is still single-threaded (before the actix
+    /// runtime or any other thread starts), and before cmld opens files a worker must not inherit.
+    pub fn spawn() -> Result<Launcher, LauncherError> {
+        let (ours, theirs) =
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+                .map_err(LauncherError::Spawn)?;
+        match process::fork().map_err(LauncherError::Spawn)? {
+            Forked::Child => {
+                drop(ours);
+                process::set_name("cml-launcher");
+                serve(theirs)
+            }
+            Forked::Parent(_) => {
+                drop(theirs);
+                Ok(Launcher { sock: Mutex::new(ours) })
+            }
+        }
+    }
+
+    /// Sends a request with its descriptors and waits for the reply (blocking; call it from a
+    /// blocking task). Returns the worker's pid.
+    pub fn request(&self, req: &Request, fds: &[RawFd]) -> Result<i32, LauncherError> {
+        let sock = self.sock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bytes = serde_json::to_vec(req).map_err(|e| LauncherError::Protocol(e.to_string()))?;
+        fdpass::send_with_fds(sock.as_raw_fd(), &bytes, fds).map_err(LauncherError::Io)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = loop {
+            match nix::sys::socket::recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other.map_err(LauncherError::Io)?,
+            }
+        };
+        if n == 0 {
+            return Err(LauncherError::Protocol("the launcher is gone".into()));
+        }
+        match serde_json::from_slice(&buf[..n]).map_err(|e| LauncherError::Protocol(e.to_string()))? {
+            Reply::Spawned { pid } => Ok(pid),
+            Reply::Failed { error } => Err(LauncherError::Refused(error)),
+        }
+    }
+}
+
+fn send_reply(sock: &OwnedFd, reply: &Reply) {
+    if let Ok(bytes) = serde_json::to_vec(reply) {
+        let _ = nix::sys::socket::send(sock.as_raw_fd(), &bytes, MsgFlags::empty());
+    }
+}
+
+/// The launcher's loop: one request at a time until cmld goes away.
+fn serve(sock: OwnedFd) -> ! {
+    fdpass::ignore_sigpipe();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (n, fds) = match fdpass::recv_with_fds(sock.as_raw_fd(), &mut buf) {
+            Ok(got) => got,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => process::exit_now(0),
+        };
+        if n == 0 {
+            process::exit_now(0); // cmld closed its end
+        }
+        let reply = match serde_json::from_slice::<Request>(&buf[..n]) {
+            Ok(req) => spawn_worker(req, fds),
+            Err(e) => Reply::Failed { error: format!("malformed request: {e}") },
+        };
+        send_reply(&sock, &reply);
+    }
+}
+
+/// Forks twice; the grandchild becomes the worker. Returns the reply for cmld.
+fn spawn_worker(req: Request, fds: Vec<OwnedFd>) -> Reply {
+    let (pid_r, pid_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return Reply::Failed { error: format!("pipe: {e}") },
+    };
+    match process::fork() {
+        Err(e) => Reply::Failed { error: format!("fork: {e}") },
+        Ok(Forked::Child) => {
+            drop(pid_r);
+            match process::fork() {
+                Ok(Forked::Child) => {
+                    drop(pid_w);
+                    let _ = nix::unistd::setsid();
+                    let fds = fdpass::keep_only(fds);
+                    let code = match req {
+                        Request::Start(plan) => monitor::run(plan, fds),
+                        Request::Exec(plan) => exec::run(plan, fds),
+                    };
+                    process::exit_now(code)
+                }
+                Ok(Forked::Parent(pid)) => {
+                    let _ = nix::unistd::write(&pid_w, &pid.as_raw().to_ne_bytes());
+                    process::exit_now(0)
+                }
+                Err(_) => process::exit_now(1),
+            }
+        }
+        Ok(Forked::Parent(mid)) => {
+            drop(pid_w);
+            drop(fds);
+            let mut b = [0u8; 4];
+            let got = nix::unistd::read(&pid_r, &mut b);
+            let _ = nix::sys::wait::waitpid(mid, None);
+            match got {
+                Ok(4) => Reply::Spawned { pid: i32::from_ne_bytes(b) },
+                _ => Reply::Failed { error: "the worker could not be forked".into() },
+            }
+        }
+    }
+}

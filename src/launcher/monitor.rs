@@ -1,0 +1,151 @@
+//! The per-container monitor: parent of the container's init, for the init's whole life.
+//!
+//! Order: attach loop devices → clone the init into new namespaces (it waits) → put it into the
+//! container's cgroups → record `<run>/state` → let it go → it builds the root and execs the guest
+//! init (a close-on-exec report pipe tells success from failure) → report `Started` (or `Failed`)
+//! to cmld → release the loop devices (the mounts hold them; auto-clear detaches them when the
+//! namespace dies) → wait for the init → write `<run>/exit` → report `Exited` → exit.
+//!
+//! The monitor outlives cmld: it has no parent-death signal, ignores SIGPIPE, and keeps the exit
+//! status in the run dir for a restarted cmld.
+
+use std::{
+    io::{Read, Write},
+    os::{fd::OwnedFd, unix::net::UnixStream},
+};
+
+use nix::{
+    sched::CloneFlags,
+    sys::wait::{WaitStatus, waitpid},
+};
+
+use super::{
+    init,
+    plan::{MonitorEvent, RunState, StartPlan},
+};
+use crate::sys::{
+    fdpass,
+    loopdev::LoopDevice,
+    process::{self, Forked},
+};
+
+fn report(chan: &mut Option<UnixStream>, ev: &MonitorEvent) {
+    if let Some(c) = chan {
+        let mut line = serde_json::to_vec(ev).unwrap_or_default();
+        line.push(b'\n');
+        if c.write_all(&line).is_err() {
+            *chan = None; // cmld is gone; the run dir still tells what happened
+        }
+    }
+}
+
+fn write_file(path: &std::path::Path, data: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, data).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
+}
+
+/// Runs the monitor; `fds` = `[channel]`. Returns the process exit code.
+pub fn run(plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
+    process::set_name("cml-monitor");
+    fdpass::ignore_sigpipe();
+    let mut chan = fds.into_iter().next().map(UnixStream::from);
+    // The monitor and the container's init hold nothing of cmld's terminal or log.
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
+    let fail = |chan: &mut Option<UnixStream>, step: &str, error: String| {
+        report(chan, &MonitorEvent::Failed { step: step.into(), error });
+        1
+    };
+
+    let mut loops = Vec::with_capacity(plan.images.len());
+    for img in &plan.images {
+        match LoopDevice::attach(&img.path, img.read_only) {
+            Ok(l) => loops.push(l),
+            Err(e) => return fail(&mut chan, "attach loop device", format!("{}: {e}", img.path.display())),
+        }
+    }
+    let loop_paths: Vec<_> = loops.iter().map(LoopDevice::path).collect();
+
+    let (go_r, go_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return fail(&mut chan, "create pipes", e.to_string()),
+    };
+    let (rep_r, rep_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return fail(&mut chan, "create pipes", e.to_string()),
+    };
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if plan.netns {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    let child = match process::fork_into(flags) {
+        Ok(Forked::Child) => {
+            drop(go_w);
+            drop(rep_r);
+            drop(chan);
+            init::run(&plan, &loop_paths, go_r, rep_w)
+        }
+        Ok(Forked::Parent(pid)) => pid,
+        Err(e) => return fail(&mut chan, "clone the init into new namespaces", e.to_string()),
+    };
+    drop(go_r);
+    drop(rep_w);
+
+    let abort = |chan: &mut Option<UnixStream>, step: &str, error: String| {
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        fail(chan, step, error)
+    };
+    // The init mounts first, says `M`, and waits; anything else is its error report.
+    let mut rep = std::fs::File::from(rep_r);
+    let mut first = [0u8; 1];
+    let mut msg = Vec::new();
+    match rep.read(&mut first) {
+        Ok(1) if first[0] == b'M' => {
+            for procs in &plan.cgroup_procs {
+                if let Err(e) = std::fs::write(procs, child.as_raw().to_string()) {
+                    return abort(&mut chan, "join the container's cgroups", format!("{}: {e}", procs.display()));
+                }
+            }
+            let started =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let state = RunState { monitor_pid: std::process::id() as i32, init_pid: child.as_raw(), started };
+            write_file(&plan.run_dir.join("state"), &serde_json::to_vec(&state).unwrap_or_default());
+            if nix::unistd::write(&go_w, b"g").is_err() {
+                return abort(&mut chan, "release the init", "the init is gone".into());
+            }
+        }
+        Ok(1) => msg.push(first[0]),
+        _ => {}
+    }
+    drop(go_w);
+    // The init writes a JSON error and exits if a step fails; exec closes the pipe otherwise.
+    let _ = rep.read_to_end(&mut msg);
+    if !msg.is_empty() || first[0] != b'M' {
+        let (step, error) = serde_json::from_slice::<(String, String)>(&msg)
+            .unwrap_or_else(|_| ("start".into(), String::from_utf8_lossy(&msg).into_owned()));
+        let _ = waitpid(child, None);
+        let _ = std::fs::remove_file(plan.run_dir.join("state"));
+        return fail(&mut chan, &step, error);
+    }
+    report(&mut chan, &MonitorEvent::Started { init_pid: child.as_raw() });
+    drop(loops);
+
+    let (code, signal) = loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, c)) => break (Some(c), None),
+            Ok(WaitStatus::Signaled(_, s, _)) => break (None, Some(s as i32)),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break (None, None),
+        }
+    };
+    let ev = MonitorEvent::Exited { code, signal };
+    write_file(&plan.run_dir.join("exit"), &serde_json::to_vec(&ev).unwrap_or_default());
+    report(&mut chan, &ev);
+    0
+}

@@ -1,0 +1,155 @@
+//! What the launcher's workers are asked to do: plain data, built by the daemon from the container
+//! config and its GuestOS, serialised to the launcher.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a monitor needs to start one container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartPlan {
+    /// Container UUID (for names and logs).
+    pub uuid: String,
+    /// Hostname inside the container.
+    pub hostname: String,
+    /// Per-container runtime directory (`<run>/<uuid>`): state and exit files.
+    pub run_dir: PathBuf,
+    /// An empty directory on the host where the new mount namespace builds the root.
+    pub root: PathBuf,
+    /// Mounts in order; the first targets `/`.
+    pub mounts: Vec<MountSpec>,
+    /// Images the monitor attaches to loop devices (indices referenced by `MountSource::Loop`).
+    pub images: Vec<ImageSpec>,
+    /// Give the container its own network namespace.
+    pub netns: bool,
+    /// `cgroup.procs` files the init joins before anything else happens.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Character devices to create in `/dev`: (name, major, minor).
+    pub devices: Vec<(String, u32, u32)>,
+    /// Capabilities dropped from the bounding set (numbers as in linux/capability.h).
+    pub drop_caps: Vec<u8>,
+    /// argv of the init; argv[0] is the path.
+    pub argv: Vec<String>,
+    /// Environment of the init.
+    pub env: Vec<String>,
+    /// Host path of the notify socket to bind into the container as `/run/notify`, if any.
+    pub notify_socket: Option<PathBuf>,
+}
+
+/// An image file to attach to a loop device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageSpec {
+    /// The image.
+    pub path: PathBuf,
+    /// Attach read-only.
+    pub read_only: bool,
+}
+
+/// One mount of the container's tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MountSpec {
+    /// Absolute path inside the container.
+    pub target: String,
+    /// What is mounted there.
+    pub source: MountSource,
+    /// Options passed to mount(2) as data (e.g. `mount_data` of the GuestOS).
+    pub data: Option<String>,
+}
+
+/// Where a mount comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MountSource {
+    /// The loop device of `images[index]`, with this filesystem type.
+    Loop {
+        /// Index into [`StartPlan::images`].
+        index: usize,
+        /// Filesystem type.
+        fstype: String,
+        /// Mount read-only.
+        read_only: bool,
+    },
+    /// The loop device of `images[index]` read-only, with a tmpfs overlay on top (SHARED_RW).
+    LoopOverlay {
+        /// Index into [`StartPlan::images`].
+        index: usize,
+        /// Filesystem type of the image.
+        fstype: String,
+    },
+    /// A fresh tmpfs of this many MiB.
+    Tmpfs {
+        /// Size limit in MiB.
+        size_mb: u32,
+    },
+}
+
+/// Everything an exec helper needs to run a command in a running container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecPlan {
+    /// Host pid of the container's init (whose namespaces are joined).
+    pub init_pid: i32,
+    /// `cgroup.procs` files of the container.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Capabilities dropped from the bounding set.
+    pub drop_caps: Vec<u8>,
+    /// argv; argv[0] is looked up in PATH.
+    pub argv: Vec<String>,
+    /// Environment.
+    pub env: Vec<String>,
+    /// stdin is a terminal: become its session leader and take it as controlling terminal.
+    pub pty: bool,
+}
+
+/// What a monitor reports to the daemon, one JSON object per line on its channel, in this order:
+/// `Started` or `Failed`, then (after `Started`) `Exited`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MonitorEvent {
+    /// The init was exec'd; its host pid.
+    Started {
+        /// Host pid of the init.
+        init_pid: i32,
+    },
+    /// A start step failed; nothing of the container remains.
+    Failed {
+        /// The step.
+        step: String,
+        /// What went wrong.
+        error: String,
+    },
+    /// The init ended.
+    Exited {
+        /// Exit code, when it exited.
+        code: Option<i32>,
+        /// Signal, when it was killed.
+        signal: Option<i32>,
+    },
+}
+
+/// The state file a monitor keeps in the run dir, so a restarted daemon can find the container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunState {
+    /// The monitor's pid.
+    pub monitor_pid: i32,
+    /// The init's host pid.
+    pub init_pid: i32,
+    /// Unix time (seconds) of the start.
+    pub started: u64,
+}
+
+/// What an exec helper reports on its status channel, one JSON object per line: `Started` (unless
+/// it failed before the fork), then `Finished`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecEvent {
+    /// The command runs; its host pid.
+    Started {
+        /// Host pid of the command.
+        pid: i32,
+    },
+    /// The command ended, or could not be run.
+    Finished {
+        /// Exit status as a shell reports it (128 + N for signal N); 125–127 for the helper's own
+        /// errors.
+        code: i32,
+        /// The helper's own error, if it could not run the command.
+        error: Option<String>,
+    },
+}
