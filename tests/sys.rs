@@ -31,29 +31,37 @@ fn unique_parent() -> String {
     )
 }
 
-/// Removes the container cgroup (killing what is in it) and the parent on drop.
+/// On drop: kills what is in the container cgroup (thawing it, so a frozen child can die), reaps the
+/// test's child, removes the cgroup and the parent. One guard for both, because the order matters: a
+/// child in a frozen v1 cgroup cannot be reaped before the thaw.
 struct CgroupGuard {
     layout: Layout,
     parent: String,
     name: String,
+    child: Option<Child>,
+}
+
+impl CgroupGuard {
+    fn new(layout: &Layout, parent: &str, name: &str) -> CgroupGuard {
+        CgroupGuard {
+            layout: layout.clone(),
+            parent: parent.to_string(),
+            name: name.to_string(),
+            child: None,
+        }
+    }
 }
 
 impl Drop for CgroupGuard {
     fn drop(&mut self) {
         let cg = ContainerCgroup::open(&self.layout, &self.parent, &self.name);
         cg.kill_all();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = cg.remove();
         remove_parent_if_empty(&self.layout, &self.parent);
-    }
-}
-
-/// Kills and reaps the child on drop.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -118,11 +126,7 @@ fn cgroup_lifecycle() {
     let layout = Layout::detect().unwrap();
     let parent = unique_parent();
     let name = "c1".to_string();
-    let guard = CgroupGuard {
-        layout: layout.clone(),
-        parent: parent.clone(),
-        name: name.clone(),
-    };
+    let mut guard = CgroupGuard::new(&layout, &parent, &name);
     let limits = Limits {
         memory_bytes: Some(64 << 20),
         cpus: Some("0".into()),
@@ -155,8 +159,10 @@ fn cgroup_lifecycle() {
         assert!(!list.lines().any(|l| l == "a *:* rwm"), "{list}");
     }
 
-    let mut child = ChildGuard(Command::new("sleep").arg("100").spawn().unwrap());
-    let pid = child.0.id();
+    let child = guard
+        .child
+        .insert(Command::new("sleep").arg("100").spawn().unwrap());
+    let pid = child.id();
     cg.attach(i32::try_from(pid).unwrap()).unwrap();
     assert!(
         cg.pids().contains(&i32::try_from(pid).unwrap()),
@@ -180,7 +186,7 @@ fn cgroup_lifecycle() {
         == FreezerState::Thawed));
 
     cg.kill_all();
-    let status = child.0.wait().unwrap();
+    let status = guard.child.as_mut().unwrap().wait().unwrap();
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
 
     cg.remove().unwrap();
@@ -199,11 +205,7 @@ fn cgroup_lifecycle() {
 fn failed_create_removes_what_it_made() {
     let layout = Layout::detect().unwrap();
     let parent = unique_parent();
-    let _guard = CgroupGuard {
-        layout: layout.clone(),
-        parent: parent.clone(),
-        name: "bad".into(),
-    };
+    let _guard = CgroupGuard::new(&layout, &parent, "bad");
     let limits = Limits {
         cpus: Some("99".into()),
         devices: default_devices(),
@@ -225,16 +227,8 @@ fn failed_create_removes_what_it_made() {
 fn create_with_existing_parent_keeps_it_and_open_matches() {
     let layout = Layout::detect().unwrap();
     let parent = unique_parent();
-    let _g1 = CgroupGuard {
-        layout: layout.clone(),
-        parent: parent.clone(),
-        name: "a".into(),
-    };
-    let _g2 = CgroupGuard {
-        layout: layout.clone(),
-        parent: parent.clone(),
-        name: "b".into(),
-    };
+    let _g1 = CgroupGuard::new(&layout, &parent, "a");
+    let _g2 = CgroupGuard::new(&layout, &parent, "b");
     let a = ContainerCgroup::create(&layout, &parent, "a", &Limits::default()).unwrap();
     let b = ContainerCgroup::create(&layout, &parent, "b", &Limits::default()).unwrap();
     assert_eq!(ContainerCgroup::open(&layout, &parent, "a"), a);
