@@ -199,7 +199,12 @@ fn unescape(field: &str) -> PathBuf {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        // At most \377: the first digit is 0-3, so the value fits a byte.
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && (b'0'..=b'3').contains(&b[i + 1])
+            && b[i + 2..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -1056,9 +1061,11 @@ mod tests {
         let mi = "\
 40 31 0:37 /docker/abc /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
 41 31 0:38 / /mnt/my\\040cgroups rw - cgroup cgroup rw,memory
+42 31 0:39 / /mnt/odd\\777 rw - cgroup cgroup rw,pids
 ";
         let l = Layout::from_mountinfo(mi, |_| None);
         assert_eq!(l.hierarchy(Controller::Memory), v1("/mnt/my cgroups"));
+        assert_eq!(l.hierarchy(Controller::Pids), v1("/mnt/odd\\777"));
     }
 
     #[test]
@@ -1162,7 +1169,7 @@ mod tests {
         let cg = ContainerCgroup::create(&l, "cml", "c1", &limits).unwrap();
         let root = tmp.path();
         let leaf = root.join("cml/c1");
-        assert_eq!(cg.dirs(), [leaf.clone()]);
+        assert_eq!(cg.dirs(), std::slice::from_ref(&leaf));
         let read = |p: &Path| fs::read_to_string(p).unwrap();
         assert_eq!(
             read(&root.join("cgroup.subtree_control")),
@@ -1204,7 +1211,7 @@ mod tests {
         let (tmp, l) = v2_tempdir_layout("memory pids");
         let cg = ContainerCgroup::create(&l, "p", "c", &Limits::default()).unwrap();
         let leaf = tmp.path().join("p/c");
-        assert_eq!(cg.dirs(), [leaf.clone()]);
+        assert_eq!(cg.dirs(), std::slice::from_ref(&leaf));
         assert_eq!(fs::read_dir(&leaf).unwrap().count(), 0);
         assert_eq!(
             fs::read_to_string(tmp.path().join("cgroup.subtree_control")).unwrap(),
