@@ -26,12 +26,12 @@ use crate::{
         manager::Manager,
         manager::{ManagerContext, Reload, StopAll},
     },
-    device::{self, DeviceError},
     container::runtime::Runtime,
+    device::{self, DeviceError},
     guestos::Catalog,
     launcher::Launcher,
-    sys::cgroup::{Controller, Hierarchy, Layout},
     store::{DataDir, StoreError},
+    sys::cgroup::{Controller, Hierarchy, Layout},
 };
 
 /// Daemon settings (from the command line).

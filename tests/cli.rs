@@ -222,6 +222,9 @@ fn exit_codes_and_output_modes() {
     // Daemon refusals: 1, with the daemon's reason on stderr.
     let out = d.control(&["freeze", "m"]);
     assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("STOPPED"), "{}", stderr(&out));
+    let out = d.control(&["allow_audio", "m"]);
+    assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not implemented"), "{}", stderr(&out));
     // Command words are case-insensitive; --json before or after the command word.
     assert_eq!(d.ok(&["STATE", "m"]), "STOPPED\n");
@@ -266,7 +269,7 @@ fn a_none_token_container_never_reads_stdin() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    // The runtime is not there yet: the daemon refuses, control reports it.
+    // This GuestOS has no init (and userns: true is refused for now): the start fails.
     assert_eq!(status.code(), Some(1));
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();

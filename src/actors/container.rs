@@ -30,7 +30,7 @@ pub enum ContainerError {
         source: StoreError,
     },
     /// The request is not possible in the current state.
-    #[error("container {uuid} is {state:?}: {what}")]
+    #[error("container {uuid} is {state}: {what}")]
     State {
         /// The container.
         uuid: Uuid,
@@ -60,7 +60,14 @@ pub struct ContainerActor {
 impl ContainerActor {
     /// A stopped container with the given config (already on disk and on the board).
     pub fn new(uuid: Uuid, config: Accepted, ctx: ManagerContext) -> Self {
-        ContainerActor { uuid, ctx, config, pending: None, state: State::Stopped, run: None }
+        ContainerActor {
+            uuid,
+            ctx,
+            config,
+            pending: None,
+            state: State::Stopped,
+            run: None,
+        }
     }
 
     /// Moves to `to` through the state machine and publishes it. A transition the table does not
@@ -260,7 +267,11 @@ impl Handler<Wipe> for ContainerActor {
         let (uuid, data, state) = (self.uuid, self.ctx.data.clone(), self.state);
         let work = async move {
             if state.is_running() {
-                return Err(ContainerError::State { uuid, state, what: "wipe needs a stopped container" });
+                return Err(ContainerError::State {
+                    uuid,
+                    state,
+                    what: "wipe needs a stopped container",
+                });
             }
             actix_rt::task::spawn_blocking(move || {
                 store::remove_tree_if_exists(&data.container_images(&uuid))?;

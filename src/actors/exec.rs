@@ -37,7 +37,11 @@ fn end(code: i32, error: Option<String>) -> DaemonToController {
 }
 
 fn output(bytes: &[u8]) -> DaemonToController {
-    DaemonToController { code: Code::ExecOutput as i32, exec_output: Some(bytes.to_vec()), ..Default::default() }
+    DaemonToController {
+        code: Code::ExecOutput as i32,
+        exec_output: Some(bytes.to_vec()),
+        ..Default::default()
+    }
 }
 
 /// Kills the command's session if the stream ends before the command did.
@@ -106,7 +110,12 @@ async fn stream(
         (out_r, Some(err_r), in_w, [in_r, out_w, err_w])
     };
     let (status_ours, status_theirs) = std::os::unix::net::UnixStream::pair()?;
-    let fds = [theirs[0].as_raw_fd(), theirs[1].as_raw_fd(), theirs[2].as_raw_fd(), status_theirs.as_raw_fd()];
+    let fds = [
+        theirs[0].as_raw_fd(),
+        theirs[1].as_raw_fd(),
+        theirs[2].as_raw_fd(),
+        status_theirs.as_raw_fd(),
+    ];
     let req = Request::Exec(plan);
     let rt = s.manager_rt();
     let spawned = actix_rt::task::spawn_blocking(move || rt.launcher.request(&req, &fds))

@@ -66,7 +66,7 @@ pub struct Run {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StartFailure {
     /// Not stopped.
-    #[error("container is {0:?}, not STOPPED")]
+    #[error("container is {0}, not STOPPED")]
     NotStopped(State),
     /// A step failed (everything was undone).
     #[error(transparent)]
@@ -77,7 +77,7 @@ pub enum StartFailure {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StopFailure {
     /// Nothing runs.
-    #[error("container is {0:?}, not running")]
+    #[error("container is {0}, not running")]
     NotRunning(State),
     /// Cleanup failed; the container is ZOMBIE.
     #[error("cleanup failed: {0}")]
@@ -87,11 +87,14 @@ pub enum StopFailure {
 /// The number of a stop signal named in a GuestOS: `SIGTERM` (default), any other name, or
 /// `SIGRTMIN+N` (systemd guests use `SIGRTMIN+3`).
 pub fn parse_signal(name: Option<&str>) -> i32 {
-    let Some(name) = name else { return Signal::SIGTERM as i32 };
+    let Some(name) = name else {
+        return Signal::SIGTERM as i32;
+    };
     if let Some(n) = name.strip_prefix("SIGRTMIN+").and_then(|n| n.parse::<i32>().ok()) {
         return libc::SIGRTMIN() + n;
     }
-    name.parse::<Signal>().map_or(Signal::SIGTERM as i32, |s| s as i32)
+    name.parse::<Signal>()
+        .map_or(Signal::SIGTERM as i32, |s| s as i32)
 }
 
 /// Waits for the init to end: from the monitor's channel when there is one, else from its pidfd
@@ -143,7 +146,11 @@ impl ContainerActor {
         let Some(run) = self.run.take() else { return Ok(()) };
         info!(container = %self.uuid, code = ?info.code, signal = ?info.signal, "init ended");
         let errors = runtime::cleanup(&run.cgroup, &run.run_dir);
-        self.state = if errors.is_empty() { self.state } else { State::Zombie };
+        self.state = if errors.is_empty() {
+            self.state
+        } else {
+            State::Zombie
+        };
         if errors.is_empty() {
             if self.state != State::Stopped {
                 // Any running state → STOPPED is allowed by the table; SHUTDOWN → STOPPED too.
@@ -166,8 +173,14 @@ impl ContainerActor {
     /// adopts it as RUNNING; leftovers of a dead one are cleaned up.
     pub(super) fn adopt(&mut self, ctx: &mut Context<Self>) {
         let run_dir = self.ctx.rt.run_dir.join(self.uuid.to_string());
-        let Ok(bytes) = std::fs::read(run_dir.join("state")) else { return };
-        let cgroup = ContainerCgroup::open(&self.ctx.rt.layout, &self.ctx.rt.cgroup_parent, &self.uuid.to_string());
+        let Ok(bytes) = std::fs::read(run_dir.join("state")) else {
+            return;
+        };
+        let cgroup = ContainerCgroup::open(
+            &self.ctx.rt.layout,
+            &self.ctx.rt.cgroup_parent,
+            &self.uuid.to_string(),
+        );
         let Ok(state) = serde_json::from_slice::<RunState>(&bytes) else {
             let _ = runtime::cleanup(&cgroup, &run_dir);
             return;
@@ -181,10 +194,19 @@ impl ContainerActor {
                 return;
             }
         };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let started = Instant::now() - Duration::from_secs(now.saturating_sub(state.started));
         let exited = self.spawn_watcher(ctx, None, init.clone(), run_dir.clone());
-        self.run = Some(Run { init, cgroup, run_dir, started, exited, stop_signal: Signal::SIGTERM as i32 });
+        self.run = Some(Run {
+            init,
+            cgroup,
+            run_dir,
+            started,
+            exited,
+            stop_signal: Signal::SIGTERM as i32,
+        });
         self.state = State::Running;
         let (pid, st) = (state.init_pid, started);
         self.ctx.board.update(&self.uuid, |e| {
@@ -222,7 +244,14 @@ async fn launch(
         .map_err(join)??;
     let undo = |prepared: Prepared, e: StartError| {
         let errs = prepared.cleanup();
-        if errs.is_empty() { e } else { StartError { reason: format!("{}; cleanup: {}", e.reason, errs.join("; ")), ..e } }
+        if errs.is_empty() {
+            e
+        } else {
+            StartError {
+                reason: format!("{}; cleanup: {}", e.reason, errs.join("; ")),
+                ..e
+            }
+        }
     };
     let notify = match &prepared.plan.notify_socket {
         Some(path) => match UnixDatagram::bind(path) {
@@ -258,11 +287,19 @@ async fn launch(
     };
     match event {
         Some(MonitorEvent::Started { init_pid }) => match PidFd::open(init_pid) {
-            Ok(p) => Ok(Launched { prepared, init: Arc::new(p), channel: reader.into_inner(), notify }),
+            Ok(p) => Ok(Launched {
+                prepared,
+                init: Arc::new(p),
+                channel: reader.into_inner(),
+                notify,
+            }),
             Err(e) => Err(undo(prepared, StartError::at("open the init's pidfd", e))),
         },
         Some(MonitorEvent::Failed { step, error }) => Err(undo(prepared, StartError { step, reason: error })),
-        _ => Err(undo(prepared, StartError::at("monitor", "the monitor ended without reporting"))),
+        _ => Err(undo(
+            prepared,
+            StartError::at("monitor", "the monitor ended without reporting"),
+        )),
     }
 }
 
@@ -271,7 +308,9 @@ impl Handler<Start> for ContainerActor {
 
     fn handle(&mut self, _: Start, ctx: &mut Context<Self>) -> Self::Result {
         if self.state != State::Stopped {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(StartFailure::NotStopped(self.state)))));
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(StartFailure::NotStopped(
+                self.state,
+            )))));
         }
         let cfg = self.config.config.clone();
         let os = {
@@ -281,48 +320,60 @@ impl Handler<Start> for ContainerActor {
         let os = match os {
             Ok(os) => os,
             Err(e) => {
-                return AtomicResponse::new(Box::pin(actix::fut::ready(Err(StartError::at("resolve GuestOS", e).into()))));
+                return AtomicResponse::new(Box::pin(actix::fut::ready(Err(StartError::at(
+                    "resolve GuestOS",
+                    e,
+                )
+                .into()))));
             }
         };
         let stop_signal = parse_signal(os.config.stop_signal.as_deref());
         let _ = self.set_state(State::Starting);
-        let fut = launch(self.ctx.rt.clone(), self.ctx.data.clone(), self.uuid.to_string(), cfg, os);
+        let fut = launch(
+            self.ctx.rt.clone(),
+            self.ctx.data.clone(),
+            self.uuid.to_string(),
+            cfg,
+            os,
+        );
         let _ = ctx;
-        AtomicResponse::new(Box::pin(fut.into_actor(self).map(move |res, act, ctx| match res {
-            Err(e) => {
-                warn!(container = %act.uuid, step = %e.step, reason = %e.reason, "start failed");
-                let _ = act.set_state(State::Stopped);
-                Err(e.into())
-            }
-            Ok(l) => {
-                let run_dir = l.prepared.plan.run_dir.clone();
-                let exited = act.spawn_watcher(ctx, Some(l.channel), l.init.clone(), run_dir.clone());
-                act.run = Some(Run {
-                    init: l.init,
-                    cgroup: l.prepared.cgroup,
-                    run_dir,
-                    started: Instant::now(),
-                    exited,
-                    stop_signal,
-                });
-                let _ = act.set_state(State::Booting);
-                match l.notify {
-                    None => {
-                        let _ = act.set_state(State::Running);
-                    }
-                    Some(sock) => {
-                        let addr = ctx.address();
-                        actix_rt::spawn(async move {
-                            if wait_ready(sock).await {
-                                addr.do_send(Ready);
-                            }
-                        });
-                    }
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(
+            move |res, act, ctx| match res {
+                Err(e) => {
+                    warn!(container = %act.uuid, step = %e.step, reason = %e.reason, "start failed");
+                    let _ = act.set_state(State::Stopped);
+                    Err(e.into())
                 }
-                info!(container = %act.uuid, pid = act.run.as_ref().map(|r| r.init.pid()), "started");
-                Ok(())
-            }
-        })))
+                Ok(l) => {
+                    let run_dir = l.prepared.plan.run_dir.clone();
+                    let exited = act.spawn_watcher(ctx, Some(l.channel), l.init.clone(), run_dir.clone());
+                    act.run = Some(Run {
+                        init: l.init,
+                        cgroup: l.prepared.cgroup,
+                        run_dir,
+                        started: Instant::now(),
+                        exited,
+                        stop_signal,
+                    });
+                    let _ = act.set_state(State::Booting);
+                    match l.notify {
+                        None => {
+                            let _ = act.set_state(State::Running);
+                        }
+                        Some(sock) => {
+                            let addr = ctx.address();
+                            actix_rt::spawn(async move {
+                                if wait_ready(sock).await {
+                                    addr.do_send(Ready);
+                                }
+                            });
+                        }
+                    }
+                    info!(container = %act.uuid, pid = act.run.as_ref().map(|r| r.init.pid()), "started");
+                    Ok(())
+                }
+            },
+        )))
     }
 }
 
@@ -331,10 +382,15 @@ async fn wait_ready(sock: UnixDatagram) -> bool {
     if sock.set_nonblocking(true).is_err() {
         return false;
     }
-    let Ok(sock) = tokio::net::UnixDatagram::from_std(sock) else { return false };
+    let Ok(sock) = tokio::net::UnixDatagram::from_std(sock) else {
+        return false;
+    };
     let mut buf = [0u8; 4096];
     while let Ok(n) = sock.recv(&mut buf).await {
-        if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l.trim() == "READY=1") {
+        if String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l.trim() == "READY=1")
+        {
             return true;
         }
     }
@@ -377,9 +433,14 @@ impl Handler<Stop> for ContainerActor {
     type Result = AtomicResponse<Self, Result<(), StopFailure>>;
 
     fn handle(&mut self, _: Stop, _: &mut Context<Self>) -> Self::Result {
-        let running = matches!(self.state, State::Running | State::Booting | State::Setup | State::Frozen | State::Freezing);
+        let running = matches!(
+            self.state,
+            State::Running | State::Booting | State::Setup | State::Frozen | State::Freezing
+        );
         let Some(run) = self.run.as_ref().filter(|_| running) else {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(StopFailure::NotRunning(self.state)))));
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(StopFailure::NotRunning(
+                self.state,
+            )))));
         };
         if matches!(self.state, State::Frozen | State::Freezing) {
             let _ = run.cgroup.thaw();
@@ -390,15 +451,22 @@ impl Handler<Stop> for ContainerActor {
         let uuid = self.uuid;
         let work = async move {
             let _ = init.signal(sig);
-            let graceful = tokio::time::timeout(timeout, exited.wait_for(Option::is_some)).await.map(|r| r.map(|v| *v));
+            let graceful = tokio::time::timeout(timeout, exited.wait_for(Option::is_some))
+                .await
+                .map(|r| r.map(|v| *v));
             if let Ok(Ok(info)) = graceful {
                 return info.unwrap_or_default();
             }
             {
                 info!(container = %uuid, "stop timeout: SIGKILL");
                 let _ = init.signal(Signal::SIGKILL as i32);
-                let killed = tokio::time::timeout(Duration::from_secs(10), exited.wait_for(Option::is_some)).await;
-                killed.ok().and_then(|r| r.ok().map(|v| *v)).flatten().unwrap_or_default()
+                let killed =
+                    tokio::time::timeout(Duration::from_secs(10), exited.wait_for(Option::is_some)).await;
+                killed
+                    .ok()
+                    .and_then(|r| r.ok().map(|v| *v))
+                    .flatten()
+                    .unwrap_or_default()
             }
         };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(|info, act, _| {
@@ -424,7 +492,7 @@ impl Handler<Freeze> for ContainerActor {
             matches!(self.state, State::Frozen | State::Freezing | State::Running)
         };
         let Some(run) = self.run.as_ref().filter(|_| ok_state) else {
-            let msg = format!("container is {:?}", self.state);
+            let msg = format!("container is {}", self.state);
             return AtomicResponse::new(Box::pin(actix::fut::ready(Err(msg))));
         };
         let cg = run.cgroup.clone();
@@ -434,7 +502,11 @@ impl Handler<Freeze> for ContainerActor {
         let work = async move {
             let r = if freeze { cg.freeze() } else { cg.thaw() };
             r.map_err(|e| e.to_string())?;
-            let want = if freeze { FreezerState::Frozen } else { FreezerState::Thawed };
+            let want = if freeze {
+                FreezerState::Frozen
+            } else {
+                FreezerState::Thawed
+            };
             let deadline = Instant::now() + Duration::from_secs(5);
             loop {
                 match cg.freezer_state() {
@@ -444,7 +516,9 @@ impl Handler<Freeze> for ContainerActor {
                         if freeze {
                             let _ = cg.thaw();
                         }
-                        return Err(format!("the cgroup did not reach {want:?} within 5 s (it is {s:?})"));
+                        return Err(format!(
+                            "the cgroup did not reach {want:?} within 5 s (it is {s:?})"
+                        ));
                     }
                     Err(e) => return Err(e.to_string()),
                 }
@@ -476,11 +550,18 @@ pub struct ExecInfo {
 impl Handler<ExecInfo> for ContainerActor {
     type Result = Result<ExecPlan, String>;
     fn handle(&mut self, msg: ExecInfo, _: &mut Context<Self>) -> Self::Result {
-        let Some(run) = self.run.as_ref().filter(|_| matches!(self.state, State::Running | State::Booting | State::Setup)) else {
-            return Err(format!("container is {:?}, not running", self.state));
+        let Some(run) = self
+            .run
+            .as_ref()
+            .filter(|_| matches!(self.state, State::Running | State::Booting | State::Setup))
+        else {
+            return Err(format!("container is {}, not running", self.state));
         };
         let cfg = &self.config.config;
-        let mut env = vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(), "HOME=/".to_owned()];
+        let mut env = vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+            "HOME=/".to_owned(),
+        ];
         if msg.pty {
             env.push("TERM=xterm".into());
         }

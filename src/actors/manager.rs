@@ -209,10 +209,15 @@ impl Handler<Remove> for Manager {
         let work = async move {
             let actor = actor.ok_or(ManagerError::Unknown(uuid))?;
             // A running container is stopped (gracefully) first; "not running" is fine.
-            if let Ok(Err(super::lifecycle::StopFailure::Cleanup(e))) = actor.send(super::lifecycle::Stop).await {
+            if let Ok(Err(super::lifecycle::StopFailure::Cleanup(e))) =
+                actor.send(super::lifecycle::Stop).await
+            {
                 return Err(ManagerError::Internal(format!("stopping before removal: {e}")));
             }
-            actor.send(container::Remove).await.map_err(|e| ManagerError::Internal(e.to_string()))??;
+            actor
+                .send(container::Remove)
+                .await
+                .map_err(|e| ManagerError::Internal(e.to_string()))??;
             Ok(())
         };
         Box::pin(
@@ -381,7 +386,11 @@ impl Handler<StopAll> for Manager {
         let actors: Vec<_> = self.containers.values().cloned().collect();
         let work = async move {
             let stops = actors.iter().map(|a| a.send(super::lifecycle::Stop));
-            futures::future::join_all(stops).await.into_iter().filter(|r| matches!(r, Ok(Ok(())))).count()
+            futures::future::join_all(stops)
+                .await
+                .into_iter()
+                .filter(|r| matches!(r, Ok(Ok(()))))
+                .count()
         };
         Box::pin(work.into_actor(self))
     }

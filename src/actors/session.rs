@@ -30,8 +30,8 @@ use uuid::Uuid;
 use super::{
     Services,
     container::{ContainerActor, GetConfig, UpdateConfig},
-    lifecycle,
     guestos::{self, List},
+    lifecycle,
     manager::{Create, Lookup, Reload, Remove},
     read,
 };
@@ -75,7 +75,12 @@ impl Session {
         });
         Session::create(move |ctx| {
             ctx.add_stream(FramedRead::new(read, FrameCodec));
-            Session { services, peer, out, exec_input: None }
+            Session {
+                services,
+                peer,
+                out,
+                exec_input: None,
+            }
         });
     }
 

@@ -47,7 +47,10 @@ pub struct StartError {
 impl StartError {
     /// A failed step.
     pub fn at(step: &str, reason: impl std::fmt::Display) -> Self {
-        StartError { step: step.into(), reason: reason.to_string() }
+        StartError {
+            step: step.into(),
+            reason: reason.to_string(),
+        }
     }
 }
 
@@ -145,7 +148,8 @@ fn ensure_ext4_image(path: &Path, size_mb: u32) -> Result<(), StartError> {
     }
     let tmp = path.with_extension("img.new");
     let f = fs::File::create(&tmp).map_err(|e| StartError::at(step, format!("{}: {e}", tmp.display())))?;
-    f.set_len(u64::from(size_mb) * 1024 * 1024).map_err(|e| StartError::at(step, e))?;
+    f.set_len(u64::from(size_mb) * 1024 * 1024)
+        .map_err(|e| StartError::at(step, e))?;
     drop(f);
     let out = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
@@ -154,7 +158,10 @@ fn ensure_ext4_image(path: &Path, size_mb: u32) -> Result<(), StartError> {
         .map_err(|e| StartError::at(step, format!("mkfs.ext4: {e} (install e2fsprogs)")))?;
     if !out.status.success() {
         let _ = fs::remove_file(&tmp);
-        return Err(StartError::at(step, format!("mkfs.ext4: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(StartError::at(
+            step,
+            format!("mkfs.ext4: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        ));
     }
     fs::rename(&tmp, path).map_err(|e| StartError::at(step, e))
 }
@@ -178,9 +185,18 @@ pub fn prepare(
     let mut images = Vec::new();
     let mut gos_mounts: Vec<_> = os.config.mounts.iter().collect();
     // Parents before children: "/" first, then by depth.
-    gos_mounts.sort_by_key(|m| if m.mount_point == "/" { 0 } else { m.mount_point.matches('/').count() });
+    gos_mounts.sort_by_key(|m| {
+        if m.mount_point == "/" {
+            0
+        } else {
+            m.mount_point.matches('/').count()
+        }
+    });
     if gos_mounts.first().is_none_or(|m| m.mount_point != "/") {
-        return Err(StartError::at("resolve GuestOS", format!("GuestOS {} has no mount for /", os.stem())));
+        return Err(StartError::at(
+            "resolve GuestOS",
+            format!("GuestOS {} has no mount for /", os.stem()),
+        ));
     }
     let uuid_v = uuid::Uuid::parse_str(uuid).map_err(|e| StartError::at("resolve container", e))?;
     for m in gos_mounts {
@@ -194,18 +210,31 @@ pub fn prepare(
                 if Some(size) != m.image_size {
                     return Err(StartError::at(
                         "check GuestOS images",
-                        format!("{} has {size} bytes, the GuestOS says {:?}", path.display(), m.image_size),
+                        format!(
+                            "{} has {size} bytes, the GuestOS says {:?}",
+                            path.display(),
+                            m.image_size
+                        ),
                     ));
                 }
-                images.push(ImageSpec { path, read_only: true });
+                images.push(ImageSpec {
+                    path,
+                    read_only: true,
+                });
                 let (index, fstype) = (images.len() - 1, m.fs_type.clone());
                 if t == MountType::Shared {
-                    MountSource::Loop { index, fstype, read_only: true }
+                    MountSource::Loop {
+                        index,
+                        fstype,
+                        read_only: true,
+                    }
                 } else {
                     MountSource::LoopOverlay { index, fstype }
                 }
             }
-            MountType::Empty if m.fs_type.starts_with("tmpfs") => MountSource::Tmpfs { size_mb: size_of_empty(cfg, m) },
+            MountType::Empty if m.fs_type.starts_with("tmpfs") => MountSource::Tmpfs {
+                size_mb: size_of_empty(cfg, m),
+            },
             MountType::Empty => {
                 let file = cfg
                     .image_sizes
@@ -215,24 +244,40 @@ pub fn prepare(
                     .unwrap_or_else(|| m.image_file.clone());
                 let path = data.container_images(&uuid_v).join(format!("{file}.img"));
                 ensure_ext4_image(&path, size_of_empty(cfg, m))?;
-                images.push(ImageSpec { path, read_only: false });
-                MountSource::Loop { index: images.len() - 1, fstype: "ext4".into(), read_only: false }
+                images.push(ImageSpec {
+                    path,
+                    read_only: false,
+                });
+                MountSource::Loop {
+                    index: images.len() - 1,
+                    fstype: "ext4".into(),
+                    read_only: false,
+                }
             }
             MountType::StoreOnly => continue,
             other => {
                 return Err(StartError::at(
                     "plan mounts",
-                    format!("mount type {} ({}) is not supported yet", other.as_str_name(), m.mount_point),
+                    format!(
+                        "mount type {} ({}) is not supported yet",
+                        other.as_str_name(),
+                        m.mount_point
+                    ),
                 ));
             }
         };
-        mounts.push(MountSpec { target: m.mount_point.clone(), source, data: m.mount_data.clone() });
+        mounts.push(MountSpec {
+            target: m.mount_point.clone(),
+            source,
+            data: m.mount_data.clone(),
+        });
     }
 
     let run_dir = rt.run_dir.join(uuid);
     let _ = fs::remove_dir_all(&run_dir);
     let root = run_dir.join("root");
-    fs::create_dir_all(&root).map_err(|e| StartError::at("create the run directory", format!("{}: {e}", root.display())))?;
+    fs::create_dir_all(&root)
+        .map_err(|e| StartError::at("create the run directory", format!("{}: {e}", root.display())))?;
 
     let mut devices = cgroup::default_devices();
     for rule in &cfg.allow_dev {
@@ -257,7 +302,10 @@ pub fn prepare(
 
     let mut argv = vec![os.config.init_path().to_owned()];
     argv.extend(os.config.init_param.iter().cloned());
-    let mut env = vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(), "container=cml".to_owned()];
+    let mut env = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        "container=cml".to_owned(),
+    ];
     env.extend(os.config.init_env.iter().cloned());
     env.extend(cfg.init_env.iter().cloned());
     let notify_socket = os.config.feature_notify_ready().then(|| run_dir.join("notify"));
@@ -273,7 +321,10 @@ pub fn prepare(
         images,
         netns: cfg.netns(),
         cgroup_procs: cg.procs_files(),
-        devices: DEVICE_NODES.iter().map(|(n, a, b)| ((*n).to_owned(), *a, *b)).collect(),
+        devices: DEVICE_NODES
+            .iter()
+            .map(|(n, a, b)| ((*n).to_owned(), *a, *b))
+            .collect(),
         drop_caps: dropped_caps(cfg.userns()),
         argv,
         env,

@@ -68,6 +68,13 @@ impl State {
     }
 }
 
+impl std::fmt::Display for State {
+    /// The wire enum name (`RUNNING`, `SHUTDOWN`, …), as users see it in `list`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.to_wire().as_str_name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::State::*;

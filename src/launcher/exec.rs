@@ -28,12 +28,20 @@ fn report(status: &mut std::fs::File, ev: &ExecEvent) {
 pub fn run(plan: ExecPlan, fds: Vec<OwnedFd>) -> i32 {
     process::set_name("cml-exec");
     let mut fds = fds.into_iter();
-    let (Some(stdin), Some(stdout), Some(stderr), Some(status)) = (fds.next(), fds.next(), fds.next(), fds.next()) else {
+    let (Some(stdin), Some(stdout), Some(stderr), Some(status)) =
+        (fds.next(), fds.next(), fds.next(), fds.next())
+    else {
         return 125;
     };
     let mut status = std::fs::File::from(status);
     let fail = |status: &mut std::fs::File, code: i32, error: String| {
-        report(status, &ExecEvent::Finished { code, error: Some(error) });
+        report(
+            status,
+            &ExecEvent::Finished {
+                code,
+                error: Some(error),
+            },
+        );
         code
     };
     for procs in &plan.cgroup_procs {
@@ -50,9 +58,15 @@ pub fn run(plan: ExecPlan, fds: Vec<OwnedFd>) -> i32 {
         ("mnt", CloneFlags::CLONE_NEWNS),
     ] {
         let path = format!("/proc/{}/ns/{ns}", plan.init_pid);
-        let joined = std::fs::File::open(&path).map_err(|e| e.to_string()).and_then(|f| setns(f, flag).map_err(|e| e.to_string()));
+        let joined = std::fs::File::open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| setns(f, flag).map_err(|e| e.to_string()));
         if let Err(e) = joined {
-            return fail(&mut status, 125, format!("enter the container's {ns} namespace: {e}"));
+            return fail(
+                &mut status,
+                125,
+                format!("enter the container's {ns} namespace: {e}"),
+            );
         }
     }
     if let Err(e) = nix::unistd::chdir("/") {
@@ -97,10 +111,24 @@ fn exec_child(plan: &ExecPlan, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd)
         }
     }
     let _ = caps::clear(None, caps::CapSet::Ambient);
-    let argv: Vec<CString> = plan.argv.iter().filter_map(|a| CString::new(a.as_bytes()).ok()).collect();
-    let env: Vec<CString> = plan.env.iter().filter_map(|e| CString::new(e.as_bytes()).ok()).collect();
-    let Some(cmd) = argv.first() else { process::exit_now(127) };
+    let argv: Vec<CString> = plan
+        .argv
+        .iter()
+        .filter_map(|a| CString::new(a.as_bytes()).ok())
+        .collect();
+    let env: Vec<CString> = plan
+        .env
+        .iter()
+        .filter_map(|e| CString::new(e.as_bytes()).ok())
+        .collect();
+    let Some(cmd) = argv.first() else {
+        process::exit_now(127)
+    };
     let err = nix::unistd::execvpe(cmd, &argv, &env).map_or_else(|e| e, |never| match never {});
     let _ = writeln!(std::io::stderr(), "cml: cannot run {}: {err}", plan.argv[0]);
-    process::exit_now(if err == nix::errno::Errno::ENOENT { 127 } else { 126 })
+    process::exit_now(if err == nix::errno::Errno::ENOENT {
+        127
+    } else {
+        126
+    })
 }

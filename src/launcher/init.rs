@@ -52,34 +52,78 @@ fn setup(
     report: &mut std::fs::File,
     go: &mut std::fs::File,
 ) -> Step<std::convert::Infallible> {
-    at("make mounts private", mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>))?;
+    at(
+        "make mounts private",
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ),
+    )?;
     let scratch = plan.root.as_path();
     at(
         "mount scratch tmpfs",
-        mount(Some("tmpfs"), scratch, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0700,size=1m")),
+        mount(
+            Some("tmpfs"),
+            scratch,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0700,size=1m"),
+        ),
     )?;
     let rootfs = scratch.join("rootfs");
     at("create rootfs directory", std::fs::create_dir(&rootfs))?;
 
     for (i, m) in plan.mounts.iter().enumerate() {
-        let target = if m.target == "/" { rootfs.clone() } else { rootfs.join(m.target.trim_start_matches('/')) };
+        let target = if m.target == "/" {
+            rootfs.clone()
+        } else {
+            rootfs.join(m.target.trim_start_matches('/'))
+        };
         let step = format!("mount {}", m.target);
         let data = m.data.as_deref();
         match &m.source {
-            MountSource::Loop { index, fstype, read_only } => {
+            MountSource::Loop {
+                index,
+                fstype,
+                read_only,
+            } => {
                 let mut flags = MsFlags::MS_NODEV | MsFlags::MS_NOATIME;
                 if *read_only {
                     flags |= MsFlags::MS_RDONLY;
                 }
-                at(&step, mount(Some(&loops[*index]), &target, Some(fstype.as_str()), flags, data))?;
+                at(
+                    &step,
+                    mount(Some(&loops[*index]), &target, Some(fstype.as_str()), flags, data),
+                )?;
             }
             MountSource::LoopOverlay { index, fstype } => {
                 let lower = scratch.join(format!("lower{i}"));
                 let rw = scratch.join(format!("rw{i}"));
                 at(&step, std::fs::create_dir(&lower))?;
                 at(&step, std::fs::create_dir(&rw))?;
-                at(&step, mount(Some(&loops[*index]), &lower, Some(fstype.as_str()), MsFlags::MS_RDONLY | MsFlags::MS_NODEV, data))?;
-                at(&step, mount(Some("tmpfs"), &rw, Some("tmpfs"), MsFlags::MS_NODEV, Some("mode=0755")))?;
+                at(
+                    &step,
+                    mount(
+                        Some(&loops[*index]),
+                        &lower,
+                        Some(fstype.as_str()),
+                        MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
+                        data,
+                    ),
+                )?;
+                at(
+                    &step,
+                    mount(
+                        Some("tmpfs"),
+                        &rw,
+                        Some("tmpfs"),
+                        MsFlags::MS_NODEV,
+                        Some("mode=0755"),
+                    ),
+                )?;
                 at(&step, std::fs::create_dir(rw.join("upper")))?;
                 at(&step, std::fs::create_dir(rw.join("work")))?;
                 let opts = format!(
@@ -88,33 +132,81 @@ fn setup(
                     rw.join("upper").display(),
                     rw.join("work").display()
                 );
-                at(&step, mount(Some("overlay"), &target, Some("overlay"), MsFlags::MS_NODEV, Some(opts.as_str())))?;
+                at(
+                    &step,
+                    mount(
+                        Some("overlay"),
+                        &target,
+                        Some("overlay"),
+                        MsFlags::MS_NODEV,
+                        Some(opts.as_str()),
+                    ),
+                )?;
             }
             MountSource::Tmpfs { size_mb } => {
                 let opts = match data {
                     Some(d) => format!("size={size_mb}m,mode=0755,{d}"),
                     None => format!("size={size_mb}m,mode=0755"),
                 };
-                at(&step, mount(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::MS_NODEV, Some(opts.as_str())))?;
+                at(
+                    &step,
+                    mount(
+                        Some("tmpfs"),
+                        &target,
+                        Some("tmpfs"),
+                        MsFlags::MS_NODEV,
+                        Some(opts.as_str()),
+                    ),
+                )?;
             }
         }
     }
 
     let nosuid_dev_exec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    at("mount /proc", mount(Some("proc"), &rootfs.join("proc"), Some("proc"), nosuid_dev_exec, None::<&str>))?;
+    at(
+        "mount /proc",
+        mount(
+            Some("proc"),
+            &rootfs.join("proc"),
+            Some("proc"),
+            nosuid_dev_exec,
+            None::<&str>,
+        ),
+    )?;
     at(
         "mount /sys",
-        mount(Some("sysfs"), &rootfs.join("sys"), Some("sysfs"), nosuid_dev_exec | MsFlags::MS_RDONLY, None::<&str>),
+        mount(
+            Some("sysfs"),
+            &rootfs.join("sys"),
+            Some("sysfs"),
+            nosuid_dev_exec | MsFlags::MS_RDONLY,
+            None::<&str>,
+        ),
     )?;
     populate_dev(plan, &rootfs.join("dev"))?;
     at(
         "mount /run",
-        mount(Some("tmpfs"), &rootfs.join("run"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755,size=16m")),
+        mount(
+            Some("tmpfs"),
+            &rootfs.join("run"),
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755,size=16m"),
+        ),
     )?;
     if let Some(sock) = &plan.notify_socket {
         let inner = rootfs.join("run/notify");
         at("bind the notify socket", std::fs::write(&inner, b""))?;
-        at("bind the notify socket", mount(Some(sock.as_path()), &inner, None::<&str>, MsFlags::MS_BIND, None::<&str>))?;
+        at(
+            "bind the notify socket",
+            mount(
+                Some(sock.as_path()),
+                &inner,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            ),
+        )?;
     }
 
     // Mounted: now the monitor puts us into the container's cgroups.
@@ -133,15 +225,27 @@ fn setup(
 
     at("set hostname", sethostname(&plan.hostname))?;
     for cap in &plan.drop_caps {
-        let Some(c) = caps::all().into_iter().find(|c| c.index() == *cap) else { continue };
+        let Some(c) = caps::all().into_iter().find(|c| c.index() == *cap) else {
+            continue;
+        };
         at("drop capabilities", caps::drop(None, caps::CapSet::Bounding, c))?;
     }
     at("drop capabilities", caps::clear(None, caps::CapSet::Ambient))?;
     at("drop capabilities", caps::clear(None, caps::CapSet::Inheritable))?;
 
-    let argv: Vec<CString> = plan.argv.iter().filter_map(|a| CString::new(a.as_bytes()).ok()).collect();
-    let env: Vec<CString> = plan.env.iter().filter_map(|e| CString::new(e.as_bytes()).ok()).collect();
-    let Some(path) = argv.first() else { return Err(("exec init".into(), "empty init path".into())) };
+    let argv: Vec<CString> = plan
+        .argv
+        .iter()
+        .filter_map(|a| CString::new(a.as_bytes()).ok())
+        .collect();
+    let env: Vec<CString> = plan
+        .env
+        .iter()
+        .filter_map(|e| CString::new(e.as_bytes()).ok())
+        .collect();
+    let Some(path) = argv.first() else {
+        return Err(("exec init".into(), "empty init path".into()));
+    };
     let e = execve(path, &argv, &env).map_err(|e| e.to_string()).unwrap_err();
     Err(("exec init".into(), format!("{}: {e}", plan.argv[0])))
 }
@@ -150,7 +254,13 @@ fn populate_dev(plan: &StartPlan, dev: &Path) -> Step<()> {
     let step = "populate /dev";
     at(
         step,
-        mount(Some("tmpfs"), dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=0755,size=64k")),
+        mount(
+            Some("tmpfs"),
+            dev,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("mode=0755,size=64k"),
+        ),
     )?;
     for (name, major, minor) in &plan.devices {
         let path = dev.join(name);
@@ -159,10 +269,23 @@ fn populate_dev(plan: &StartPlan, dev: &Path) -> Step<()> {
         }
         at(
             step,
-            mknod(&path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(u64::from(*major), u64::from(*minor))),
+            mknod(
+                &path,
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o666),
+                makedev(u64::from(*major), u64::from(*minor)),
+            ),
         )?;
         // mknod honours the umask; make the mode exact.
-        at(step, nix::sys::stat::fchmodat(nix::fcntl::AT_FDCWD, &path, Mode::from_bits_truncate(0o666), nix::sys::stat::FchmodatFlags::FollowSymlink))?;
+        at(
+            step,
+            nix::sys::stat::fchmodat(
+                nix::fcntl::AT_FDCWD,
+                &path,
+                Mode::from_bits_truncate(0o666),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            ),
+        )?;
     }
     for (link, target) in [
         ("fd", "/proc/self/fd"),
@@ -188,7 +311,13 @@ fn populate_dev(plan: &StartPlan, dev: &Path) -> Step<()> {
     at(step, std::fs::create_dir(dev.join("shm")))?;
     at(
         "mount /dev/shm",
-        mount(Some("tmpfs"), &dev.join("shm"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=64m")),
+        mount(
+            Some("tmpfs"),
+            &dev.join("shm"),
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777,size=64m"),
+        ),
     )?;
     Ok(())
 }

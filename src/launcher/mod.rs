@@ -86,9 +86,13 @@ impl Launcher {
     /// Forks the launcher. Must be called while cmld is still single-threaded (before the actix
     /// runtime or any other thread starts), and before cmld opens files a worker must not inherit.
     pub fn spawn() -> Result<Launcher, LauncherError> {
-        let (ours, theirs) =
-            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-                .map_err(LauncherError::Spawn)?;
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(LauncherError::Spawn)?;
         match process::fork().map_err(LauncherError::Spawn)? {
             Forked::Child => {
                 drop(ours);
@@ -97,7 +101,9 @@ impl Launcher {
             }
             Forked::Parent(_) => {
                 drop(theirs);
-                Ok(Launcher { sock: Mutex::new(ours) })
+                Ok(Launcher {
+                    sock: Mutex::new(ours),
+                })
             }
         }
     }
@@ -105,7 +111,10 @@ impl Launcher {
     /// Sends a request with its descriptors and waits for the reply (blocking; call it from a
     /// blocking task). Returns the worker's pid.
     pub fn request(&self, req: &Request, fds: &[RawFd]) -> Result<i32, LauncherError> {
-        let sock = self.sock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sock = self
+            .sock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let bytes = serde_json::to_vec(req).map_err(|e| LauncherError::Protocol(e.to_string()))?;
         fdpass::send_with_fds(sock.as_raw_fd(), &bytes, fds).map_err(LauncherError::Io)?;
         let mut buf = vec![0u8; 64 * 1024];
@@ -146,7 +155,9 @@ fn serve(sock: OwnedFd) -> ! {
         }
         let reply = match serde_json::from_slice::<Request>(&buf[..n]) {
             Ok(req) => spawn_worker(req, fds),
-            Err(e) => Reply::Failed { error: format!("malformed request: {e}") },
+            Err(e) => Reply::Failed {
+                error: format!("malformed request: {e}"),
+            },
         };
         send_reply(&sock, &reply);
     }
@@ -156,10 +167,16 @@ fn serve(sock: OwnedFd) -> ! {
 fn spawn_worker(req: Request, fds: Vec<OwnedFd>) -> Reply {
     let (pid_r, pid_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
-        Err(e) => return Reply::Failed { error: format!("pipe: {e}") },
+        Err(e) => {
+            return Reply::Failed {
+                error: format!("pipe: {e}"),
+            };
+        }
     };
     match process::fork() {
-        Err(e) => Reply::Failed { error: format!("fork: {e}") },
+        Err(e) => Reply::Failed {
+            error: format!("fork: {e}"),
+        },
         Ok(Forked::Child) => {
             drop(pid_r);
             match process::fork() {
@@ -187,8 +204,12 @@ fn spawn_worker(req: Request, fds: Vec<OwnedFd>) -> Reply {
             let got = nix::unistd::read(&pid_r, &mut b);
             let _ = nix::sys::wait::waitpid(mid, None);
             match got {
-                Ok(4) => Reply::Spawned { pid: i32::from_ne_bytes(b) },
-                _ => Reply::Failed { error: "the worker could not be forked".into() },
+                Ok(4) => Reply::Spawned {
+                    pid: i32::from_ne_bytes(b),
+                },
+                _ => Reply::Failed {
+                    error: "the worker could not be forked".into(),
+                },
             }
         }
     }

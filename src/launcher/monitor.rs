@@ -52,13 +52,23 @@ pub fn run(plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
     fdpass::ignore_sigpipe();
     let mut chan = fds.into_iter().next().map(UnixStream::from);
     // The monitor and the container's init hold nothing of cmld's terminal or log.
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         let _ = nix::unistd::dup2_stdin(&null);
         let _ = nix::unistd::dup2_stdout(&null);
         let _ = nix::unistd::dup2_stderr(&null);
     }
     let fail = |chan: &mut Option<UnixStream>, step: &str, error: String| {
-        report(chan, &MonitorEvent::Failed { step: step.into(), error });
+        report(
+            chan,
+            &MonitorEvent::Failed {
+                step: step.into(),
+                error,
+            },
+        );
         1
     };
 
@@ -66,7 +76,13 @@ pub fn run(plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
     for img in &plan.images {
         match LoopDevice::attach(&img.path, img.read_only) {
             Ok(l) => loops.push(l),
-            Err(e) => return fail(&mut chan, "attach loop device", format!("{}: {e}", img.path.display())),
+            Err(e) => {
+                return fail(
+                    &mut chan,
+                    "attach loop device",
+                    format!("{}: {e}", img.path.display()),
+                );
+            }
         }
     }
     let loop_paths: Vec<_> = loops.iter().map(LoopDevice::path).collect();
@@ -79,7 +95,10 @@ pub fn run(plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
         Ok(p) => p,
         Err(e) => return fail(&mut chan, "create pipes", e.to_string()),
     };
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
     if plan.netns {
         flags |= CloneFlags::CLONE_NEWNET;
     }
@@ -109,13 +128,25 @@ pub fn run(plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
         Ok(1) if first[0] == b'M' => {
             for procs in &plan.cgroup_procs {
                 if let Err(e) = std::fs::write(procs, child.as_raw().to_string()) {
-                    return abort(&mut chan, "join the container's cgroups", format!("{}: {e}", procs.display()));
+                    return abort(
+                        &mut chan,
+                        "join the container's cgroups",
+                        format!("{}: {e}", procs.display()),
+                    );
                 }
             }
-            let started =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            let state = RunState { monitor_pid: std::process::id() as i32, init_pid: child.as_raw(), started };
-            write_file(&plan.run_dir.join("state"), &serde_json::to_vec(&state).unwrap_or_default());
+            let started = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let state = RunState {
+                monitor_pid: std::process::id() as i32,
+                init_pid: child.as_raw(),
+                started,
+            };
+            write_file(
+                &plan.run_dir.join("state"),
+                &serde_json::to_vec(&state).unwrap_or_default(),
+            );
             if nix::unistd::write(&go_w, b"g").is_err() {
                 return abort(&mut chan, "release the init", "the init is gone".into());
             }
@@ -133,7 +164,12 @@ pub fn run(plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
         let _ = std::fs::remove_file(plan.run_dir.join("state"));
         return fail(&mut chan, &step, error);
     }
-    report(&mut chan, &MonitorEvent::Started { init_pid: child.as_raw() });
+    report(
+        &mut chan,
+        &MonitorEvent::Started {
+            init_pid: child.as_raw(),
+        },
+    );
     drop(loops);
 
     let (code, signal) = loop {
@@ -145,7 +181,10 @@ pub fn run(plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
         }
     };
     let ev = MonitorEvent::Exited { code, signal };
-    write_file(&plan.run_dir.join("exit"), &serde_json::to_vec(&ev).unwrap_or_default());
+    write_file(
+        &plan.run_dir.join("exit"),
+        &serde_json::to_vec(&ev).unwrap_or_default(),
+    );
     report(&mut chan, &ev);
     0
 }

@@ -64,4 +64,3 @@ pub fn ignore_sigpipe() {
     // SAFETY: installing SIG_IGN runs no handler code.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
 }
-

@@ -13,7 +13,7 @@
 //! `spawn_blocking` or a sync arbiter (STYLE item 9).
 
 pub mod cgroup;
-pub mod loopdev;
 pub mod fdpass;
+pub mod loopdev;
 pub mod pidfd;
 pub mod process;

@@ -34,7 +34,13 @@ impl PidFd {
     pub fn signal(&self, sig: i32) -> nix::Result<()> {
         // SAFETY: a valid pidfd, a signal number, no siginfo (NULL), flags 0.
         let ret = unsafe {
-            libc::syscall(libc::SYS_pidfd_send_signal, self.fd.as_raw_fd(), sig, std::ptr::null::<u8>(), 0)
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                sig,
+                std::ptr::null::<u8>(),
+                0,
+            )
         };
         if ret < 0 { Err(Errno::last()) } else { Ok(()) }
     }
@@ -53,7 +59,10 @@ impl PidFd {
 
     /// Whether the process has exited (non-blocking).
     pub fn has_exited(&self) -> bool {
-        let mut fds = [nix::poll::PollFd::new(self.fd.as_fd(), nix::poll::PollFlags::POLLIN)];
+        let mut fds = [nix::poll::PollFd::new(
+            self.fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
         matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
     }
 }

@@ -33,12 +33,20 @@ struct CloneArgs {
 
 /// Forks into new namespaces (`flags`: `CLONE_NEW*`); the child gets SIGCHLD semantics like `fork`.
 pub fn fork_into(flags: CloneFlags) -> nix::Result<Forked> {
-    let args = CloneArgs { flags: flags.bits() as u64, exit_signal: libc::SIGCHLD as u64, ..Default::default() };
+    let args = CloneArgs {
+        flags: flags.bits() as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
     // SAFETY: clone3 without CLONE_VM or a new stack duplicates the calling process like fork(2);
     // `args` is a valid clone_args of the size passed. Callers are single-threaded (documented), so
     // the child's copy of memory has no lock held by another thread.
     let ret = unsafe {
-        libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
     };
     match ret {
         -1 => Err(nix::errno::Errno::last()),

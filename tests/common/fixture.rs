@@ -34,8 +34,10 @@ pub const APPLETS: &[&str] = &[
     "reboot", "poweroff", "ip",
 ];
 
-/// What the fixture's init runs: prints `ready`, then sleeps until stopped.
-pub const INIT_SCRIPT: &str = "echo ready; exec sleep 2147483647";
+/// What the fixture's init runs (as pid 1, `sh -c`): exits on SIGTERM, runs the container's `INIT`
+/// environment variable first when set (tests use it to ignore SIGTERM or start a busy loop),
+/// prints `ready`, then waits until stopped.
+pub const INIT_SCRIPT: &str = "trap 'exit 0' TERM; if [ -n \"$INIT\" ]; then eval \"$INIT\"; fi; echo ready; while :; do sleep 3600 & wait; done";
 
 /// A built and signed GuestOS.
 #[derive(Debug, Clone)]

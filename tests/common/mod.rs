@@ -58,6 +58,8 @@ pub fn container_conf(name: &str) -> String {
 }
 
 pub struct Daemon {
+    /// The daemon's cgroup parent (unique per daemon).
+    pub cgroup_parent: String,
     pub dir: tempfile::TempDir,
     pub data: PathBuf,
     pub socket: PathBuf,
@@ -87,6 +89,7 @@ impl Daemon {
         fs::create_dir_all(&data).unwrap();
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         Daemon {
+            cgroup_parent: format!("cmltest{}-{seq}", std::process::id()),
             socket: dir.path().join("sock"),
             run: dir.path().join("run"),
             log: dir.path().join("cmld.log"),
@@ -98,7 +101,6 @@ impl Daemon {
     }
 
     fn command(&self) -> Command {
-        let tag = format!("{}{}", std::process::id() % 10000, self.seq);
         let mut c = Command::new(CMLD);
         c.arg("--data-dir")
             .arg(&self.data)
@@ -107,7 +109,7 @@ impl Daemon {
             .arg("--run-dir")
             .arg(&self.run)
             .arg("--cgroup-parent")
-            .arg(format!("cmltest{tag}"))
+            .arg(&self.cgroup_parent)
             .arg("--ifname-prefix")
             .arg(format!("t{}", self.seq % 1000))
             .arg("--net-base")
@@ -250,20 +252,68 @@ fn send_signal(pid: i32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
 }
 
+/// The cgroup directories a daemon with this parent may have created.
+pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for ctrl in ["memory", "cpuset", "pids", "devices", "freezer", "unified"] {
+        let p = Path::new("/sys/fs/cgroup").join(ctrl).join(parent);
+        if p.exists() {
+            dirs.push(p);
+        }
+    }
+    dirs
+}
+
+/// Kills whatever is left in a daemon's cgroups and removes them: the safety net that keeps a
+/// failed test from leaking containers.
+pub fn sweep_cgroups(parent: &str) {
+    for dir in cgroup_dirs(parent) {
+        let children: Vec<PathBuf> = fs::read_dir(&dir)
+            .map(|r| {
+                r.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for child in &children {
+            let _ = fs::write(child.join("freezer.state"), "THAWED");
+            for pid in fs::read_to_string(child.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    send_signal(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+        for child in children {
+            for _ in 0..100 {
+                if fs::remove_dir(&child).is_ok() || !child.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = fs::remove_dir(&dir);
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             send_signal(c.id() as i32, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
-                    return;
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
             let _ = c.kill();
             let _ = c.wait();
         }
+        sweep_cgroups(&self.cgroup_parent);
     }
 }
 

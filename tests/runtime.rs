@@ -1,0 +1,419 @@
+//! The container runtime end to end: real containers from the busybox fixture GuestOS, started,
+//! inspected with `control run`, frozen, limited, stopped — by the real cmld and `control`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{
+    fs,
+    path::Path,
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{Daemon, fixture::busybox_guestos};
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A development daemon (signatures off) with the busybox GuestOS pushed from a file:// store.
+fn daemon_with(tmp: &Path, extra_build_args: &[&str]) -> Daemon {
+    let f = busybox_guestos(tmp, "busybox", 1, extra_build_args);
+    let d = Daemon::prepare();
+    fs::write(
+        d.data.join("device.conf"),
+        format!(
+            "signed_configs: false\nstop_timeout: 2\nupdate_base_url: \"{}\"\n",
+            f.store_url()
+        ),
+    )
+    .unwrap();
+    let d = d.spawn();
+    let empty = d.file("empty", "");
+    let out = d.control(&["push_guestos_config", f.conf.to_str().unwrap(), &empty, &empty]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    d
+}
+
+fn create(d: &Daemon, name: &str, extra: &str) -> String {
+    let conf = d.file(
+        &format!("{name}.conf"),
+        &format!(
+            "name: \"{name}\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: NONE\nuserns: false\n{extra}"
+        ),
+    );
+    let out = d.control(&["--json", "create", &conf]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["uuid"].as_str().unwrap().to_owned()
+}
+
+/// `control run c nopty sh -c SCRIPT`: (exit code, stdout).
+fn sh(d: &Daemon, c: &str, script: &str) -> (i32, String) {
+    let out = d.control(&["run", c, "nopty", "sh", "-c", script]);
+    (out.status.code().unwrap_or(-1), stdout(&out))
+}
+
+fn host_ns(ns: &str) -> String {
+    fs::read_link(format!("/proc/self/ns/{ns}"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn loops_backed_by(dir: &Path) -> Vec<String> {
+    let out = std::process::Command::new("losetup").arg("-a").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&*dir.to_string_lossy()))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Nothing of a container is left: no cgroup below the daemon's parent, no loop device on its
+/// images, no run directory.
+fn assert_clean(d: &Daemon, uuid: &str) {
+    for dir in common::cgroup_dirs(&d.cgroup_parent) {
+        assert!(
+            !dir.join(uuid).exists(),
+            "cgroup left: {}",
+            dir.join(uuid).display()
+        );
+    }
+    assert!(!d.run.join(uuid).exists(), "run dir left");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !loops_backed_by(&d.data).is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(loops_backed_by(&d.data), Vec::<String>::new());
+}
+
+#[test]
+fn a_container_starts_isolated_runs_commands_and_stops_gracefully() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = daemon_with(tmp.path(), &[]);
+    let uuid = create(&d, "box1", "");
+    d.ok(&["start", "box1"]);
+    assert_eq!(d.ok(&["state", "box1"]), "RUNNING\n");
+    let st: serde_json::Value = serde_json::from_str(&d.ok(&["--json", "state", "box1"])).unwrap();
+    let pid = st["pid"].as_i64().unwrap();
+    assert!(pid > 1 && Path::new(&format!("/proc/{pid}")).exists(), "{st}");
+
+    // pid 1 is the guest init; the hostname is the container name.
+    let (code, out) = sh(&d, "box1", "cat /proc/1/cmdline | tr '\\0' ' '; echo; hostname");
+    assert_eq!(code, 0);
+    let mut lines = out.lines();
+    assert!(lines.next().unwrap().starts_with("/bin/sh -c trap"), "{out}");
+    assert_eq!(lines.next(), Some("box1"));
+    // New pid, mount, uts and ipc namespaces.
+    for ns in ["pid", "mnt", "uts", "ipc"] {
+        let (_, inside) = sh(&d, "box1", &format!("readlink /proc/1/ns/{ns}"));
+        assert_ne!(inside.trim(), host_ns(ns), "{ns}");
+        assert!(inside.starts_with(ns), "{inside}");
+    }
+    // The SHARED root is read-only; /data (a tmpfs EMPTY mount) is writable.
+    let (code, out) = sh(&d, "box1", "touch /newfile 2>&1; echo rc=$?");
+    assert!(
+        out.contains("Read-only file system") && out.contains("rc=1"),
+        "{code} {out}"
+    );
+    assert_eq!(sh(&d, "box1", "echo x > /data/f && cat /data/f").1, "x\n");
+    // Without a user namespace the container cannot mount and has no CAP_SYS_ADMIN.
+    let (code, _) = sh(&d, "box1", "mount -t tmpfs none /data 2>/dev/null");
+    assert_ne!(code, 0, "mount must fail");
+    let (_, status) = sh(&d, "box1", "grep CapBnd /proc/1/status");
+    let bnd = u64::from_str_radix(status.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert_eq!(bnd & (1 << 21), 0, "CAP_SYS_ADMIN in the bounding set: {status}");
+    assert_eq!(bnd & (1 << 16), 0, "CAP_SYS_MODULE in the bounding set: {status}");
+    assert_ne!(bnd & (1 << 22), 0, "CAP_SYS_BOOT stays: {status}");
+
+    // run: exit codes propagate, with and without a pty.
+    assert_eq!(sh(&d, "box1", "exit 0").0, 0);
+    assert_eq!(sh(&d, "box1", "exit 3").0, 3);
+    assert_eq!(sh(&d, "box1", "kill -9 $$").0, 137);
+    let out = d.control(&["run", "box1", "sh", "-c", "echo with-a-pty; exit 4"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(stdout(&out).contains("with-a-pty"), "{}", stdout(&out));
+    let out = d.control(&["run", "box1", "nopty", "/no/such/command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+
+    // A second start is refused; stop ends it by its own SIGTERM handling.
+    let again = d.control(&["start", "box1"]);
+    assert_eq!(again.status.code(), Some(1));
+    d.ok(&["stop", "box1"]);
+    assert_eq!(d.ok(&["state", "box1"]), "STOPPED\n");
+    assert!(
+        d.log_text().contains("code=Some(0)"),
+        "graceful exit expected: {}",
+        d.log_text()
+    );
+    assert!(!d.log_text().contains("stop timeout: SIGKILL"));
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(d.control(&["stop", "box1"]).status.code(), Some(1));
+    assert_clean(&d, &uuid);
+    let out = d.control(&["run", "box1", "nopty", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn an_init_that_ignores_sigterm_is_killed_after_the_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = daemon_with(tmp.path(), &[]);
+    let uuid = create(&d, "stubborn", "init_env: \"INIT=trap '' TERM\"\n");
+    d.ok(&["start", "stubborn"]);
+    d.ok(&["stop", "stubborn"]);
+    assert_eq!(d.ok(&["state", "stubborn"]), "STOPPED\n");
+    let log = d.log_text();
+    assert!(
+        log.contains("stop timeout: SIGKILL") && log.contains("signal=Some(9)"),
+        "{log}"
+    );
+    assert_clean(&d, &uuid);
+}
+
+#[test]
+fn ext4_data_persists_across_restarts_and_wipe_clears_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = daemon_with(tmp.path(), &["--data-fs", "ext4", "--data-size", "16"]);
+    let uuid = create(&d, "keeper", "");
+    d.ok(&["start", "keeper"]);
+    assert_eq!(sh(&d, "keeper", "echo persistent > /data/file; sync").0, 0);
+    d.ok(&["stop", "keeper"]);
+    assert!(d.data.join(format!("containers/{uuid}/data.img")).is_file());
+    d.ok(&["start", "keeper"]);
+    assert_eq!(sh(&d, "keeper", "cat /data/file").1, "persistent\n");
+    // wipe stops the container and deletes its data; the next start has an empty volume.
+    d.ok(&["wipe", "keeper"]);
+    assert_eq!(d.ok(&["state", "keeper"]), "STOPPED\n");
+    assert!(!d.data.join(format!("containers/{uuid}/data.img")).exists());
+    d.ok(&["start", "keeper"]);
+    assert_eq!(
+        sh(&d, "keeper", "cat /data/file 2>/dev/null || echo gone").1,
+        "gone\n"
+    );
+    // remove stops it and leaves nothing.
+    d.ok(&["remove", "keeper"]);
+    assert!(!d.data.join(format!("containers/{uuid}")).exists());
+    assert_clean(&d, &uuid);
+}
+
+fn cpu_ticks(d: &Daemon, uuid: &str) -> u64 {
+    let procs = fs::read_to_string(format!(
+        "/sys/fs/cgroup/pids/{}/{uuid}/cgroup.procs",
+        d.cgroup_parent
+    ))
+    .unwrap();
+    procs
+        .lines()
+        .filter_map(|p| fs::read_to_string(format!("/proc/{}/stat", p.trim())).ok())
+        .map(|stat| {
+            let after = stat.rsplit_once(')').unwrap().1;
+            let f: Vec<&str> = after.split_whitespace().collect();
+            f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+        })
+        .sum()
+}
+
+#[test]
+fn freeze_stops_the_clock_and_ram_limit_contains_a_hog() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = daemon_with(tmp.path(), &[]);
+    let busy = create(
+        &d,
+        "busy",
+        "init_env: \"INIT=(while :; do :; done) &\"\nram_limit: 32\n",
+    );
+    let bystander = create(&d, "bystander", "");
+    d.ok(&["start", "busy"]);
+    d.ok(&["start", "bystander"]);
+    thread::sleep(Duration::from_millis(200));
+    d.ok(&["freeze", "busy"]);
+    assert_eq!(d.ok(&["state", "busy"]), "FROZEN\n");
+    let t0 = cpu_ticks(&d, &busy);
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(cpu_ticks(&d, &busy), t0, "CPU time advanced while frozen");
+    d.ok(&["unfreeze", "busy"]);
+    assert_eq!(d.ok(&["state", "busy"]), "RUNNING\n");
+    let t1 = cpu_ticks(&d, &busy);
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        cpu_ticks(&d, &busy) > t1,
+        "CPU time did not advance after unfreeze"
+    );
+
+    // A memory hog inside the 32 MiB container is killed; the daemon and the others live on.
+    let (code, _) = sh(
+        &d,
+        "busy",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}",
+    );
+    assert_ne!(code, 0, "the hog survived");
+    assert_eq!(d.ok(&["state", "bystander"]), "RUNNING\n");
+    assert_eq!(sh(&d, "bystander", "echo alive").1, "alive\n");
+    d.ok(&["stop", "busy"]);
+    d.ok(&["stop", "bystander"]);
+    assert_clean(&d, &busy);
+    assert_clean(&d, &bystander);
+}
+
+#[test]
+fn failed_starts_leave_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = daemon_with(tmp.path(), &[]);
+    // An init that exits at once.
+    let uuid = create(&d, "noinit", "init_env: \"INIT=exit 1\"\n");
+    // The init exits at once: the start succeeds, then the container stops by itself.
+    d.ok(&["start", "noinit"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.ok(&["state", "noinit"]) != "STOPPED\n" && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(d.ok(&["state", "noinit"]), "STOPPED\n");
+    assert_clean(&d, &uuid);
+
+    // Missing image: the installed GuestOS lost its root image.
+    let victim = create(&d, "victim", "");
+    let img = d.data.join("operatingsystems/busybox-1/root.img");
+    let saved = d.dir.path().join("root.img.saved");
+    fs::rename(&img, &saved).unwrap();
+    let out = d.control(&["start", "victim"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("check GuestOS images"), "{}", stderr(&out));
+    assert_eq!(d.ok(&["state", "victim"]), "STOPPED\n");
+    assert_clean(&d, &victim);
+    fs::rename(&saved, &img).unwrap();
+
+    // userns: true is refused with a clear message (part 2).
+    let conf = d.file(
+        "u.conf",
+        "name: \"u\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: NONE\n",
+    );
+    d.ok(&["create", &conf]);
+    let out = d.control(&["start", "u"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("userns"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_bad_init_path_fails_the_start_at_exec() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = busybox_guestos(tmp.path(), "broken", 1, &[]);
+    // Rebuild its config with a missing init, re-using the image.
+    let conf = fs::read_to_string(&f.conf)
+        .unwrap()
+        .replace("init_path: \"/bin/sh\"", "init_path: \"/sbin/nonexistent\"");
+    assert!(conf.contains("/sbin/nonexistent"));
+    let d = Daemon::prepare();
+    fs::write(
+        d.data.join("device.conf"),
+        format!("signed_configs: false\nupdate_base_url: \"{}\"\n", f.store_url()),
+    )
+    .unwrap();
+    let d = d.spawn();
+    let conf_path = d.file("broken-1.conf", &conf);
+    let empty = d.file("empty", "");
+    let out = d.control(&["push_guestos_config", &conf_path, &empty, &empty]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let conf = d.file(
+        "c.conf",
+        "name: \"c\"\nguest_os: \"broken\"\ncolor: 1\ntoken_type: NONE\nuserns: false\n",
+    );
+    let out = d.control(&["--json", "create", &conf]);
+    let uuid = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = d.control(&["start", "c"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("exec init") && stderr(&out).contains("/sbin/nonexistent"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(d.ok(&["state", "c"]), "STOPPED\n");
+    assert_clean(&d, &uuid);
+}
+
+#[test]
+fn twenty_containers_start_and_stop_concurrently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = daemon_with(tmp.path(), &[]);
+    let names: Vec<String> = (0..20).map(|i| format!("par{i}")).collect();
+    let uuids: Vec<String> = names.iter().map(|n| create(&d, n, "netns: false\n")).collect();
+    thread::scope(|s| {
+        for n in &names {
+            let d = &d;
+            s.spawn(move || d.ok(&["start", n]));
+        }
+    });
+    let list = d.ok(&["list"]);
+    assert_eq!(
+        list.lines().filter(|l| l.contains(" RUNNING ")).count(),
+        20,
+        "{list}"
+    );
+    thread::scope(|s| {
+        for n in &names {
+            let d = &d;
+            s.spawn(move || d.ok(&["stop", n]));
+        }
+    });
+    let list = d.ok(&["list"]);
+    assert_eq!(
+        list.lines().filter(|l| l.contains(" STOPPED ")).count(),
+        20,
+        "{list}"
+    );
+    for u in &uuids {
+        assert_clean(&d, u);
+    }
+}
+
+#[test]
+fn containers_outlive_a_killed_daemon_and_are_adopted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = daemon_with(tmp.path(), &[]);
+    let uuid = create(&d, "survivor", "");
+    d.ok(&["start", "survivor"]);
+    let st: serde_json::Value = serde_json::from_str(&d.ok(&["--json", "state", "survivor"])).unwrap();
+    let pid = st["pid"].as_i64().unwrap();
+    d.kill9();
+    thread::sleep(Duration::from_millis(200));
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the container died with cmld"
+    );
+    let d = d.restart();
+    assert_eq!(d.ok(&["state", "survivor"]), "RUNNING\n");
+    let st: serde_json::Value = serde_json::from_str(&d.ok(&["--json", "state", "survivor"])).unwrap();
+    assert_eq!(st["pid"].as_i64(), Some(pid));
+    assert_eq!(sh(&d, "survivor", "hostname").1, "survivor\n");
+    d.ok(&["stop", "survivor"]);
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert_clean(&d, &uuid);
+}
+
+#[test]
+fn daemon_sigterm_stops_every_container() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = daemon_with(tmp.path(), &[]);
+    let a = create(&d, "a", "");
+    d.ok(&["start", "a"]);
+    let pid = serde_json::from_str::<serde_json::Value>(&d.ok(&["--json", "state", "a"])).unwrap()["pid"]
+        .as_i64()
+        .unwrap();
+    let st = d.terminate(nix::sys::signal::Signal::SIGTERM);
+    assert!(st.success());
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert_clean(&d, &a);
+    assert!(
+        common::cgroup_dirs(&d.cgroup_parent).is_empty(),
+        "cgroup parent left"
+    );
+}
