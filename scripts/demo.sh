@@ -2,7 +2,7 @@
 # The main job for a new user: build cml, bring cmld up on its default paths (/var/lib/cml,
 # /run/socket/cml-control, /run/cml) with its default device.conf (signatures required), build a
 # busybox GuestOS with cml-guestos, sign it with a development PKI, register the PKI's CA, push the
-# GuestOS, create a signed container of it, and show its state.
+# GuestOS, create a signed container of it, start it, show its state and run a command in it.
 #
 # Build products and the development PKI live in target/demo/ of this checkout.
 set -euo pipefail
@@ -26,7 +26,7 @@ fi
 [ -e "$W/pki/root-ca.cert" ] || "$BIN/cml-guestos" dev-pki "$W/pki"
 if [ ! -e "$W/store/demo-busybox-1.conf.sig" ]; then
   "$BIN/cml-guestos" build --rootfs "$W/rootfs" --name demo-busybox --version 1 --out "$W/store" \
-    --init /bin/sh --init-param -c --init-param 'echo ready; exec sleep 2147483647' \
+    --init /bin/sh --init-param -c --init-param "trap 'exit 0' TERM; while :; do sleep 3600 & wait; done" \
     --update-base-url "file://$W/store"
   "$BIN/cml-guestos" sign "$W/store/demo-busybox-1.conf" --key "$W/pki/signing.key" --cert "$W/pki/signing.cert"
 fi
@@ -47,5 +47,9 @@ control list_guestos
 if ! control state demo >/dev/null 2>&1; then
   control create config/containers/demo.conf "$W/demo.conf.sig" "$W/pki/signing.cert" >/dev/null
 fi
+[ "$(control state demo)" = RUNNING ] || control start demo
 control list
 echo "state of demo: $(control state demo)"
+echo "\$ control run demo nopty sh -c 'echo hostname: \$(hostname); echo pid 1: \$(cat /proc/1/comm); ls /'"
+control run demo nopty sh -c 'echo hostname: $(hostname); echo pid 1: $(cat /proc/1/comm); ls /'
+echo "demo: the container keeps running; stop it with: $BIN/control stop demo" >&2
