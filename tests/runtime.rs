@@ -117,6 +117,11 @@ fn a_container_starts_isolated_runs_commands_and_stops_gracefully() {
         assert_ne!(inside.trim(), host_ns(ns), "{ns}");
         assert!(inside.starts_with(ns), "{inside}");
     }
+    // Its own network namespace has lo, up (flags IFF_UP|IFF_LOOPBACK), and nothing else.
+    assert_eq!(
+        sh(&d, "box1", "cat /sys/class/net/lo/flags; ls /sys/class/net").1,
+        "0x9\nlo\n"
+    );
     // The SHARED root is read-only; /data (a tmpfs EMPTY mount) is writable.
     let (code, out) = sh(&d, "box1", "touch /newfile 2>&1; echo rc=$?");
     assert!(
@@ -416,4 +421,31 @@ fn daemon_sigterm_stops_every_container() {
         common::cgroup_dirs(&d.cgroup_parent).is_empty(),
         "cgroup parent left"
     );
+}
+
+#[test]
+fn a_notify_guest_is_booting_until_it_reports_ready() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = daemon_with(tmp.path(), &["--notify"]);
+    let uuid = create(&d, "notifier", "");
+    d.ok(&["start", "notifier"]);
+    assert_eq!(d.ok(&["state", "notifier"]), "BOOTING\n");
+    // The guest init has NOTIFY_SOCKET and the socket.
+    let (_, out) = sh(
+        &d,
+        "notifier",
+        "tr '\\0' '\\n' < /proc/1/environ | grep NOTIFY; test -S /run/notify && echo socket",
+    );
+    assert_eq!(out, "NOTIFY_SOCKET=/run/notify\nsocket\n");
+    // READY=1 on the socket (sent from the host side here; busybox has no sd_notify).
+    let sock = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    sock.send_to(b"STATUS=up\nREADY=1\n", d.run.join(&uuid).join("notify"))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while d.ok(&["state", "notifier"]) != "RUNNING\n" && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(d.ok(&["state", "notifier"]), "RUNNING\n");
+    d.ok(&["stop", "notifier"]);
+    assert_clean(&d, &uuid);
 }

@@ -230,6 +230,47 @@ struct Launched {
     notify: Option<UnixDatagram>,
 }
 
+/// Undoes a prepared start unless committed (STYLE item 7): [`StartGuard::abort`] removes the
+/// cgroup and run directory and adds any cleanup error to the start error; dropping the guard
+/// uncommitted (a cancelled start) cleans up too.
+struct StartGuard(Option<Prepared>);
+
+impl StartGuard {
+    fn prepared(&self) -> &Prepared {
+        self.0
+            .as_ref()
+            .expect("a guard holds its preparation until commit or abort")
+    }
+
+    fn commit(mut self) -> Prepared {
+        self.0
+            .take()
+            .expect("a guard holds its preparation until commit or abort")
+    }
+
+    fn abort(mut self, e: StartError) -> StartError {
+        let errors = self.0.take().map(|p| p.cleanup()).unwrap_or_default();
+        if errors.is_empty() {
+            e
+        } else {
+            StartError {
+                reason: format!("{}; cleanup failed too: {}", e.reason, errors.join("; ")),
+                ..e
+            }
+        }
+    }
+}
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            for e in p.cleanup() {
+                warn!(error = %e, "cleanup of a cancelled start failed");
+            }
+        }
+    }
+}
+
 async fn launch(
     rt: Arc<runtime::Runtime>,
     data: crate::store::DataDir,
@@ -239,43 +280,34 @@ async fn launch(
 ) -> Result<Launched, StartError> {
     let join = |e: tokio::task::JoinError| StartError::at("internal", e);
     let rt2 = rt.clone();
-    let prepared = actix_rt::task::spawn_blocking(move || runtime::prepare(&rt2, &data, &uuid, &cfg, &os))
-        .await
-        .map_err(join)??;
-    let undo = |prepared: Prepared, e: StartError| {
-        let errs = prepared.cleanup();
-        if errs.is_empty() {
-            e
-        } else {
-            StartError {
-                reason: format!("{}; cleanup: {}", e.reason, errs.join("; ")),
-                ..e
-            }
-        }
-    };
-    let notify = match &prepared.plan.notify_socket {
+    let guard = StartGuard(Some(
+        actix_rt::task::spawn_blocking(move || runtime::prepare(&rt2, &data, &uuid, &cfg, &os))
+            .await
+            .map_err(join)??,
+    ));
+    let notify = match &guard.prepared().plan.notify_socket {
         Some(path) => match UnixDatagram::bind(path) {
             Ok(s) => Some(s),
-            Err(e) => return Err(undo(prepared, StartError::at("create the notify socket", e))),
+            Err(e) => return Err(guard.abort(StartError::at("create the notify socket", e))),
         },
         None => None,
     };
     let (ours, theirs) = match StdUnixStream::pair() {
         Ok(p) => p,
-        Err(e) => return Err(undo(prepared, StartError::at("create the monitor channel", e))),
+        Err(e) => return Err(guard.abort(StartError::at("create the monitor channel", e))),
     };
-    let req = Request::Start(prepared.plan.clone());
+    let req = Request::Start(guard.prepared().plan.clone());
     let rt3 = rt.clone();
     let spawned = actix_rt::task::spawn_blocking(move || rt3.launcher.request(&req, &[theirs.as_raw_fd()]))
         .await
         .map_err(join)?;
     if let Err(e) = spawned {
-        return Err(undo(prepared, StartError::at("launch the monitor", e)));
+        return Err(guard.abort(StartError::at("launch the monitor", e)));
     }
     let _ = ours.set_nonblocking(true);
     let channel = match tokio::net::UnixStream::from_std(ours) {
         Ok(c) => c,
-        Err(e) => return Err(undo(prepared, StartError::at("monitor channel", e))),
+        Err(e) => return Err(guard.abort(StartError::at("monitor channel", e))),
     };
     // The first event decides; a monitor that dies before it counts as a failure.
     let mut reader = BufReader::new(channel);
@@ -288,18 +320,15 @@ async fn launch(
     match event {
         Some(MonitorEvent::Started { init_pid }) => match PidFd::open(init_pid) {
             Ok(p) => Ok(Launched {
-                prepared,
+                prepared: guard.commit(),
                 init: Arc::new(p),
                 channel: reader.into_inner(),
                 notify,
             }),
-            Err(e) => Err(undo(prepared, StartError::at("open the init's pidfd", e))),
+            Err(e) => Err(guard.abort(StartError::at("open the init's pidfd", e))),
         },
-        Some(MonitorEvent::Failed { step, error }) => Err(undo(prepared, StartError { step, reason: error })),
-        _ => Err(undo(
-            prepared,
-            StartError::at("monitor", "the monitor ended without reporting"),
-        )),
+        Some(MonitorEvent::Failed { step, error }) => Err(guard.abort(StartError { step, reason: error })),
+        _ => Err(guard.abort(StartError::at("monitor", "the monitor ended without reporting"))),
     }
 }
 

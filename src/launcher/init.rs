@@ -224,6 +224,9 @@ fn setup(
     at("pivot_root", chdir("/"))?;
 
     at("set hostname", sethostname(&plan.hostname))?;
+    if plan.netns {
+        at("bring lo up", crate::sys::netif::set_up("lo"))?;
+    }
     for cap in &plan.drop_caps {
         let Some(c) = caps::all().into_iter().find(|c| c.index() == *cap) else {
             continue;

@@ -15,5 +15,6 @@
 pub mod cgroup;
 pub mod fdpass;
 pub mod loopdev;
+pub mod netif;
 pub mod pidfd;
 pub mod process;
