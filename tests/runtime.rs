@@ -449,3 +449,53 @@ fn a_notify_guest_is_booting_until_it_reports_ready() {
     d.ok(&["stop", "notifier"]);
     assert_clean(&d, &uuid);
 }
+
+#[test]
+fn control_events_sees_every_state_of_a_start_and_stop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = daemon_with(tmp.path(), &[]);
+    let uuid = create(&d, "watched", "");
+    let mut events = std::process::Command::new(common::CONTROL)
+        .args(["-s", d.socket.to_str().unwrap(), "events"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut json_events = std::process::Command::new(common::CONTROL)
+        .args(["-s", d.socket.to_str().unwrap(), "events", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Both subscriptions are in place once they show up as connections; give them a moment.
+    thread::sleep(Duration::from_millis(300));
+    d.ok(&["start", "watched"]);
+    d.ok(&["stop", "watched"]);
+    thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    let _ = json_events.kill();
+    let out = events.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let states: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&uuid))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f[1], "watched", "{l}");
+            f[3]
+        })
+        .collect();
+    assert_eq!(
+        states,
+        ["STARTING", "BOOTING", "RUNNING", "SHUTDOWN", "STOPPED"],
+        "{text}"
+    );
+    let out = json_events.wait_with_output().unwrap();
+    let docs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 5, "{docs:?}");
+    assert_eq!(docs[2]["state"], "RUNNING");
+    assert_eq!(docs[2]["uuid"], uuid.as_str());
+}

@@ -68,13 +68,28 @@ impl Entry {
     }
 }
 
-/// The snapshot, in creation order.
-#[derive(Debug, Default)]
+/// The snapshot, in creation order. Every state change is also broadcast to event subscribers.
+#[derive(Debug)]
 pub struct StatusBoard {
     entries: RwLock<Vec<Entry>>,
+    events: tokio::sync::broadcast::Sender<ContainerStatus>,
+}
+
+impl Default for StatusBoard {
+    fn default() -> Self {
+        StatusBoard {
+            entries: RwLock::default(),
+            events: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
 }
 
 impl StatusBoard {
+    /// A receiver of every later state change (as the container's status after the change).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ContainerStatus> {
+        self.events.subscribe()
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Entry>> {
         self.entries
             .read()
@@ -100,10 +115,19 @@ impl StatusBoard {
         self.write().retain(|e| e.uuid != *uuid);
     }
 
-    /// Changes an entry in place; false if there is none.
+    /// Changes an entry in place; false if there is none. A change of state is broadcast.
     pub fn update(&self, uuid: &Uuid, f: impl FnOnce(&mut Entry)) -> bool {
         let mut v = self.write();
-        v.iter_mut().find(|e| e.uuid == *uuid).map(f).is_some()
+        let Some(e) = v.iter_mut().find(|e| e.uuid == *uuid) else {
+            return false;
+        };
+        let before = e.state;
+        f(e);
+        if e.state != before {
+            // No subscriber is fine.
+            let _ = self.events.send(e.to_status());
+        }
+        true
     }
 
     /// A copy of one entry.

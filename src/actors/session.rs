@@ -211,6 +211,34 @@ impl Session {
                     Err(e) => reply::failed(format!("list_guestos: {e}")),
                 }
             }),
+            Command::SubscribeEvents => {
+                let mut rx = s.board.subscribe();
+                self.send(reply::ok());
+                let out = self.out.clone();
+                ctx.spawn(
+                    async move {
+                        loop {
+                            match rx.recv().await {
+                                Ok(st) => {
+                                    let ev = DaemonToController {
+                                        code: crate::protocol::pb::daemon_to_controller::Code::Event as i32,
+                                        container_status: vec![st],
+                                        ..Default::default()
+                                    };
+                                    if out.send(ev).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                                    warn!(missed = n, "event subscriber too slow; events dropped");
+                                }
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                            }
+                        }
+                    }
+                    .into_actor(self),
+                );
+            }
             Command::ExecInput { input } => match &self.exec_input {
                 // Belongs to the open exec stream and is never answered (SPEC §2).
                 Some(tx) => {

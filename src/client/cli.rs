@@ -220,6 +220,9 @@ pub enum Command {
         /// Device rule, one argument (quote it)
         rule: String,
     },
+    /// Print every state change of every container as it happens, until interrupted (one line
+    /// each: TIME NAME UUID STATE; with --json one JSON object per line)
+    Events,
     /// Print a shell completion script
     Completions {
         /// Shell to generate for

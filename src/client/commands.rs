@@ -106,6 +106,31 @@ pub fn dispatch<S: Read + Write>(
         Command::DenyAudio { container } => simple(session, container, Cmd::ContainerDenyaudio)?,
         Command::AssignIface(args) => iface(session, args, Cmd::ContainerAssigniface)?,
         Command::UnassignIface(args) => iface(session, args, Cmd::ContainerUnassigniface)?,
+        Command::Events => {
+            // The acknowledgement is not printed: with --json stdout carries one object per event.
+            let ack = session.call_quiet(&request(Cmd::SubscribeEvents))?;
+            if ack.code != Code::Response as i32 || ack.response != Some(Response::CmdOk as i32) {
+                return Err(session.failure(&ack));
+            }
+            loop {
+                let reply = session.recv()?;
+                if reply.code != Code::Event as i32 {
+                    continue;
+                }
+                let Some(st) = reply.container_status.first() else {
+                    continue;
+                };
+                let time = format::utc_now();
+                let state = format::state_name(st.state);
+                let line = if session.mode() == super::OutputMode::Json {
+                    let doc = json!({"time": time, "name": st.name, "uuid": st.uuid, "state": state});
+                    format!("{doc}\n")
+                } else {
+                    format!("{time} {} {} {state}\n", st.name, st.uuid)
+                };
+                session.write_out(line.as_bytes())?;
+            }
+        }
         Command::DevAccess { container, rule } => {
             let status = session.resolve(container)?;
             let msg = ControllerToDaemon {

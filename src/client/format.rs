@@ -331,3 +331,42 @@ mod tests {
         assert_eq!(state_name(99), "99");
     }
 }
+
+/// The current time as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
+pub fn utc_now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    utc(d.as_secs(), d.subsec_millis())
+}
+
+/// Formats Unix time as `YYYY-MM-DDTHH:MM:SS.mmmZ` (civil-from-days, proleptic Gregorian).
+pub fn utc(secs: u64, millis: u32) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(super::utc(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::utc(1_795_982_407, 5), "2026-11-29T20:00:07.005Z");
+        assert_eq!(super::utc(951_782_400, 0), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -124,6 +124,7 @@ pub enum Command {
         uuid: Uuid,
         rule: String,
     },
+    SubscribeEvents,
 }
 
 /// A request that cannot become a [`Command`].
@@ -319,6 +320,7 @@ impl TryFrom<ControllerToDaemon> for Command {
                 new_pin: required(name, "device_newpin", m.device_newpin)?,
             },
             Wire::ContainerCmldHandlesPin => Command::HandlesPin { uuid: id()? },
+            Wire::SubscribeEvents => Command::SubscribeEvents,
             Wire::ContainerDevAccess => Command::DevAccess {
                 uuid: id()?,
                 rule: required(name, "dev_rule", m.dev_rule)?,
