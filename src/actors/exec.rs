@@ -44,6 +44,20 @@ fn output(bytes: &[u8]) -> DaemonToController {
     }
 }
 
+/// What the client sends into an open exec stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Bytes for the command's stdin.
+    Data(String),
+    /// The client's terminal changed size (rows, cols).
+    Resize {
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
+}
+
 /// Kills the command's session if the stream ends before the command did.
 struct Reaper {
     pid: Option<i32>,
@@ -75,9 +89,12 @@ pub async fn run(
     uuid: Uuid,
     argv: Vec<String>,
     pty: bool,
-    mut input: mpsc::UnboundedReceiver<String>,
+    window: Option<(u16, u16)>,
+    mut input: mpsc::UnboundedReceiver<Input>,
     out: mpsc::UnboundedSender<DaemonToController>,
 ) {
+    // TODO(pty details): apply `window` to the pty at start and `Input::Resize` later.
+    let _ = window;
     let plan = match s.manager.send(Lookup(uuid)).await.ok().flatten() {
         Some(actor) => match actor.send(ExecInfo { argv, pty }).await {
             Ok(Ok(plan)) => plan,
@@ -94,7 +111,7 @@ pub async fn run(
 async fn stream(
     s: Services,
     plan: ExecPlan,
-    input: &mut mpsc::UnboundedReceiver<String>,
+    input: &mut mpsc::UnboundedReceiver<Input>,
     out: &mpsc::UnboundedSender<DaemonToController>,
 ) -> io::Result<()> {
     // stdio for the command: one pty, or three pipes.
@@ -170,11 +187,12 @@ async fn stream(
                 _ => { finished = Some((125, Some("the exec helper ended without a status".into()))); }
             },
             data = input.recv(), if writer.is_some() => match data {
-                Some(d) => {
+                Some(Input::Data(d)) => {
                     if let Some(w) = writer.as_mut() {
                         if w.write_all(d.as_bytes()).await.is_err() { writer = None; }
                     }
                 }
+                Some(Input::Resize { .. }) => {}
                 None => writer = None,
             },
         }

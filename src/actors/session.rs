@@ -51,7 +51,7 @@ pub struct Session {
     peer: Option<UCred>,
     out: mpsc::UnboundedSender<DaemonToController>,
     /// Input for this connection's open `run` stream, if any.
-    exec_input: Option<mpsc::UnboundedSender<String>>,
+    exec_input: Option<mpsc::UnboundedSender<super::exec::Input>>,
 }
 
 impl Session {
@@ -239,10 +239,15 @@ impl Session {
                     .into_actor(self),
                 );
             }
-            Command::ExecInput { input } => match &self.exec_input {
+            Command::ExecInput { input, window } => match &self.exec_input {
                 // Belongs to the open exec stream and is never answered (SPEC §2).
                 Some(tx) => {
-                    let _ = tx.send(input);
+                    if let Some((rows, cols)) = window {
+                        let _ = tx.send(super::exec::Input::Resize { rows, cols });
+                    }
+                    if !input.is_empty() {
+                        let _ = tx.send(super::exec::Input::Data(input));
+                    }
                 }
                 None => debug!("exec input without an exec stream ignored"),
             },
@@ -286,12 +291,12 @@ impl Session {
             }),
             Command::Freeze { uuid } => self.freeze(ctx, uuid, true),
             Command::Unfreeze { uuid } => self.freeze(ctx, uuid, false),
-            Command::Exec { uuid, args, pty } => {
+            Command::Exec { uuid, args, pty, window } => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 self.exec_input = Some(tx);
                 let out = self.out.clone();
                 ctx.spawn(
-                    super::exec::run(s, uuid, args, pty, rx, out)
+                    super::exec::run(s, uuid, args, pty, window, rx, out)
                         .into_actor(self)
                         .map(|(), act, _| act.exec_input = None),
                 );

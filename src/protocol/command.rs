@@ -99,13 +99,17 @@ pub enum Command {
     ListIfaces {
         uuid: Uuid,
     },
+    /// `window`: the client's terminal size (rows, cols), our extension.
     Exec {
         uuid: Uuid,
         args: Vec<String>,
         pty: bool,
+        window: Option<(u16, u16)>,
     },
+    /// Input for the open exec stream, and/or a new terminal size (rows, cols).
     ExecInput {
         input: String,
+        window: Option<(u16, u16)>,
     },
     UpdateConfig {
         uuid: Uuid,
@@ -187,6 +191,14 @@ fn required<T>(command: &'static str, field: &str, v: Option<T>) -> Result<T, Re
 /// The signature and certificate of a signed config; only used when both are present (upstream).
 fn sig_pair(sig: Option<Vec<u8>>, cert: Option<Vec<u8>>) -> Option<(Vec<u8>, Vec<u8>)> {
     sig.zip(cert)
+}
+
+/// The terminal size extension of an exec request, when complete and non-zero.
+fn window(m: &ControllerToDaemon) -> Option<(u16, u16)> {
+    let w = m.exec_window.as_ref()?;
+    let rows = u16::try_from(w.rows?).ok().filter(|r| *r > 0)?;
+    let cols = u16::try_from(w.cols?).ok().filter(|c| *c > 0)?;
+    Some((rows, cols))
 }
 
 /// The wire name of a command number, for logs and messages.
@@ -300,12 +312,24 @@ impl TryFrom<ControllerToDaemon> for Command {
                 Command::Exec {
                     uuid: id()?,
                     pty: m.exec_pty(),
+                    window: window(&m),
                     args: m.exec_args,
                 }
             }
-            Wire::ContainerExecInput => Command::ExecInput {
-                input: required(name, "exec_input", m.exec_input)?,
-            },
+            Wire::ContainerExecInput => {
+                let window = window(&m);
+                let input = match (m.exec_input, window) {
+                    (Some(i), _) => i,
+                    (None, Some(_)) => String::new(),
+                    (None, None) => {
+                        return Err(RequestError::Invalid {
+                            command: name,
+                            reason: "missing exec_input".into(),
+                        });
+                    }
+                };
+                Command::ExecInput { input, window }
+            }
             Wire::ContainerUpdateConfig => {
                 let signature = sig_pair(m.container_config_signature, m.container_config_certificate);
                 Command::UpdateConfig {
