@@ -24,7 +24,7 @@ use crate::{
         board::StatusBoard,
         guestos::GuestOsManager,
         manager::Manager,
-        manager::{ManagerContext, Reload, StopAll},
+        manager::{AutostartAll, ManagerContext, Reload, StopAll},
     },
     container::runtime::Runtime,
     device::{self, DeviceError},
@@ -226,6 +226,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         run_dir: opts.run_dir.clone(),
         cgroup_parent: opts.cgroup_parent.clone(),
         stop_timeout: std::time::Duration::from_secs(u64::from(device.stop_timeout())),
+        claims: Default::default(),
     });
     let system = actix_rt::System::new();
     let result = system.block_on(serve(opts.clone(), data, device, rt.clone()));
@@ -264,6 +265,7 @@ async fn serve(
     let rt_handle = rt;
     let manager = Manager::new(ctx, guestos.clone()).start();
     let problems = manager.send(Reload { startup: true }).await.unwrap_or_default();
+    let _ = manager.send(AutostartAll).await;
     info!(
         containers = board.uuids().len(),
         unreadable = problems.len(),

@@ -55,6 +55,10 @@ pub struct ContainerActor {
     pub(super) state: State,
     /// The running container, while there is one.
     pub(super) run: Option<super::lifecycle::Run>,
+    /// Restarts by the supervisor since the last start by a user.
+    pub(super) restarts: u32,
+    /// Bumped by every user start or stop: a scheduled restart from an older epoch is dropped.
+    pub(super) epoch: u64,
 }
 
 impl ContainerActor {
@@ -67,6 +71,8 @@ impl ContainerActor {
             pending: None,
             state: State::Stopped,
             run: None,
+            restarts: 0,
+            epoch: 0,
         }
     }
 

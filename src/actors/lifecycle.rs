@@ -34,6 +34,7 @@ use crate::{
         Request,
         plan::{ExecPlan, MonitorEvent, RunState},
     },
+    protocol::pb::RestartPolicy,
     sys::{cgroup::ContainerCgroup, cgroup::FreezerState, pidfd::PidFd},
 };
 
@@ -140,31 +141,22 @@ impl ContainerActor {
         rx
     }
 
-    /// Ends a run: removes the cgroup and run directory, takes a pending config, STOPPED (or
-    /// ZOMBIE if the cleanup failed). Idempotent.
-    fn finish_run(&mut self, info: ExitInfo) -> Result<(), String> {
+    /// Ends a run: removes the cgroup and run directory, releases assigned devices, takes a
+    /// pending config, and moves to `to` (STOPPED, or REBOOTING for a guest reboot) — or ZOMBIE if
+    /// the cleanup failed. Idempotent.
+    fn finish_run(&mut self, info: ExitInfo, to: State) -> Result<(), String> {
         let Some(run) = self.run.take() else { return Ok(()) };
         info!(container = %self.uuid, code = ?info.code, signal = ?info.signal, "init ended");
         let errors = runtime::cleanup(&run.cgroup, &run.run_dir);
-        self.state = if errors.is_empty() {
-            self.state
-        } else {
-            State::Zombie
-        };
+        self.ctx.rt.release_devices(&self.uuid.to_string());
         if errors.is_empty() {
-            if self.state != State::Stopped {
-                // Any running state → STOPPED is allowed by the table; SHUTDOWN → STOPPED too.
-                let _ = self.set_state(State::Stopped);
-            }
+            let _ = self.set_state(to);
             self.apply_pending();
             Ok(())
         } else {
             let msg = errors.join("; ");
             warn!(container = %self.uuid, error = %msg, "cleanup failed");
-            self.ctx.board.update(&self.uuid, |e| {
-                e.state = State::Zombie;
-                e.pid = 0;
-            });
+            let _ = self.set_state(State::Zombie);
             Err(msg)
         }
     }
@@ -218,10 +210,13 @@ impl ContainerActor {
     }
 }
 
-/// Start the container.
+/// Start the container: by a user (resets the restart counter), or by the supervisor.
 #[derive(Message)]
 #[rtype(result = "Result<(), StartFailure>")]
-pub struct Start;
+pub struct Start {
+    /// A user asked (not the supervisor).
+    pub by_user: bool,
+}
 
 struct Launched {
     prepared: Prepared,
@@ -233,7 +228,7 @@ struct Launched {
 /// Undoes a prepared start unless committed (STYLE item 7): [`StartGuard::abort`] removes the
 /// cgroup and run directory and adds any cleanup error to the start error; dropping the guard
 /// uncommitted (a cancelled start) cleans up too.
-struct StartGuard(Option<Prepared>);
+struct StartGuard(Option<Prepared>, Arc<runtime::Runtime>);
 
 impl StartGuard {
     fn prepared(&self) -> &Prepared {
@@ -249,7 +244,7 @@ impl StartGuard {
     }
 
     fn abort(mut self, e: StartError) -> StartError {
-        let errors = self.0.take().map(|p| p.cleanup()).unwrap_or_default();
+        let errors = self.0.take().map(|p| self.release(p)).unwrap_or_default();
         if errors.is_empty() {
             e
         } else {
@@ -261,10 +256,17 @@ impl StartGuard {
     }
 }
 
+impl StartGuard {
+    fn release(&self, p: Prepared) -> Vec<String> {
+        self.1.release_devices(&p.plan.uuid);
+        p.cleanup()
+    }
+}
+
 impl Drop for StartGuard {
     fn drop(&mut self) {
         if let Some(p) = self.0.take() {
-            for e in p.cleanup() {
+            for e in self.release(p) {
                 warn!(error = %e, "cleanup of a cancelled start failed");
             }
         }
@@ -280,11 +282,14 @@ async fn launch(
 ) -> Result<Launched, StartError> {
     let join = |e: tokio::task::JoinError| StartError::at("internal", e);
     let rt2 = rt.clone();
-    let guard = StartGuard(Some(
-        actix_rt::task::spawn_blocking(move || runtime::prepare(&rt2, &data, &uuid, &cfg, &os))
-            .await
-            .map_err(join)??,
-    ));
+    let guard = StartGuard(
+        Some(
+            actix_rt::task::spawn_blocking(move || runtime::prepare(&rt2, &data, &uuid, &cfg, &os))
+                .await
+                .map_err(join)??,
+        ),
+        rt.clone(),
+    );
     let notify = match &guard.prepared().plan.notify_socket {
         Some(path) => match UnixDatagram::bind(path) {
             Ok(s) => Some(s),
@@ -335,8 +340,9 @@ async fn launch(
 impl Handler<Start> for ContainerActor {
     type Result = AtomicResponse<Self, Result<(), StartFailure>>;
 
-    fn handle(&mut self, _: Start, ctx: &mut Context<Self>) -> Self::Result {
-        if self.state != State::Stopped {
+    fn handle(&mut self, msg: Start, ctx: &mut Context<Self>) -> Self::Result {
+        let startable = self.state == State::Stopped || (!msg.by_user && self.state == State::Rebooting);
+        if !startable {
             return AtomicResponse::new(Box::pin(actix::fut::ready(Err(StartFailure::NotStopped(
                 self.state,
             )))));
@@ -357,6 +363,11 @@ impl Handler<Start> for ContainerActor {
             }
         };
         let stop_signal = parse_signal(os.config.stop_signal.as_deref());
+        if msg.by_user {
+            self.restarts = 0;
+            self.epoch += 1;
+            self.ctx.board.update(&self.uuid, |e| e.restart_count = 0);
+        }
         let _ = self.set_state(State::Starting);
         let fut = launch(
             self.ctx.rt.clone(),
@@ -447,9 +458,76 @@ pub struct InitExited(pub ExitInfo);
 
 impl Handler<InitExited> for ContainerActor {
     type Result = ();
-    fn handle(&mut self, InitExited(info): InitExited, _: &mut Context<Self>) {
-        // A stop in progress finishes the run itself; this covers an init that died on its own.
-        let _ = self.finish_run(info);
+    fn handle(&mut self, InitExited(info): InitExited, ctx: &mut Context<Self>) {
+        if self.run.is_none() || self.state == State::Shutdown {
+            return; // a stop in progress finishes the run itself
+        }
+        // reboot(2) inside a pid namespace kills its init with SIGHUP (SPEC §4.1).
+        let reboot = info.signal == Some(Signal::SIGHUP as i32);
+        if reboot {
+            if self.finish_run(info, State::Rebooting).is_ok() {
+                info!(container = %self.uuid, "guest rebooted; starting it again");
+                self.schedule_restart(ctx, Duration::ZERO);
+            }
+            return;
+        }
+        if self.finish_run(info, State::Stopped).is_err() {
+            return;
+        }
+        let cfg = &self.config.config;
+        let restart = match cfg.restart_policy() {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure => info.code != Some(0),
+            RestartPolicy::Always => true,
+        };
+        if !restart {
+            return;
+        }
+        if self.restarts >= cfg.restart_max() {
+            warn!(container = %self.uuid, restarts = self.restarts, "restart limit reached; leaving it STOPPED");
+            return;
+        }
+        self.restarts += 1;
+        let delay = backoff(self.restarts);
+        let count = self.restarts;
+        self.ctx.board.update(&self.uuid, |e| e.restart_count = count);
+        info!(container = %self.uuid, attempt = count, delay_ms = delay.as_millis() as u64, "restarting per restart_policy");
+        self.schedule_restart(ctx, delay);
+    }
+}
+
+/// Exponential back-off between supervisor restarts: 100 ms, 200 ms, 400 ms, … at most 60 s.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempt.saturating_sub(1).min(10)))
+        .min(Duration::from_secs(60))
+}
+
+impl ContainerActor {
+    fn schedule_restart(&mut self, ctx: &mut Context<Self>, delay: Duration) {
+        let epoch = self.epoch;
+        ctx.run_later(delay, move |act, ctx| {
+            if act.epoch == epoch {
+                ctx.address().do_send(Restart);
+            }
+        });
+    }
+}
+
+/// A supervisor restart (after a guest reboot or per restart policy).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Restart;
+
+impl Handler<Restart> for ContainerActor {
+    type Result = ();
+    fn handle(&mut self, _: Restart, ctx: &mut Context<Self>) {
+        let addr = ctx.address();
+        let uuid = self.uuid;
+        actix_rt::spawn(async move {
+            if let Ok(Err(e)) = addr.send(Start { by_user: false }).await {
+                warn!(container = %uuid, error = %e, "supervisor restart failed");
+            }
+        });
     }
 }
 
@@ -462,6 +540,8 @@ impl Handler<Stop> for ContainerActor {
     type Result = AtomicResponse<Self, Result<(), StopFailure>>;
 
     fn handle(&mut self, _: Stop, _: &mut Context<Self>) -> Self::Result {
+        // A stop also cancels a scheduled supervisor restart.
+        self.epoch += 1;
         let running = matches!(
             self.state,
             State::Running | State::Booting | State::Setup | State::Frozen | State::Freezing
@@ -499,7 +579,8 @@ impl Handler<Stop> for ContainerActor {
             }
         };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(|info, act, _| {
-            act.finish_run(info).map_err(StopFailure::Cleanup)?;
+            act.finish_run(info, State::Stopped)
+                .map_err(StopFailure::Cleanup)?;
             info!(container = %act.uuid, "stopped");
             Ok(())
         })))
@@ -615,5 +696,59 @@ impl Handler<Adopt> for ContainerActor {
     type Result = ();
     fn handle(&mut self, _: Adopt, ctx: &mut Context<Self>) {
         self.adopt(ctx);
+    }
+}
+
+/// Adds a device rule to a running container's device cgroup (`dev_access`, `allow_audio`,
+/// `deny_audio`).
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct DeviceAccess(pub crate::sys::cgroup::DeviceRule);
+
+impl Handler<DeviceAccess> for ContainerActor {
+    type Result = Result<(), String>;
+    fn handle(&mut self, DeviceAccess(rule): DeviceAccess, _: &mut Context<Self>) -> Self::Result {
+        let Some(run) = self.run.as_ref() else {
+            return Err(format!(
+                "container is {}: device rules apply to a running container",
+                self.state
+            ));
+        };
+        run.cgroup.apply_device_rule(&rule).map_err(|e| match e {
+            crate::sys::cgroup::CgroupError::NoController(_) => {
+                crate::sys::cgroup::v2_devices_not_enforced().to_owned()
+            }
+            other => other.to_string(),
+        })?;
+        info!(container = %self.uuid, rule = %rule, "device rule applied");
+        Ok(())
+    }
+}
+
+/// Starts the container at daemon start if its config allows it and it needs no PIN.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Autostart;
+
+impl Handler<Autostart> for ContainerActor {
+    type Result = ();
+    fn handle(&mut self, _: Autostart, ctx: &mut Context<Self>) {
+        let cfg = &self.config.config;
+        if !cfg.allow_autostart() || self.state != State::Stopped {
+            return;
+        }
+        if cfg.token_type() != crate::protocol::pb::ContainerTokenType::None {
+            info!(container = %self.uuid, name = %cfg.name, "not autostarted: its storage needs a PIN");
+            return;
+        }
+        let addr = ctx.address();
+        let uuid = self.uuid;
+        actix_rt::spawn(async move {
+            match addr.send(Start { by_user: true }).await {
+                Ok(Ok(())) => info!(container = %uuid, "autostarted"),
+                Ok(Err(e)) => warn!(container = %uuid, error = %e, "autostart failed"),
+                Err(_) => {}
+            }
+        });
     }
 }

@@ -395,3 +395,17 @@ impl Handler<StopAll> for Manager {
         Box::pin(work.into_actor(self))
     }
 }
+
+/// Asks every container to autostart (daemon start-up; each decides by its config).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AutostartAll;
+
+impl Handler<AutostartAll> for Manager {
+    type Result = ();
+    fn handle(&mut self, _: AutostartAll, _: &mut Context<Self>) {
+        for actor in self.containers.values() {
+            actor.do_send(super::lifecycle::Autostart);
+        }
+    }
+}

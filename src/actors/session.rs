@@ -43,6 +43,7 @@ use crate::{
         pb::{ControllerToDaemon, DaemonToController, daemon_to_controller::Response},
         reply,
     },
+    sys::cgroup::DeviceRule,
 };
 
 /// A control connection.
@@ -126,6 +127,27 @@ impl Session {
             Err(e @ RequestError::UnknownCommand(_)) => self.send(reply::unsupported(e.to_string())),
             Err(e @ RequestError::Invalid { .. }) => self.send(reply::failed(e.to_string())),
         }
+    }
+
+    fn device_rule(
+        &mut self,
+        ctx: &mut Context<Self>,
+        uuid: Uuid,
+        what: &'static str,
+        rule: Result<DeviceRule, String>,
+    ) {
+        let s = self.services.clone();
+        self.reply_later(ctx, async move {
+            let rule = match rule {
+                Ok(r) => r,
+                Err(e) => return reply::failed(format!("{what}: {e}")),
+            };
+            let done = match container(&s, uuid).await {
+                Ok(actor) => actor.send(lifecycle::DeviceAccess(rule)).await,
+                Err(r) => return r,
+            };
+            answer(what, done, |()| reply::ok())
+        });
     }
 
     fn freeze(&mut self, ctx: &mut Context<Self>, uuid: Uuid, freeze: bool) {
@@ -262,7 +284,7 @@ impl Session {
                 // encrypted yet); until then it is ignored.
                 self.reply_later(ctx, async move {
                     let started = match container(&s, uuid).await {
-                        Ok(actor) => actor.send(lifecycle::Start).await,
+                        Ok(actor) => actor.send(lifecycle::Start { by_user: true }).await,
                         Err(r) => return r,
                     };
                     match started {
@@ -313,8 +335,11 @@ impl Session {
                 answer("wipe", actor.send(super::container::Wipe).await, |()| reply::ok())
             }),
             Command::WipeDevice => self.send(reply::unsupported("wipe_device is not implemented yet")),
-            Command::AllowAudio { .. } | Command::DenyAudio { .. } | Command::DevAccess { .. } => {
-                self.send(reply::unsupported("device rules are not implemented yet"))
+            Command::AllowAudio { uuid } => self.device_rule(ctx, uuid, "allow_audio", Ok(audio_rule(true))),
+            Command::DenyAudio { uuid } => self.device_rule(ctx, uuid, "deny_audio", Ok(audio_rule(false))),
+            Command::DevAccess { uuid, rule } => {
+                let parsed = rule.parse::<DeviceRule>().map_err(|e| format!("malformed rule {rule:?}: {e}"));
+                self.device_rule(ctx, uuid, "dev_access", parsed)
             }
             Command::AssignIface { .. } | Command::UnassignIface { .. } | Command::ListIfaces { .. } => {
                 self.send(reply::unsupported("container networking is not implemented yet"))
@@ -365,6 +390,17 @@ impl Session {
                 "CHANGE_DEVICE_PIN is deprecated; use change_pin on a container",
             )),
         }
+    }
+}
+
+/// The ALSA device rule of `allow_audio` / `deny_audio` (SPEC §4.5): `c 116:* rw`.
+fn audio_rule(allow: bool) -> DeviceRule {
+    DeviceRule {
+        allow,
+        kind: 'c',
+        major: Some(116),
+        minor: None,
+        access: "rw".into(),
     }
 }
 

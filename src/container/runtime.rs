@@ -32,6 +32,42 @@ pub struct Runtime {
     pub cgroup_parent: String,
     /// How long a guest gets between the stop signal and SIGKILL.
     pub stop_timeout: Duration,
+    /// Devices assigned exclusively (`assign_dev`) to a running container: rule → (uuid, name).
+    pub claims: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
+}
+
+impl Runtime {
+    /// Claims `assign_dev` devices for a container; refused, naming the holder, when another
+    /// container holds one of them. All or nothing.
+    pub fn claim_devices(&self, uuid: &str, name: &str, rules: &[DeviceRule]) -> Result<(), StartError> {
+        let mut claims = self
+            .claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for r in rules {
+            if let Some((holder, holder_name)) = claims.get(&r.to_v1()).filter(|(u, _)| u != uuid) {
+                return Err(StartError::at(
+                    "assign devices",
+                    format!(
+                        "device {} is assigned to container {holder_name} ({holder})",
+                        r.to_v1()
+                    ),
+                ));
+            }
+        }
+        for r in rules {
+            claims.insert(r.to_v1(), (uuid.to_owned(), name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Releases a container's device claims.
+    pub fn release_devices(&self, uuid: &str) {
+        self.claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, (u, _)| u != uuid);
+    }
 }
 
 /// A start that could not be prepared or failed.
@@ -280,15 +316,25 @@ pub fn prepare(
         .map_err(|e| StartError::at("create the run directory", format!("{}: {e}", root.display())))?;
 
     let mut devices = cgroup::default_devices();
+    let parse = |field: &str, rule: &String| {
+        rule.parse::<DeviceRule>().map_err(|e| {
+            let _ = fs::remove_dir_all(&run_dir);
+            StartError::at("device rules", format!("{field} {rule:?}: {e}"))
+        })
+    };
     for rule in &cfg.allow_dev {
-        match rule.parse::<DeviceRule>() {
-            Ok(r) => devices.push(r),
-            Err(e) => {
-                let _ = fs::remove_dir_all(&run_dir);
-                return Err(StartError::at("device rules", format!("allow_dev {rule:?}: {e}")));
-            }
-        }
+        devices.push(parse("allow_dev", rule)?);
     }
+    let assigned = cfg
+        .assign_dev
+        .iter()
+        .map(|r| parse("assign_dev", r))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Err(e) = rt.claim_devices(uuid, &cfg.name, &assigned) {
+        let _ = fs::remove_dir_all(&run_dir);
+        return Err(e);
+    }
+    devices.extend(assigned);
     let limits = Limits {
         memory_bytes: (cfg.ram_limit() > 0).then(|| u64::from(cfg.ram_limit()) * 1024 * 1024),
         cpus: cfg.assign_cpus.clone(),
@@ -297,6 +343,7 @@ pub fn prepare(
     };
     let cg = ContainerCgroup::create(&rt.layout, &rt.cgroup_parent, uuid, &limits).map_err(|e| {
         let _ = fs::remove_dir_all(&run_dir);
+        rt.release_devices(uuid);
         StartError::at("create cgroup", e)
     })?;
 

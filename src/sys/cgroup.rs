@@ -768,6 +768,30 @@ impl ContainerCgroup {
             .ok_or(CgroupError::NoController(Controller::Freezer))
     }
 
+    /// Adds one device rule to a live cgroup (v1 `devices.allow` / `devices.deny`). On v2 the
+    /// device controller is not enforced: returns [`CgroupError::NoController`].
+    pub fn apply_device_rule(&self, rule: &DeviceRule) -> Result<(), CgroupError> {
+        match self.by_controller.get(&Controller::Devices) {
+            Some((dir, false)) => {
+                let file = if rule.allow {
+                    "devices.allow"
+                } else {
+                    "devices.deny"
+                };
+                write_file(&dir.join(file), &rule.to_v1())
+            }
+            _ => Err(CgroupError::NoController(Controller::Devices)),
+        }
+    }
+
+    /// The device rules in effect (v1 `devices.list`), one per line.
+    pub fn device_list(&self) -> Result<String, CgroupError> {
+        match self.by_controller.get(&Controller::Devices) {
+            Some((dir, false)) => read_file(&dir.join("devices.list")),
+            _ => Err(CgroupError::NoController(Controller::Devices)),
+        }
+    }
+
     /// Requests a freeze; poll [`freezer_state`](Self::freezer_state) for `Frozen`.
     pub fn freeze(&self) -> Result<(), CgroupError> {
         match self.freezer()? {
