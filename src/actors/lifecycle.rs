@@ -61,6 +61,8 @@ pub struct Run {
     pub exited: watch::Receiver<Option<ExitInfo>>,
     /// The GuestOS's stop signal (number).
     pub stop_signal: i32,
+    /// Started in setup mode.
+    pub setup: bool,
 }
 
 /// Why a start did not happen.
@@ -198,6 +200,7 @@ impl ContainerActor {
             started,
             exited,
             stop_signal: Signal::SIGTERM as i32,
+            setup: false,
         });
         self.state = State::Running;
         let (pid, st) = (state.init_pid, started);
@@ -216,6 +219,8 @@ impl ContainerActor {
 pub struct Start {
     /// A user asked (not the supervisor).
     pub by_user: bool,
+    /// Setup mode (`start --setup`).
+    pub setup: bool,
 }
 
 struct Launched {
@@ -279,12 +284,13 @@ async fn launch(
     uuid: String,
     cfg: crate::protocol::pb::ContainerConfig,
     os: crate::guestos::GuestOs,
+    setup: bool,
 ) -> Result<Launched, StartError> {
     let join = |e: tokio::task::JoinError| StartError::at("internal", e);
     let rt2 = rt.clone();
     let guard = StartGuard(
         Some(
-            actix_rt::task::spawn_blocking(move || runtime::prepare(&rt2, &data, &uuid, &cfg, &os))
+            actix_rt::task::spawn_blocking(move || runtime::prepare(&rt2, &data, &uuid, &cfg, &os, setup))
                 .await
                 .map_err(join)??,
         ),
@@ -369,12 +375,14 @@ impl Handler<Start> for ContainerActor {
             self.ctx.board.update(&self.uuid, |e| e.restart_count = 0);
         }
         let _ = self.set_state(State::Starting);
+        let setup = msg.setup;
         let fut = launch(
             self.ctx.rt.clone(),
             self.ctx.data.clone(),
             self.uuid.to_string(),
             cfg,
             os,
+            setup,
         );
         let _ = ctx;
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(
@@ -394,7 +402,13 @@ impl Handler<Start> for ContainerActor {
                         started: Instant::now(),
                         exited,
                         stop_signal,
+                        setup,
                     });
+                    if setup {
+                        let _ = act.set_state(State::Setup);
+                        info!(container = %act.uuid, "started in setup mode");
+                        return Ok(());
+                    }
                     let _ = act.set_state(State::Booting);
                     match l.notify {
                         None => {
@@ -524,7 +538,13 @@ impl Handler<Restart> for ContainerActor {
         let addr = ctx.address();
         let uuid = self.uuid;
         actix_rt::spawn(async move {
-            if let Ok(Err(e)) = addr.send(Start { by_user: false }).await {
+            if let Ok(Err(e)) = addr
+                .send(Start {
+                    by_user: false,
+                    setup: false,
+                })
+                .await
+            {
                 warn!(container = %uuid, error = %e, "supervisor restart failed");
             }
         });
@@ -596,17 +616,18 @@ impl Handler<Freeze> for ContainerActor {
     type Result = AtomicResponse<Self, Result<(), String>>;
 
     fn handle(&mut self, Freeze(freeze): Freeze, _: &mut Context<Self>) -> Self::Result {
-        let ok_state = if freeze {
-            matches!(self.state, State::Running | State::Freezing | State::Frozen)
-        } else {
-            matches!(self.state, State::Frozen | State::Freezing | State::Running)
-        };
+        let ok_state = matches!(
+            self.state,
+            State::Running | State::Setup | State::Freezing | State::Frozen
+        );
         let Some(run) = self.run.as_ref().filter(|_| ok_state) else {
             let msg = format!("container is {}", self.state);
             return AtomicResponse::new(Box::pin(actix::fut::ready(Err(msg))));
         };
         let cg = run.cgroup.clone();
-        if freeze && self.state == State::Running {
+        // Thawing returns to SETUP for a container started in setup mode.
+        let thawed = if run.setup { State::Setup } else { State::Running };
+        if freeze && matches!(self.state, State::Running | State::Setup) {
             let _ = self.set_state(State::Freezing);
         }
         let work = async move {
@@ -637,7 +658,7 @@ impl Handler<Freeze> for ContainerActor {
         AtomicResponse::new(Box::pin(work.into_actor(self).map(move |res, act, _| {
             let target = match (&res, freeze) {
                 (Ok(()), true) => State::Frozen,
-                _ => State::Running,
+                _ => thawed,
             };
             if act.run.is_some() {
                 let _ = act.set_state(target);
@@ -679,7 +700,7 @@ impl Handler<ExecInfo> for ContainerActor {
         Ok(ExecPlan {
             init_pid: run.init.pid(),
             cgroup_procs: run.cgroup.procs_files(),
-            drop_caps: runtime::dropped_caps(cfg.userns()),
+            drop_caps: runtime::dropped_caps(cfg.userns() || run.setup),
             argv: msg.argv,
             env,
             pty: msg.pty,
@@ -744,7 +765,13 @@ impl Handler<Autostart> for ContainerActor {
         let addr = ctx.address();
         let uuid = self.uuid;
         actix_rt::spawn(async move {
-            match addr.send(Start { by_user: true }).await {
+            match addr
+                .send(Start {
+                    by_user: true,
+                    setup: false,
+                })
+                .await
+            {
                 Ok(Ok(())) => info!(container = %uuid, "autostarted"),
                 Ok(Err(e)) => warn!(container = %uuid, error = %e, "autostart failed"),
                 Err(_) => {}

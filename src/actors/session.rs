@@ -274,17 +274,11 @@ impl Session {
                 None => debug!("exec input without an exec stream ignored"),
             },
             Command::Start { uuid, pin: _, setup } => {
-                if setup {
-                    return self.send(reply::failure(
-                        Response::ContainerStartEinternal,
-                        "setup mode is not supported yet",
-                    ));
-                }
                 // The PIN is checked once containers have softtokens (their storage is not
                 // encrypted yet); until then it is ignored.
                 self.reply_later(ctx, async move {
                     let started = match container(&s, uuid).await {
-                        Ok(actor) => actor.send(lifecycle::Start { by_user: true }).await,
+                        Ok(actor) => actor.send(lifecycle::Start { by_user: true, setup }).await,
                         Err(r) => return r,
                     };
                     match started {

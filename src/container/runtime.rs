@@ -202,6 +202,164 @@ fn ensure_ext4_image(path: &Path, size_mb: u32) -> Result<(), StartError> {
     fs::rename(&tmp, path).map_err(|e| StartError::at(step, e))
 }
 
+fn init_argv(os: &GuestOs) -> Vec<String> {
+    let mut argv = vec![os.config.init_path().to_owned()];
+    argv.extend(os.config.init_param.iter().cloned());
+    argv
+}
+
+/// Turns GuestOS mounts into mount steps and the images to attach.
+struct Planner<'a> {
+    data: &'a DataDir,
+    uuid: uuid::Uuid,
+    cfg: &'a ContainerConfig,
+    os: &'a GuestOs,
+    mounts: Vec<MountSpec>,
+    images: Vec<ImageSpec>,
+}
+
+impl Planner<'_> {
+    /// A GuestOS image, checked against its declared size.
+    fn guestos_image(&self, m: &crate::protocol::pb::GuestOsMount) -> Result<PathBuf, StartError> {
+        let path = self.os.dir.join(format!("{}.img", m.image_file));
+        let size = fs::metadata(&path)
+            .map(|md| md.len())
+            .map_err(|e| StartError::at("check GuestOS images", format!("{}: {e}", path.display())))?;
+        if Some(size) != m.image_size {
+            return Err(StartError::at(
+                "check GuestOS images",
+                format!(
+                    "{} has {size} bytes, the GuestOS says {:?}",
+                    path.display(),
+                    m.image_size
+                ),
+            ));
+        }
+        Ok(path)
+    }
+
+    /// The per-container image of a mount (`containers/<uuid>/<file>.img`).
+    fn own_image(&self, m: &crate::protocol::pb::GuestOsMount) -> PathBuf {
+        let file = self
+            .cfg
+            .image_sizes
+            .iter()
+            .find(|s| s.image_name == m.image_file)
+            .and_then(|s| s.image_file.clone())
+            .unwrap_or_else(|| m.image_file.clone());
+        self.data.container_images(&self.uuid).join(format!("{file}.img"))
+    }
+
+    fn attach(&mut self, path: PathBuf, read_only: bool) -> usize {
+        self.images.push(ImageSpec { path, read_only });
+        self.images.len() - 1
+    }
+
+    /// Plans `list` (parents before children) with every target under `prefix`.
+    fn plan(&mut self, list: &[crate::protocol::pb::GuestOsMount], prefix: &str) -> Result<(), StartError> {
+        let mut sorted: Vec<_> = list.iter().collect();
+        sorted.sort_by_key(|m| {
+            if m.mount_point == "/" {
+                0
+            } else {
+                m.mount_point.matches('/').count()
+            }
+        });
+        if prefix.is_empty() && sorted.first().is_none_or(|m| m.mount_point != "/") {
+            return Err(StartError::at(
+                "resolve GuestOS",
+                format!("GuestOS {} has no mount for /", self.os.stem()),
+            ));
+        }
+        for m in sorted {
+            let t = m.mount_type();
+            let fstype = m.fs_type.clone();
+            let source = match t {
+                MountType::Shared => {
+                    let index = self.attach(self.guestos_image(m)?, true);
+                    MountSource::Loop {
+                        index,
+                        fstype,
+                        read_only: true,
+                    }
+                }
+                MountType::SharedRw => {
+                    let index = self.attach(self.guestos_image(m)?, true);
+                    MountSource::LoopOverlay { index, fstype }
+                }
+                MountType::OverlayRo => {
+                    let index = self.attach(self.guestos_image(m)?, true);
+                    MountSource::OverlayRo { index, fstype }
+                }
+                MountType::Empty if m.fs_type.starts_with("tmpfs") => MountSource::Tmpfs {
+                    size_mb: size_of_empty(self.cfg, m),
+                },
+                MountType::Empty | MountType::OverlayRw => {
+                    let path = self.own_image(m);
+                    ensure_ext4_image(&path, size_of_empty(self.cfg, m))?;
+                    let index = self.attach(path, false);
+                    if t == MountType::Empty {
+                        MountSource::Loop {
+                            index,
+                            fstype: "ext4".into(),
+                            read_only: false,
+                        }
+                    } else {
+                        MountSource::OverlayRw {
+                            index,
+                            fstype: "ext4".into(),
+                        }
+                    }
+                }
+                MountType::BindFile => MountSource::BindFile {
+                    source: self.guestos_image(m)?,
+                    read_only: true,
+                },
+                MountType::BindFileRw => {
+                    // The container writes its own copy, never the shared GuestOS file.
+                    let own = self.own_image(m);
+                    if !own.exists() {
+                        let step = "copy the bind file";
+                        let src = self.guestos_image(m)?;
+                        if let Some(dir) = own.parent() {
+                            fs::create_dir_all(dir).map_err(|e| StartError::at(step, e))?;
+                        }
+                        let tmp = own.with_extension("img.new");
+                        fs::copy(&src, &tmp).map_err(|e| StartError::at(step, e))?;
+                        fs::rename(&tmp, &own).map_err(|e| StartError::at(step, e))?;
+                    }
+                    MountSource::BindFile {
+                        source: own,
+                        read_only: false,
+                    }
+                }
+                MountType::StoreOnly => continue,
+                other @ (MountType::Flash | MountType::Device | MountType::DeviceRw | MountType::Copy) => {
+                    return Err(StartError::at(
+                        "plan mounts",
+                        format!(
+                            "mount type {} ({}) is not available in hosted mode",
+                            other.as_str_name(),
+                            m.mount_point
+                        ),
+                    ));
+                }
+            };
+            let target = if m.mount_point == "/" && !prefix.is_empty() {
+                prefix.to_owned()
+            } else {
+                format!("{prefix}{}", m.mount_point)
+            };
+            self.mounts.push(MountSpec {
+                target,
+                source,
+                data: m.mount_data.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Prepares a start: checks the GuestOS images, creates per-container images on first use, the run
 /// directory and the cgroup, and builds the plan. On error nothing it created remains.
 pub fn prepare(
@@ -210,6 +368,7 @@ pub fn prepare(
     uuid: &str,
     cfg: &ContainerConfig,
     os: &GuestOs,
+    setup: bool,
 ) -> Result<Prepared, StartError> {
     if cfg.userns() {
         return Err(StartError::at(
@@ -217,97 +376,44 @@ pub fn prepare(
             "userns: true is not supported yet (it comes with the next runtime release); set userns: false",
         ));
     }
-    let mut mounts = Vec::new();
-    let mut images = Vec::new();
-    let mut gos_mounts: Vec<_> = os.config.mounts.iter().collect();
-    // Parents before children: "/" first, then by depth.
-    gos_mounts.sort_by_key(|m| {
-        if m.mount_point == "/" {
-            0
-        } else {
-            m.mount_point.matches('/').count()
-        }
-    });
-    if gos_mounts.first().is_none_or(|m| m.mount_point != "/") {
-        return Err(StartError::at(
-            "resolve GuestOS",
-            format!("GuestOS {} has no mount for /", os.stem()),
-        ));
-    }
     let uuid_v = uuid::Uuid::parse_str(uuid).map_err(|e| StartError::at("resolve container", e))?;
-    for m in gos_mounts {
-        let t = m.mount_type();
-        let source = match t {
-            MountType::Shared | MountType::SharedRw => {
-                let path = os.dir.join(format!("{}.img", m.image_file));
-                let size = fs::metadata(&path).map(|md| md.len()).map_err(|e| {
-                    StartError::at("check GuestOS images", format!("{}: {e}", path.display()))
-                })?;
-                if Some(size) != m.image_size {
-                    return Err(StartError::at(
-                        "check GuestOS images",
-                        format!(
-                            "{} has {size} bytes, the GuestOS says {:?}",
-                            path.display(),
-                            m.image_size
-                        ),
-                    ));
-                }
-                images.push(ImageSpec {
-                    path,
-                    read_only: true,
-                });
-                let (index, fstype) = (images.len() - 1, m.fs_type.clone());
-                if t == MountType::Shared {
-                    MountSource::Loop {
-                        index,
-                        fstype,
-                        read_only: true,
-                    }
-                } else {
-                    MountSource::LoopOverlay { index, fstype }
-                }
-            }
-            MountType::Empty if m.fs_type.starts_with("tmpfs") => MountSource::Tmpfs {
-                size_mb: size_of_empty(cfg, m),
-            },
-            MountType::Empty => {
-                let file = cfg
-                    .image_sizes
-                    .iter()
-                    .find(|s| s.image_name == m.image_file)
-                    .and_then(|s| s.image_file.clone())
-                    .unwrap_or_else(|| m.image_file.clone());
-                let path = data.container_images(&uuid_v).join(format!("{file}.img"));
-                ensure_ext4_image(&path, size_of_empty(cfg, m))?;
-                images.push(ImageSpec {
-                    path,
-                    read_only: false,
-                });
-                MountSource::Loop {
-                    index: images.len() - 1,
-                    fstype: "ext4".into(),
-                    read_only: false,
-                }
-            }
-            MountType::StoreOnly => continue,
-            other => {
+    let mut planner = Planner {
+        data,
+        uuid: uuid_v,
+        cfg,
+        os,
+        mounts: Vec::new(),
+        images: Vec::new(),
+    };
+    let keepalive = "trap 'exit 0' TERM; while :; do sleep 3600 & wait; done";
+    let argv = if setup {
+        // Setup mode: `mounts_setup` (or a tmpfs with the host's static busybox) is the root and the
+        // container's normal mounts go under /setup.
+        let argv = if os.config.mounts_setup.is_empty() {
+            let busybox = PathBuf::from("/bin/busybox");
+            if !busybox.is_file() {
                 return Err(StartError::at(
-                    "plan mounts",
-                    format!(
-                        "mount type {} ({}) is not supported yet",
-                        other.as_str_name(),
-                        m.mount_point
-                    ),
+                    "setup root",
+                    "the GuestOS has no mounts_setup and the host has no static busybox (install busybox-static)",
                 ));
             }
+            planner.mounts.push(MountSpec {
+                target: "/".into(),
+                source: MountSource::BusyboxRoot { busybox },
+                data: None,
+            });
+            vec!["/bin/sh".to_owned(), "-c".to_owned(), keepalive.to_owned()]
+        } else {
+            planner.plan(&os.config.mounts_setup, "")?;
+            init_argv(os)
         };
-        mounts.push(MountSpec {
-            target: m.mount_point.clone(),
-            source,
-            data: m.mount_data.clone(),
-        });
-    }
+        planner.plan(&os.config.mounts, "/setup")?;
+        argv
+    } else {
+        planner.plan(&os.config.mounts, "")?;
+        init_argv(os)
+    };
+    let Planner { mounts, images, .. } = planner;
 
     let run_dir = rt.run_dir.join(uuid);
     let _ = fs::remove_dir_all(&run_dir);
@@ -347,8 +453,6 @@ pub fn prepare(
         StartError::at("create cgroup", e)
     })?;
 
-    let mut argv = vec![os.config.init_path().to_owned()];
-    argv.extend(os.config.init_param.iter().cloned());
     let mut env = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
         "container=cml".to_owned(),
@@ -372,10 +476,12 @@ pub fn prepare(
             .iter()
             .map(|(n, a, b)| ((*n).to_owned(), *a, *b))
             .collect(),
-        drop_caps: dropped_caps(cfg.userns()),
+        // In setup mode SYS_ADMIN is kept (SPEC §4.2): the user sets the container up.
+        drop_caps: dropped_caps(cfg.userns() || setup),
         argv,
         env,
         notify_socket,
+        setup,
     };
     Ok(Prepared { plan, cgroup: cg })
 }

@@ -143,6 +143,110 @@ fn setup(
                     ),
                 )?;
             }
+            MountSource::OverlayRo { index, fstype } => {
+                let layer = scratch.join(format!("lower{i}"));
+                at(&step, std::fs::create_dir(&layer))?;
+                at(
+                    &step,
+                    mount(
+                        Some(&loops[*index]),
+                        &layer,
+                        Some(fstype.as_str()),
+                        MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
+                        data,
+                    ),
+                )?;
+                // No upper: a read-only overlay, the image above what the target held.
+                let opts = format!("lowerdir={}:{}", layer.display(), target.display());
+                at(
+                    &step,
+                    mount(
+                        Some("overlay"),
+                        &target,
+                        Some("overlay"),
+                        MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
+                        Some(opts.as_str()),
+                    ),
+                )?;
+            }
+            MountSource::OverlayRw { index, fstype } => {
+                let layer = scratch.join(format!("rw{i}"));
+                at(&step, std::fs::create_dir(&layer))?;
+                at(
+                    &step,
+                    mount(
+                        Some(&loops[*index]),
+                        &layer,
+                        Some(fstype.as_str()),
+                        MsFlags::MS_NODEV | MsFlags::MS_NOATIME,
+                        data,
+                    ),
+                )?;
+                for d in ["upper", "work"] {
+                    if !layer.join(d).exists() {
+                        at(&step, std::fs::create_dir(layer.join(d)))?;
+                    }
+                }
+                let opts = format!(
+                    "lowerdir={},upperdir={},workdir={}",
+                    target.display(),
+                    layer.join("upper").display(),
+                    layer.join("work").display()
+                );
+                at(
+                    &step,
+                    mount(
+                        Some("overlay"),
+                        &target,
+                        Some("overlay"),
+                        MsFlags::MS_NODEV,
+                        Some(opts.as_str()),
+                    ),
+                )?;
+            }
+            MountSource::BindFile { source, read_only } => {
+                if !target.exists() {
+                    // A file in a writable mount (e.g. a tmpfs) can be created to bind onto.
+                    at(&step, std::fs::write(&target, b""))?;
+                }
+                at(
+                    &step,
+                    mount(
+                        Some(source.as_path()),
+                        &target,
+                        None::<&str>,
+                        MsFlags::MS_BIND,
+                        None::<&str>,
+                    ),
+                )?;
+                if *read_only {
+                    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                    at(
+                        &step,
+                        mount(None::<&str>, &target, None::<&str>, flags, None::<&str>),
+                    )?;
+                }
+            }
+            MountSource::BusyboxRoot { busybox } => {
+                at(
+                    &step,
+                    mount(
+                        Some("tmpfs"),
+                        &target,
+                        Some("tmpfs"),
+                        MsFlags::MS_NODEV,
+                        Some("size=64m,mode=0755"),
+                    ),
+                )?;
+                for d in ["bin", "proc", "sys", "dev", "run", "tmp", "setup"] {
+                    at(&step, std::fs::create_dir(target.join(d)))?;
+                }
+                at(&step, std::fs::copy(busybox, target.join("bin/busybox")))?;
+                at(
+                    &step,
+                    symlinkat("busybox", nix::fcntl::AT_FDCWD, &target.join("bin/sh")),
+                )?;
+            }
             MountSource::Tmpfs { size_mb } => {
                 let opts = match data {
                     Some(d) => format!("size={size_mb}m,mode=0755,{d}"),

@@ -34,6 +34,8 @@ pub struct StartPlan {
     pub env: Vec<String>,
     /// Host path of the notify socket to bind into the container as `/run/notify`, if any.
     pub notify_socket: Option<PathBuf>,
+    /// Setup mode (the container's normal mounts are under `/setup`).
+    pub setup: bool,
 }
 
 /// An image file to attach to a loop device.
@@ -79,6 +81,34 @@ pub enum MountSource {
     Tmpfs {
         /// Size limit in MiB.
         size_mb: u32,
+    },
+    /// OVERLAY_RO: the loop device of `images[index]` (read-only) as an extra read-only layer over
+    /// what the target already holds.
+    OverlayRo {
+        /// Index into [`StartPlan::images`].
+        index: usize,
+        /// Filesystem type of the image.
+        fstype: String,
+    },
+    /// OVERLAY_RW: a persistent upper layer (`upper/`, `work/` on the loop device of
+    /// `images[index]`, read-write) over what the target already holds.
+    OverlayRw {
+        /// Index into [`StartPlan::images`].
+        index: usize,
+        /// Filesystem type of the image.
+        fstype: String,
+    },
+    /// BIND_FILE(_RW): a host file bound onto a file in the container.
+    BindFile {
+        /// The host file.
+        source: PathBuf,
+        /// Bind read-only.
+        read_only: bool,
+    },
+    /// Setup mode without `mounts_setup`: a tmpfs root holding the host's static busybox.
+    BusyboxRoot {
+        /// The host's static busybox.
+        busybox: PathBuf,
     },
 }
 
