@@ -227,6 +227,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         cgroup_parent: opts.cgroup_parent.clone(),
         stop_timeout: std::time::Duration::from_secs(u64::from(device.stop_timeout())),
         claims: Default::default(),
+        id_lock: Default::default(),
     });
     let system = actix_rt::System::new();
     let result = system.block_on(serve(opts.clone(), data, device, rt.clone()));

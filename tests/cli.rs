@@ -223,7 +223,7 @@ fn exit_codes_and_output_modes() {
     let out = d.control(&["freeze", "m"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("STOPPED"), "{}", stderr(&out));
-    let out = d.control(&["allow_audio", "m"]);
+    let out = d.control(&["pull_csr", "/dev/null"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not implemented"), "{}", stderr(&out));
     // Command words are case-insensitive; --json before or after the command word.

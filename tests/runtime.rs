@@ -499,3 +499,59 @@ fn control_events_sees_every_state_of_a_start_and_stop() {
     assert_eq!(docs[2]["state"], "RUNNING");
     assert_eq!(docs[2]["uuid"], uuid.as_str());
 }
+
+#[test]
+fn a_user_namespace_maps_container_root_to_an_unprivileged_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = daemon_with(tmp.path(), &["--data-fs", "ext4", "--data-size", "16"]);
+    let conf = d.file(
+        "mapped.conf",
+        "name: \"mapped\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: NONE\n",
+    );
+    let out = d.control(&["--json", "create", &conf]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let uuid = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    d.ok(&["start", "mapped"]);
+    let base: u32 = fs::read_to_string(d.data.join(format!("containers/{uuid}.uid")))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(base >= 100_000);
+    let (_, map) = sh(&d, "mapped", "cat /proc/1/uid_map /proc/1/gid_map");
+    let fields: Vec<&str> = map.split_whitespace().collect();
+    assert_eq!(
+        fields,
+        ["0", &base.to_string(), "65536", "0", &base.to_string(), "65536"],
+        "{map}"
+    );
+    assert_eq!(sh(&d, "mapped", "id -u").1, "0\n");
+    // A file container root creates on its volume is owned by the mapped uid on the host.
+    assert_eq!(
+        sh(&d, "mapped", "echo mine > /data/owned && cat /data/owned").1,
+        "mine\n"
+    );
+    let pid =
+        serde_json::from_str::<serde_json::Value>(&d.ok(&["--json", "state", "mapped"])).unwrap()["pid"]
+            .as_i64()
+            .unwrap();
+    let meta = fs::metadata(format!("/proc/{pid}/root/data/owned")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), base);
+    // Container root has no power over the host-owned namespaces: no mount, no hostname change.
+    assert_ne!(sh(&d, "mapped", "mount -t tmpfs none /tmp 2>/dev/null").0, 0);
+    assert_ne!(sh(&d, "mapped", "hostname other 2>/dev/null").0, 0);
+    // The range stays the container's across restarts.
+    d.ok(&["stop", "mapped"]);
+    d.ok(&["start", "mapped"]);
+    assert!(
+        sh(&d, "mapped", "cat /proc/1/uid_map")
+            .1
+            .contains(&base.to_string())
+    );
+    assert_eq!(sh(&d, "mapped", "cat /data/owned").1, "mine\n");
+    d.ok(&["stop", "mapped"]);
+    assert_clean(&d, &uuid);
+}

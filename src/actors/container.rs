@@ -253,7 +253,7 @@ impl Handler<Remove> for ContainerActor {
 fn remove_files(data: &DataDir, uuid: &Uuid) -> Result<(), StoreError> {
     store::remove_tree_if_exists(&data.container_images(uuid))?;
     store::remove_if_exists(&data.container_key(uuid))?;
-    for ext in ["sig", "cert", "conf", "created"] {
+    for ext in ["sig", "cert", "uid", "conf", "created"] {
         store::remove_if_exists(&data.container_file(uuid, ext))?;
     }
     store::sync_dir(&data.containers_dir())?;

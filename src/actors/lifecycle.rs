@@ -701,6 +701,7 @@ impl Handler<ExecInfo> for ContainerActor {
             init_pid: run.init.pid(),
             cgroup_procs: run.cgroup.procs_files(),
             drop_caps: runtime::dropped_caps(cfg.userns() || run.setup),
+            userns: cfg.userns(),
             argv: msg.argv,
             env,
             pty: msg.pty,

@@ -13,7 +13,7 @@ use crate::{
     guestos::GuestOs,
     launcher::{
         Launcher,
-        plan::{ImageSpec, MountSource, MountSpec, StartPlan},
+        plan::{IdMap, ImageSpec, MountSource, MountSpec, StartPlan},
     },
     protocol::pb::{ContainerConfig, guest_os_mount::Type as MountType},
     store::DataDir,
@@ -34,6 +34,8 @@ pub struct Runtime {
     pub stop_timeout: Duration,
     /// Devices assigned exclusively (`assign_dev`) to a running container: rule → (uuid, name).
     pub claims: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
+    /// Serialises user-namespace range allocation.
+    pub id_lock: std::sync::Mutex<()>,
 }
 
 impl Runtime {
@@ -59,6 +61,45 @@ impl Runtime {
             claims.insert(r.to_v1(), (uuid.to_owned(), name.to_owned()));
         }
         Ok(())
+    }
+
+    /// The container's user-namespace range: allocated once (the lowest free one) and kept in
+    /// `containers/<uuid>.uid`. Container ids 0..65536 map to host ids `base..base+65536`, with
+    /// `base` = 100000 + k × 65536.
+    pub fn id_range(&self, data: &DataDir, uuid: &uuid::Uuid) -> Result<IdMap, StartError> {
+        const FIRST: u32 = 100_000;
+        const COUNT: u32 = 65_536;
+        let step = "allocate the user namespace range";
+        let _alloc = self
+            .id_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let path = data.container_file(uuid, "uid");
+        if let Ok(text) = fs::read_to_string(&path) {
+            if let Ok(base) = text.trim().parse::<u32>() {
+                return Ok(IdMap { base, count: COUNT });
+            }
+        }
+        let mut used = std::collections::HashSet::new();
+        if let Ok(entries) = fs::read_dir(data.containers_dir()) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".uid") {
+                    if let Some(b) = fs::read_to_string(e.path())
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u32>().ok())
+                    {
+                        used.insert(b);
+                    }
+                }
+            }
+        }
+        let base = (0u32..)
+            .map(|k| FIRST + k * COUNT)
+            .find(|b| !used.contains(b))
+            .ok_or_else(|| StartError::at(step, "no free range"))?;
+        crate::store::atomic_write(&path, base.to_string().as_bytes(), 0o600)
+            .map_err(|e| StartError::at(step, e))?;
+        Ok(IdMap { base, count: COUNT })
     }
 
     /// Releases a container's device claims.
@@ -174,7 +215,7 @@ fn size_of_empty(cfg: &ContainerConfig, m: &crate::protocol::pb::GuestOsMount) -
 }
 
 /// Creates a per-container ext4 image on first use: a sparse file of `size_mb` MiB, formatted.
-fn ensure_ext4_image(path: &Path, size_mb: u32) -> Result<(), StartError> {
+fn ensure_ext4_image(path: &Path, size_mb: u32, owner: Option<u32>) -> Result<(), StartError> {
     if path.exists() {
         return Ok(());
     }
@@ -188,7 +229,12 @@ fn ensure_ext4_image(path: &Path, size_mb: u32) -> Result<(), StartError> {
         .map_err(|e| StartError::at(step, e))?;
     drop(f);
     let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
+        .args(["-q", "-F", "-E"])
+        .arg(match owner {
+            // The volume's root belongs to the container's root (its user namespace maps it there).
+            Some(id) => format!("lazy_itable_init=1,lazy_journal_init=1,root_owner={id}:{id}"),
+            None => "lazy_itable_init=1,lazy_journal_init=1".to_owned(),
+        })
         .arg(&tmp)
         .output()
         .map_err(|e| StartError::at(step, format!("mkfs.ext4: {e} (install e2fsprogs)")))?;
@@ -210,6 +256,8 @@ fn init_argv(os: &GuestOs) -> Vec<String> {
 
 /// Turns GuestOS mounts into mount steps and the images to attach.
 struct Planner<'a> {
+    /// Host uid/gid owning new volumes (the container's mapped root), with a user namespace.
+    owner: Option<u32>,
     data: &'a DataDir,
     uuid: uuid::Uuid,
     cfg: &'a ContainerConfig,
@@ -296,7 +344,7 @@ impl Planner<'_> {
                 },
                 MountType::Empty | MountType::OverlayRw => {
                     let path = self.own_image(m);
-                    ensure_ext4_image(&path, size_of_empty(self.cfg, m))?;
+                    ensure_ext4_image(&path, size_of_empty(self.cfg, m), self.owner)?;
                     let index = self.attach(path, false);
                     if t == MountType::Empty {
                         MountSource::Loop {
@@ -326,6 +374,13 @@ impl Planner<'_> {
                         }
                         let tmp = own.with_extension("img.new");
                         fs::copy(&src, &tmp).map_err(|e| StartError::at(step, e))?;
+                        if let Some(id) = self.owner {
+                            let (u, g) = (
+                                Some(nix::unistd::Uid::from_raw(id)),
+                                Some(nix::unistd::Gid::from_raw(id)),
+                            );
+                            nix::unistd::chown(&tmp, u, g).map_err(|e| StartError::at(step, e))?;
+                        }
                         fs::rename(&tmp, &own).map_err(|e| StartError::at(step, e))?;
                     }
                     MountSource::BindFile {
@@ -370,14 +425,14 @@ pub fn prepare(
     os: &GuestOs,
     setup: bool,
 ) -> Result<Prepared, StartError> {
-    if cfg.userns() {
-        return Err(StartError::at(
-            "user namespace",
-            "userns: true is not supported yet (it comes with the next runtime release); set userns: false",
-        ));
-    }
     let uuid_v = uuid::Uuid::parse_str(uuid).map_err(|e| StartError::at("resolve container", e))?;
+    let idmap = if cfg.userns() {
+        Some(rt.id_range(data, &uuid_v)?)
+    } else {
+        None
+    };
     let mut planner = Planner {
+        owner: idmap.map(|m| m.base),
         data,
         uuid: uuid_v,
         cfg,
@@ -482,6 +537,7 @@ pub fn prepare(
         env,
         notify_socket,
         setup,
+        userns: idmap,
     };
     Ok(Prepared { plan, cgroup: cg })
 }

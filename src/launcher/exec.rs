@@ -49,24 +49,48 @@ pub fn run(plan: ExecPlan, fds: Vec<OwnedFd>) -> i32 {
             return fail(&mut status, 125, format!("join cgroup {}: {e}", procs.display()));
         }
     }
-    for (ns, flag) in [
+    // Open every namespace first: once in the container's mount namespace, /proc is its own.
+    let mut namespaces = vec![
         ("cgroup", CloneFlags::CLONE_NEWCGROUP),
         ("ipc", CloneFlags::CLONE_NEWIPC),
         ("uts", CloneFlags::CLONE_NEWUTS),
         ("net", CloneFlags::CLONE_NEWNET),
         ("pid", CloneFlags::CLONE_NEWPID),
         ("mnt", CloneFlags::CLONE_NEWNS),
-    ] {
-        let path = format!("/proc/{}/ns/{ns}", plan.init_pid);
-        let joined = std::fs::File::open(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|f| setns(f, flag).map_err(|e| e.to_string()));
-        if let Err(e) = joined {
+    ];
+    if plan.userns {
+        // Last: after it we have no power over the host-owned namespaces joined before.
+        namespaces.push(("user", CloneFlags::CLONE_NEWUSER));
+    }
+    let mut opened = Vec::with_capacity(namespaces.len());
+    for (ns, flag) in namespaces {
+        match std::fs::File::open(format!("/proc/{}/ns/{ns}", plan.init_pid)) {
+            Ok(f) => opened.push((ns, flag, f)),
+            Err(e) => {
+                return fail(
+                    &mut status,
+                    125,
+                    format!("open the container's {ns} namespace: {e}"),
+                );
+            }
+        }
+    }
+    for (ns, flag, f) in opened {
+        if let Err(e) = setns(f, flag) {
             return fail(
                 &mut status,
                 125,
                 format!("enter the container's {ns} namespace: {e}"),
             );
+        }
+    }
+    if plan.userns {
+        let (g, u) = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
+        let root = nix::unistd::setgroups(&[])
+            .and_then(|()| nix::unistd::setresgid(g, g, g))
+            .and_then(|()| nix::unistd::setresuid(u, u, u));
+        if let Err(e) = root {
+            return fail(&mut status, 125, format!("become the container's root: {e}"));
         }
     }
     if let Err(e) = nix::unistd::chdir("/") {

@@ -63,6 +63,11 @@ fn setup(
         ),
     )?;
     let scratch = plan.root.as_path();
+    // With a user namespace, fresh tmpfs mounts belong to the container's root.
+    let owner = plan
+        .userns
+        .map(|m| format!(",uid={0},gid={0}", m.base))
+        .unwrap_or_default();
     at(
         "mount scratch tmpfs",
         mount(
@@ -186,6 +191,13 @@ fn setup(
                     if !layer.join(d).exists() {
                         at(&step, std::fs::create_dir(layer.join(d)))?;
                     }
+                    if let Some(m) = plan.userns {
+                        let id = Some(nix::unistd::Uid::from_raw(m.base));
+                        at(
+                            &step,
+                            nix::unistd::chown(&layer.join(d), id, Some(nix::unistd::Gid::from_raw(m.base))),
+                        )?;
+                    }
                 }
                 let opts = format!(
                     "lowerdir={},upperdir={},workdir={}",
@@ -248,10 +260,11 @@ fn setup(
                 )?;
             }
             MountSource::Tmpfs { size_mb } => {
-                let opts = match data {
-                    Some(d) => format!("size={size_mb}m,mode=0755,{d}"),
-                    None => format!("size={size_mb}m,mode=0755"),
-                };
+                let mut opts = format!("size={size_mb}m,mode=0755{}", owner);
+                if let Some(d) = data {
+                    opts.push(',');
+                    opts.push_str(d);
+                }
                 at(
                     &step,
                     mount(
@@ -287,7 +300,7 @@ fn setup(
             None::<&str>,
         ),
     )?;
-    populate_dev(plan, &rootfs.join("dev"))?;
+    populate_dev(plan, &rootfs.join("dev"), &owner)?;
     at(
         "mount /run",
         mount(
@@ -295,7 +308,7 @@ fn setup(
             &rootfs.join("run"),
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=0755,size=16m"),
+            Some(format!("mode=0755,size=16m{owner}").as_str()),
         ),
     )?;
     if let Some(sock) = &plan.notify_socket {
@@ -331,6 +344,26 @@ fn setup(
     if plan.netns {
         at("bring lo up", crate::sys::netif::set_up("lo"))?;
     }
+    if plan.userns.is_some() {
+        // The user namespace comes last: the mount, pid, uts, ipc and net namespaces stay owned by
+        // the host's, so the container's root (an unprivileged host uid) has no power over them.
+        at("create user namespace", unshare(CloneFlags::CLONE_NEWUSER))?;
+        at("create user namespace", report.write_all(b"U"))?;
+        if !matches!(go.read(&mut b), Ok(1)) {
+            process::exit_now(1);
+        }
+        let root_gid = nix::unistd::Gid::from_raw(0);
+        let root_uid = nix::unistd::Uid::from_raw(0);
+        at("become the container's root", nix::unistd::setgroups(&[]))?;
+        at(
+            "become the container's root",
+            nix::unistd::setresgid(root_gid, root_gid, root_gid),
+        )?;
+        at(
+            "become the container's root",
+            nix::unistd::setresuid(root_uid, root_uid, root_uid),
+        )?;
+    }
     for cap in &plan.drop_caps {
         let Some(c) = caps::all().into_iter().find(|c| c.index() == *cap) else {
             continue;
@@ -357,7 +390,7 @@ fn setup(
     Err(("exec init".into(), format!("{}: {e}", plan.argv[0])))
 }
 
-fn populate_dev(plan: &StartPlan, dev: &Path) -> Step<()> {
+fn populate_dev(plan: &StartPlan, dev: &Path, owner: &str) -> Step<()> {
     let step = "populate /dev";
     at(
         step,
@@ -423,7 +456,7 @@ fn populate_dev(plan: &StartPlan, dev: &Path) -> Step<()> {
             &dev.join("shm"),
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=1777,size=64m"),
+            Some(format!("mode=1777,size=64m{owner}").as_str()),
         ),
     )?;
     Ok(())

@@ -150,6 +150,35 @@ pub fn run(plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
             if nix::unistd::write(&go_w, b"g").is_err() {
                 return abort(&mut chan, "release the init", "the init is gone".into());
             }
+            if let Some(map) = plan.userns {
+                // The init has created its user namespace: write the mapping, then let it go on.
+                match rep.read(&mut first) {
+                    Ok(1) if first[0] == b'U' => {
+                        let line = format!("0 {} {}\n", map.base, map.count);
+                        for file in ["uid_map", "gid_map"] {
+                            let path = format!("/proc/{}/{file}", child.as_raw());
+                            if let Err(e) = std::fs::write(&path, &line) {
+                                return abort(
+                                    &mut chan,
+                                    "write the user namespace mapping",
+                                    format!("{path}: {e}"),
+                                );
+                            }
+                        }
+                        if nix::unistd::write(&go_w, b"u").is_err() {
+                            return abort(&mut chan, "release the init", "the init is gone".into());
+                        }
+                        first[0] = b'M';
+                    }
+                    Ok(1) => msg.push(first[0]),
+                    _ => {
+                        first[0] = 0;
+                        msg.extend_from_slice(
+                            br#"["create user namespace","the init ended before it was mapped"]"#,
+                        );
+                    }
+                }
+            }
         }
         Ok(1) => msg.push(first[0]),
         _ => {}

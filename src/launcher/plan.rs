@@ -36,6 +36,17 @@ pub struct StartPlan {
     pub notify_socket: Option<PathBuf>,
     /// Setup mode (the container's normal mounts are under `/setup`).
     pub setup: bool,
+    /// User namespace: container uid/gid 0.. map to host `base`.. (`count` ids).
+    pub userns: Option<IdMap>,
+}
+
+/// A user namespace mapping: container ids `0..count` are host ids `base..base+count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    /// First host id.
+    pub base: u32,
+    /// Number of ids.
+    pub count: u32,
 }
 
 /// An image file to attach to a loop device.
@@ -127,6 +138,8 @@ pub struct ExecPlan {
     pub env: Vec<String>,
     /// stdin is a terminal: become its session leader and take it as controlling terminal.
     pub pty: bool,
+    /// The container has a user namespace: join it last and become its root.
+    pub userns: bool,
 }
 
 /// What a monitor reports to the daemon, one JSON object per line on its channel, in this order:
