@@ -1,12 +1,14 @@
 //! The daemon side of `control run`: a pty (or pipes) for the command's stdio, an exec helper forked
 //! by the launcher, and a stream of `EXEC_OUTPUT` replies ending with exactly one `EXEC_END`
 //! whose `exec_end_reason` is the command's exit status. `EXEC_INPUT` frames of the same connection
-//! are written to the command's stdin. If the client goes away first, the command's session gets
-//! SIGHUP, then SIGKILL.
+//! are written to the command's stdin. With a pty, the window size of `CONTAINER_EXEC_CMD` is the
+//! pty's initial size, and each resize (`Input::Resize`) is applied to the master, which makes the
+//! kernel send SIGWINCH to the command; with pipes resizes are ignored. If the client goes away
+//! first, the command's session gets SIGHUP, then SIGKILL.
 
 use std::{
     io,
-    os::fd::{AsRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     time::Duration,
 };
 
@@ -93,8 +95,6 @@ pub async fn run(
     mut input: mpsc::UnboundedReceiver<Input>,
     out: mpsc::UnboundedSender<DaemonToController>,
 ) {
-    // TODO(pty details): apply `window` to the pty at start and `Input::Resize` later.
-    let _ = window;
     let plan = match s.manager.send(Lookup(uuid)).await.ok().flatten() {
         Some(actor) => match actor.send(ExecInfo { argv, pty }).await {
             Ok(Ok(plan)) => plan,
@@ -103,7 +103,7 @@ pub async fn run(
         },
         None => return drop(out.send(end(125, Some(format!("run: no container with UUID {uuid}"))))),
     };
-    if let Err(e) = stream(s, plan, &mut input, &out).await {
+    if let Err(e) = stream(s, plan, window, &mut input, &out).await {
         let _ = out.send(end(125, Some(format!("run: {e}"))));
     }
 }
@@ -111,13 +111,25 @@ pub async fn run(
 async fn stream(
     s: Services,
     plan: ExecPlan,
+    window: Option<(u16, u16)>,
     input: &mut mpsc::UnboundedReceiver<Input>,
     out: &mpsc::UnboundedSender<DaemonToController>,
 ) -> io::Result<()> {
     // stdio for the command: one pty, or three pipes.
+    // With a pty, `resize` is a master descriptor for window size changes. The pty keeps the
+    // default line discipline (ISIG on): a ^C from the client's raw terminal arrives as byte 0x03
+    // and becomes SIGINT for the command's foreground process group, as on a local terminal.
+    let mut resize: Option<OwnedFd> = None;
     let (our_out, our_err, our_in, theirs): (OwnedFd, Option<OwnedFd>, OwnedFd, [OwnedFd; 3]) = if plan.pty {
-        let p = nix::pty::openpty(None, None).map_err(io::Error::from)?;
+        let size = window.map(|(rows, cols)| nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        });
+        let p = nix::pty::openpty(size.as_ref(), None).map_err(io::Error::from)?;
         let master_in = p.master.try_clone()?;
+        resize = Some(p.master.try_clone()?);
         let (s1, s2) = (p.slave.try_clone()?, p.slave.try_clone()?);
         (p.master, None, master_in, [p.slave, s1, s2])
     } else {
@@ -155,6 +167,8 @@ async fn stream(
         None => None,
     };
     let mut writer = Some(pipe::Sender::from_owned_fd_unchecked(our_in)?);
+    // Resizes keep coming after a failed stdin write, so the input stream has its own flag.
+    let mut input_open = true;
     let mut reaper = Reaper { pid: None };
     let mut buf = vec![0u8; 16 * 1024];
     let mut ebuf = vec![0u8; 16 * 1024];
@@ -186,14 +200,25 @@ async fn stream(
                 },
                 _ => { finished = Some((125, Some("the exec helper ended without a status".into()))); }
             },
-            data = input.recv(), if writer.is_some() => match data {
+            data = input.recv(), if input_open => match data {
                 Some(Input::Data(d)) => {
                     if let Some(w) = writer.as_mut() {
                         if w.write_all(d.as_bytes()).await.is_err() { writer = None; }
                     }
                 }
-                Some(Input::Resize { .. }) => {}
-                None => writer = None,
+                Some(Input::Resize { rows, cols }) => {
+                    // Pipes have no size: ignored without a pty. The ioctl never blocks; the kernel
+                    // sends SIGWINCH to the command's foreground process group if the size changed.
+                    if let Some(fd) = resize.as_ref()
+                        && let Err(e) = crate::sys::pty::set_window_size(fd.as_fd(), rows, cols)
+                    {
+                        debug!(rows, cols, error = %e, "resize of the exec pty failed");
+                    }
+                }
+                None => {
+                    input_open = false;
+                    writer = None;
+                }
             },
         }
     }

@@ -1,22 +1,30 @@
 //! `run`: execute a command in a container and stream its I/O.
 //!
 //! Order on the connection: the main thread resolves the container and sends `CONTAINER_EXEC_CMD`;
-//! from then on it only reads (`EXEC_OUTPUT`… then one `EXEC_END`), while a background thread owns
-//! a clone of the socket and is its only writer, sending stdin as `CONTAINER_EXEC_INPUT` frames —
-//! so frames from the two threads can never interleave. The exit status is the command's, from
-//! `EXEC_END`'s `exec_end_reason`; `run`'s own failures are 125.
+//! from then on it only reads (`EXEC_OUTPUT`… then one `EXEC_END`), while background threads write
+//! `CONTAINER_EXEC_INPUT` frames to a clone of the socket: the stdin thread sends input, the signal
+//! thread (below) resizes. They share the clone behind a mutex held for a whole frame, so frames
+//! can never interleave. The exit status is the command's, from `EXEC_END`'s `exec_end_reason`;
+//! `run`'s own failures are 125.
 //!
-//! TODO: pass the window size at start and on SIGWINCH.
+//! With a PTY and a terminal on stdin, our terminal drives the remote one: its size travels in
+//! `CONTAINER_EXEC_CMD` (`exec_window`), it is put into raw mode (so ^C is byte 0x03, which the
+//! remote pty turns into SIGINT for the command), and a signal thread sends a resize
+//! (`CONTAINER_EXEC_INPUT` with `exec_window` and no input) on each SIGWINCH. The signals are
+//! blocked before any thread exists (see [`Signals`]); SIGTERM, SIGHUP, SIGINT or SIGQUIT for
+//! `control` itself restore the terminal and exit 128+N. On every other way out (the command's
+//! end, a daemon error, a lost connection) the raw-mode guard's `Drop` restores it.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::session::{Session, container_request, request};
-use super::term::TermGuard;
+use super::term::{Signals, TermGuard, stdin_window_size};
 use super::{ClientError, OutputMode, format};
 use crate::protocol::{
     codec::encode_frame,
-    pb::{ControllerToDaemon, controller_to_daemon::Command as Cmd, daemon_to_controller::Code},
+    pb::{ControllerToDaemon, WindowSize, controller_to_daemon::Command as Cmd, daemon_to_controller::Code},
 };
 
 /// Largest chunk of stdin sent in one `CONTAINER_EXEC_INPUT`.
@@ -46,16 +54,28 @@ pub fn run_with_input(
     let Some(cmd) = argv.first() else {
         return Err(ClientError::Internal("run without a command"));
     };
+    // Our terminal drives the remote PTY only when stdin is one.
+    let terminal = pty && io::stdin().is_terminal();
+    // Blocked before the size is read (a SIGWINCH in between stays pending for the signal thread)
+    // and before any thread is spawned.
+    let signals = if terminal { Some(Signals::block()?) } else { None };
+    let window = if terminal { stdin_window_size() } else { None };
     let msg = ControllerToDaemon {
         exec_command: Some(cmd.clone()),
         exec_args: argv.to_vec(),
         exec_pty: Some(pty),
+        exec_window: window.map(window_size),
         ..container_request(Cmd::ContainerExecCmd, &status.uuid)
     };
     session.send(&msg)?;
-    let writer = session.stream().try_clone().map_err(ClientError::Send)?;
-    // Raw mode only makes sense when our stdin drives the remote PTY.
-    let _raw = if pty { TermGuard::raw()? } else { None };
+    let writer = FrameWriter::new(session.stream().try_clone().map_err(ClientError::Send)?);
+    let raw = if terminal { TermGuard::raw()? } else { None };
+    if let Some(signals) = signals {
+        let resizer = writer.clone();
+        signals.spawn(raw.as_ref().map(|g| g.saved().clone()), move || {
+            send_resize(resizer.clone());
+        });
+    }
     // Detached: it ends at EOF or when the socket closes; the process exits without waiting for it.
     // TODO: with a PTY and piped stdin, the remote side never sees an end of input.
     std::thread::spawn(move || forward_stdin(input, writer));
@@ -92,6 +112,62 @@ pub fn run_with_input(
                 });
             }
         }
+    }
+}
+
+/// The wire form of a terminal size (rows, columns).
+pub fn window_size((rows, cols): (u16, u16)) -> WindowSize {
+    WindowSize {
+        rows: Some(rows.into()),
+        cols: Some(cols.into()),
+    }
+}
+
+/// A resize for the open exec stream: `CONTAINER_EXEC_INPUT` with `exec_window` and no input.
+pub fn resize_request(size: (u16, u16)) -> ControllerToDaemon {
+    ControllerToDaemon {
+        exec_window: Some(window_size(size)),
+        ..request(Cmd::ContainerExecInput)
+    }
+}
+
+/// Sends stdin's current terminal size (after a SIGWINCH). A failed write means the session is
+/// over; the main thread sees that on its side of the socket.
+fn send_resize(mut writer: impl Write) {
+    if let Some(size) = stdin_window_size() {
+        let _ = writer.write_all(&encode_frame(&resize_request(size)));
+    }
+}
+
+/// The socket shared by the threads that write frames. Frames must be written with `write_all`,
+/// which holds the lock for the whole frame (a plain `write` may be partial and interleave).
+#[derive(Debug, Clone)]
+pub struct FrameWriter(Arc<Mutex<UnixStream>>);
+
+impl FrameWriter {
+    /// Shares `stream` for writing.
+    pub fn new(stream: UnixStream) -> Self {
+        Self(Arc::new(Mutex::new(stream)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, UnixStream> {
+        // A writer that panicked mid-frame leaves nothing to repair here: the daemon will see a
+        // broken frame either way.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Write for FrameWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.lock().write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.lock().write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.lock().flush()
     }
 }
 
@@ -176,6 +252,64 @@ mod tests {
         assert_eq!((t.as_str(), r), ("a", vec![0xc3]));
         let (t, r) = split_utf8(&[b'a', 0xff]);
         assert_eq!((t.as_str(), r), ("a\u{fffd}", vec![]));
+    }
+
+    #[test]
+    fn a_resize_is_exec_input_with_a_window_and_no_input() {
+        let msg = resize_request((37, 101));
+        assert_eq!(msg.command, Cmd::ContainerExecInput as i32);
+        assert_eq!(msg.exec_input, None);
+        let w = msg.exec_window.unwrap();
+        assert_eq!((w.rows, w.cols), (Some(37), Some(101)));
+        // The daemon decodes it as a resize without input.
+        let decoded = crate::protocol::command::Command::try_from(msg).unwrap();
+        assert_eq!(
+            decoded,
+            crate::protocol::command::Command::ExecInput {
+                input: String::new(),
+                window: Some((37, 101))
+            }
+        );
+    }
+
+    #[test]
+    fn frames_of_two_writers_do_not_interleave() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let w = FrameWriter::new(a);
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        if t == 0 {
+                            send_frame(w.clone(), &resize_request((1, 2)));
+                        } else {
+                            forward_stdin(&[b'x'; 3 * INPUT_CHUNK][..], w.clone());
+                        }
+                    }
+                })
+            })
+            .collect();
+        let reader = std::thread::spawn(move || {
+            let (mut resizes, mut bytes) = (0, 0);
+            while let Some(frame) = read_frame(&mut b).unwrap() {
+                let msg = ControllerToDaemon::decode(frame.as_slice()).unwrap();
+                match msg.exec_input {
+                    Some(i) => bytes += i.len(),
+                    None => resizes += 1,
+                }
+            }
+            (resizes, bytes)
+        });
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(w);
+        assert_eq!(reader.join().unwrap(), (50, 50 * 3 * INPUT_CHUNK));
+    }
+
+    fn send_frame(mut w: FrameWriter, msg: &ControllerToDaemon) {
+        w.write_all(&encode_frame(msg)).unwrap();
     }
 
     #[test]

@@ -2,11 +2,18 @@
 //! guards that restore the saved settings on `Drop`, so every return path (including `?`) puts the
 //! terminal back.
 //!
+//! `run` with a PTY also handles signals itself, in one thread ([`Signals`]): SIGWINCH becomes a
+//! resize for the remote terminal, and SIGTERM, SIGHUP, SIGINT and SIGQUIT (which raw mode no longer
+//! produces from the keyboard, but `kill` and a hung-up terminal still do) restore the terminal
+//! before the process exits with 128+N — a guard's `Drop` does not run when a signal ends us.
+//!
 //! TODO: a signal arriving while echo is off (Ctrl-C at the PIN prompt) ends the process before the
-//! guard runs; restore from a signal handler. Raw mode clears ISIG, so `run` is not affected.
+//! guard runs; restore from a signal handler.
 
 use std::io::{self, BufRead, IsTerminal, Write};
+use std::os::fd::AsFd;
 
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
 
 use super::ClientError;
@@ -33,6 +40,11 @@ impl TermGuard {
         Self::modify(SetArg::TCSADRAIN, termios::cfmakeraw)
     }
 
+    /// The settings restored on `Drop`.
+    pub fn saved(&self) -> &Termios {
+        &self.saved
+    }
+
     fn modify(when: SetArg, change: impl FnOnce(&mut Termios)) -> Result<Option<Self>, ClientError> {
         let stdin = io::stdin();
         if !stdin.is_terminal() {
@@ -50,6 +62,79 @@ impl Drop for TermGuard {
     fn drop(&mut self) {
         // Nothing sensible to do if this fails: the terminal is gone or not ours any more.
         let _ = termios::tcsetattr(io::stdin(), SetArg::TCSADRAIN, &self.saved);
+    }
+}
+
+/// Stdin's terminal size (rows, columns); `None` when stdin is not a terminal or has no size set.
+pub fn stdin_window_size() -> Option<(u16, u16)> {
+    crate::sys::pty::window_size(io::stdin().as_fd())
+        .ok()
+        .filter(|&(rows, cols)| rows > 0 && cols > 0)
+}
+
+/// The signals `run` handles in its signal thread while it drives a remote terminal.
+pub const RUN_SIGNALS: [Signal; 5] = [
+    Signal::SIGWINCH,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+];
+
+/// [`RUN_SIGNALS`] blocked in the calling thread, to be taken by [`Signals::spawn`]'s thread with
+/// `sigwait`. Threads inherit the mask of the thread that creates them, so this must happen before
+/// any other thread is spawned, or one of those could still receive the signals. Until `spawn`,
+/// dropping it restores the previous mask; after it the signals stay blocked for good, and the
+/// signal thread handles them until the process ends.
+#[derive(Debug)]
+pub struct Signals {
+    set: SigSet,
+    previous: Option<SigSet>,
+}
+
+impl Signals {
+    /// Blocks [`RUN_SIGNALS`] in the calling thread (call it before spawning threads).
+    pub fn block() -> Result<Self, ClientError> {
+        let set: SigSet = RUN_SIGNALS.into_iter().collect();
+        let previous = set
+            .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+            .map_err(ClientError::Terminal)?;
+        Ok(Self {
+            set,
+            previous: Some(previous),
+        })
+    }
+
+    /// Starts the signal thread: SIGWINCH calls `on_resize`; any other of [`RUN_SIGNALS`] puts
+    /// `restore` back on stdin (if given) and ends the process with 128+N, as a shell reports a
+    /// command killed by signal N.
+    pub fn spawn(mut self, restore: Option<Termios>, mut on_resize: impl FnMut() + Send + 'static) {
+        self.previous = None;
+        let set = self.set;
+        std::thread::spawn(move || {
+            loop {
+                match set.wait() {
+                    Ok(Signal::SIGWINCH) => on_resize(),
+                    Ok(sig) => {
+                        if let Some(t) = &restore {
+                            // TCSANOW: never wait for output to drain on a terminal that may be gone.
+                            let _ = termios::tcsetattr(io::stdin(), SetArg::TCSANOW, t);
+                        }
+                        std::process::exit(128 + sig as i32);
+                    }
+                    // sigwait fails only for an invalid set; nothing is left to handle.
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            let _ = previous.thread_set_mask();
+        }
     }
 }
 

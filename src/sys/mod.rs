@@ -18,3 +18,4 @@ pub mod loopdev;
 pub mod netif;
 pub mod pidfd;
 pub mod process;
+pub mod pty;

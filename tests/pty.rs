@@ -1,0 +1,285 @@
+//! `control run` with a PTY, end to end: the real `control` on a pseudo-terminal the test owns
+//! (its stdin, stdout and stderr are the slave; the test plays the terminal on the master), against
+//! the real cmld and a busybox container. Checked: the terminal size reaches the command, a resize
+//! (SIGWINCH to `control`) follows, ^C typed on the terminal interrupts the command and not
+//! `control`, and the terminal settings are back as they were when `control` ends — by the
+//! command's end or by a signal to `control`.
+//!
+//! The fixture links no `stty` applet, so the container runs `/bin/busybox stty`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{
+    fs,
+    os::fd::{AsFd, OwnedFd},
+    os::unix::process::ExitStatusExt,
+    path::Path,
+    process::{Child, Command, ExitStatus, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use cml::sys::pty::{set_window_size, window_size};
+use common::{CONTROL, Daemon, fixture::busybox_guestos};
+use nix::{
+    poll::{PollFd, PollFlags, PollTimeout, poll},
+    sys::{
+        signal::{Signal, kill},
+        termios::{LocalFlags, Termios, tcgetattr},
+    },
+    unistd::Pid,
+};
+
+/// Every wait of these tests.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A development daemon with the busybox GuestOS and one started container `name` (as in
+/// tests/runtime.rs).
+fn daemon_with_container(tmp: &Path, name: &str) -> Daemon {
+    let f = busybox_guestos(tmp, "busybox", 1, &[]);
+    let d = Daemon::prepare();
+    fs::write(
+        d.data.join("device.conf"),
+        format!(
+            "signed_configs: false\nstop_timeout: 2\nupdate_base_url: \"{}\"\n",
+            f.store_url()
+        ),
+    )
+    .unwrap();
+    let d = d.spawn();
+    let empty = d.file("empty", "");
+    d.ok(&["push_guestos_config", f.conf.to_str().unwrap(), &empty, &empty]);
+    let conf = d.file(
+        &format!("{name}.conf"),
+        &format!("name: \"{name}\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: NONE\nuserns: false\n"),
+    );
+    d.ok(&["create", &conf]);
+    d.ok(&["start", name]);
+    d
+}
+
+/// The test's terminal: `control` gets the slave, the test reads and types on the master.
+struct Terminal {
+    master: OwnedFd,
+    slave: OwnedFd,
+    /// Everything read from the master so far.
+    seen: Vec<u8>,
+}
+
+impl Terminal {
+    fn open(rows: u16, cols: u16) -> Terminal {
+        let p = nix::pty::openpty(None, None).unwrap();
+        set_window_size(p.slave.as_fd(), rows, cols).unwrap();
+        Terminal {
+            master: p.master,
+            slave: p.slave,
+            seen: Vec::new(),
+        }
+    }
+
+    fn settings(&self) -> Termios {
+        tcgetattr(&self.slave).unwrap()
+    }
+
+    /// `control -s SOCKET ARGS…` with the slave as its stdin, stdout and stderr.
+    fn control(&self, d: &Daemon, args: &[&str]) -> Child {
+        Command::new(CONTROL)
+            .arg("-s")
+            .arg(&d.socket)
+            .args(args)
+            .stdin(Stdio::from(self.slave.try_clone().unwrap()))
+            .stdout(Stdio::from(self.slave.try_clone().unwrap()))
+            .stderr(Stdio::from(self.slave.try_clone().unwrap()))
+            .spawn()
+            .unwrap()
+    }
+
+    /// Reads the master until `needle` shows up after byte `from` of [`Terminal::seen`] (panics
+    /// after [`TIMEOUT`]); returns the index just past it.
+    fn expect(&mut self, from: usize, needle: &str) -> usize {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(i) = find(&self.seen[from.min(self.seen.len())..], needle.as_bytes()) {
+                return from + i + needle.len();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no {needle:?} on the terminal within {TIMEOUT:?}; it shows {:?}",
+                String::from_utf8_lossy(&self.seen)
+            );
+            let mut fds = [PollFd::new(self.master.as_fd(), PollFlags::POLLIN)];
+            let ms = PollTimeout::from(left.as_millis().min(1000) as u16);
+            if poll(&mut fds, ms).unwrap() == 0 {
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            match nix::unistd::read(&self.master, &mut buf) {
+                Ok(n) if n > 0 => self.seen.extend_from_slice(&buf[..n]),
+                // EIO: no slave is open any more (we keep one, so this means a bug).
+                r => panic!(
+                    "terminal read: {r:?}; it shows {:?}",
+                    String::from_utf8_lossy(&self.seen)
+                ),
+            }
+        }
+    }
+
+    /// Types `bytes` on the terminal.
+    fn type_bytes(&self, bytes: &[u8]) {
+        assert_eq!(nix::unistd::write(&self.master, bytes).unwrap(), bytes.len());
+    }
+
+    /// The test's own copy of what was shown, lossily decoded.
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen).into_owned()
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Waits for `child` to exit (killing it after [`TIMEOUT`]).
+fn wait(child: &mut Child, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("control did not exit within {TIMEOUT:?} ({what})");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn signal(child: &Child, sig: Signal) {
+    kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+/// Whether the terminal is in raw mode as `control` sets it (no echo, no line editing, no
+/// signal characters).
+fn is_raw(t: &Termios) -> bool {
+    !t.local_flags
+        .intersects(LocalFlags::ECHO | LocalFlags::ICANON | LocalFlags::ISIG)
+}
+
+/// Waits until `control` has put the terminal into raw mode.
+fn wait_raw(term: &Terminal) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !is_raw(&term.settings()) {
+        assert!(Instant::now() < deadline, "control never made the terminal raw");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn the_terminal_size_is_passed_at_start_and_on_sigwinch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = daemon_with_container(tmp.path(), "tty1");
+    let mut term = Terminal::open(37, 101);
+    let before = term.settings();
+    assert!(!is_raw(&before), "a new pty starts cooked");
+
+    // Prints the size at start, then once more on SIGWINCH, and exits 7.
+    let mut control = term.control(
+        &d,
+        &[
+            "run",
+            "tty1",
+            "sh",
+            "-c",
+            "trap '/bin/busybox stty size; exit 7' WINCH; /bin/busybox stty size; \
+             while :; do sleep 0.1; done",
+        ],
+    );
+    let at = term.expect(0, "37 101");
+    // While the command runs the terminal is raw; the container's pty is cooked (it echoes).
+    assert!(is_raw(&term.settings()));
+
+    // The user resizes the terminal; the kernel would signal the foreground process group, but
+    // `control` is not in a session of this terminal, so the test sends the SIGWINCH itself.
+    set_window_size(term.master.as_fd(), 50, 132).unwrap();
+    assert_eq!(window_size(term.slave.as_fd()).unwrap(), (50, 132));
+    signal(&control, Signal::SIGWINCH);
+    term.expect(at, "50 132");
+
+    let st = wait(&mut control, "after the resize");
+    assert_eq!(st.code(), Some(7), "{st}: {}", term.text());
+    assert_eq!(term.settings(), before, "terminal settings not restored");
+}
+
+#[test]
+fn ctrl_c_interrupts_the_command_and_control_reports_130() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = daemon_with_container(tmp.path(), "tty2");
+    let mut term = Terminal::open(24, 80);
+    let before = term.settings();
+
+    let mut control = term.control(
+        &d,
+        &[
+            "run",
+            "tty2",
+            "sh",
+            "-c",
+            "echo ready; sleep 100; echo not-interrupted",
+        ],
+    );
+    term.expect(0, "ready");
+    // Typed before raw mode, ^C would be taken by the test terminal's own line discipline.
+    wait_raw(&term);
+    let typed = Instant::now();
+    term.type_bytes(&[0x03]);
+    let st = wait(&mut control, "after ^C");
+    // The command died of SIGINT (128+2) and control exited normally with that status; a
+    // control killed by the signal itself would have no exit code.
+    assert_eq!(st.code(), Some(130), "{st}: {}", term.text());
+    assert!(
+        typed.elapsed() < Duration::from_secs(5),
+        "sleep 100 was not interrupted"
+    );
+    assert!(!term.text().contains("not-interrupted"), "{}", term.text());
+    assert_eq!(term.settings(), before, "terminal settings not restored");
+
+    // The container is unaffected and run still works (nopty: pipes, no terminal needed).
+    let out = d.control(&["run", "tty2", "nopty", "sh", "-c", "echo ok"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+}
+
+#[test]
+fn a_signal_to_control_restores_the_terminal_and_exits_128_plus_n() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = daemon_with_container(tmp.path(), "tty3");
+    for (sig, code) in [(Signal::SIGTERM, 143), (Signal::SIGHUP, 129)] {
+        let mut term = Terminal::open(24, 80);
+        let before = term.settings();
+        let mut control = term.control(&d, &["run", "tty3", "sh", "-c", "echo ready; sleep 100"]);
+        term.expect(0, "ready");
+        wait_raw(&term);
+        signal(&control, sig);
+        let st = wait(&mut control, "after a signal");
+        assert_eq!(st.code(), Some(code), "{sig}: {st} (signal {:?})", st.signal());
+        assert_eq!(
+            term.settings(),
+            before,
+            "terminal settings not restored after {sig}"
+        );
+    }
+    // The daemon ended the abandoned commands (SIGHUP to their session): none is left.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let out = d.control(&["run", "tty3", "nopty", "ps"]);
+        assert!(out.status.success(), "{out:?}");
+        if !String::from_utf8_lossy(&out.stdout).contains("sleep 100") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sleep 100 still running: {out:?}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
