@@ -14,14 +14,6 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn sh(d: &Daemon, c: &str, script: &str) -> (i32, String) {
-    let out = d.control(&["run", c, "nopty", "sh", "-c", script]);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 fn mount_entry(image: &str, point: &str, fs_type: &str, kind: &str, file: &Path) -> String {
     format!(
         "mounts {{\n  image_file: \"{image}\"\n  mount_point: \"{point}\"\n  fs_type: \"{fs_type}\"\n  mount_type: {kind}\n  \
@@ -88,54 +80,37 @@ fn daemon_with_extra_mounts(tmp: &Path) -> (Daemon, std::path::PathBuf) {
     (d, dir)
 }
 
-fn create(d: &Daemon, name: &str) -> String {
-    let conf = d.file(
-        &format!("{name}.conf"),
-        &format!("name: \"{name}\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: NONE\nuserns: false\n"),
-    );
-    let out = d.control(&["--json", "create", &conf]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["uuid"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[test]
 fn overlay_and_bind_mounts() {
     let tmp = tempfile::tempdir().unwrap();
     let (d, store_dir) = daemon_with_extra_mounts(tmp.path());
-    let uuid = create(&d, "layered");
+    let uuid = d.create_container("layered", "");
     d.ok(&["start", "layered"]);
     // OVERLAY_RO: the image's file appears beside the root's /bin; the layer is read-only.
     assert_eq!(
-        sh(
-            &d,
+        d.sh(
             "layered",
             "cat /bin/extra-tool | tail -1; test -x /bin/busybox && echo base"
         )
         .1,
         "echo from the overlay\nbase\n"
     );
-    assert_ne!(sh(&d, "layered", "touch /bin/new 2>/dev/null").0, 0);
+    assert_ne!(d.sh("layered", "touch /bin/new 2>/dev/null").0, 0);
     // OVERLAY_RW: /tmp is writable over the read-only root, and persists.
     assert_eq!(
-        sh(&d, "layered", "echo kept > /tmp/state && cat /tmp/state").1,
+        d.sh("layered", "echo kept > /tmp/state && cat /tmp/state").1,
         "kept\n"
     );
     // BIND_FILE: read-only; BIND_FILE_RW: writable, the container's own copy.
-    assert_eq!(sh(&d, "layered", "cat /data/motd").1, "welcome\n");
-    assert_ne!(sh(&d, "layered", "echo x > /data/motd").0, 0);
+    assert_eq!(d.sh("layered", "cat /data/motd").1, "welcome\n");
+    assert_ne!(d.sh("layered", "echo x > /data/motd").0, 0);
     assert_eq!(
-        sh(&d, "layered", "echo changed > /data/notes && cat /data/notes").1,
+        d.sh("layered", "echo changed > /data/notes && cat /data/notes").1,
         "changed\n"
     );
     d.ok(&["stop", "layered"]);
     d.ok(&["start", "layered"]);
-    assert_eq!(
-        sh(&d, "layered", "cat /tmp/state /data/notes").1,
-        "kept\nchanged\n"
-    );
+    assert_eq!(d.sh("layered", "cat /tmp/state /data/notes").1, "kept\nchanged\n");
     d.ok(&["stop", "layered"]);
     // The GuestOS files are untouched; the upper layer lives in the container's own image.
     let installed = d.data.join("operatingsystems/busybox-2");
@@ -155,20 +130,18 @@ fn overlay_and_bind_mounts() {
 fn setup_mode_has_the_normal_root_under_setup() {
     let tmp = tempfile::tempdir().unwrap();
     let (d, _) = daemon_with_extra_mounts(tmp.path());
-    create(&d, "builder");
+    d.create_container("builder", "");
     d.ok(&["start", "builder", "--setup"]);
     assert_eq!(d.ok(&["state", "builder"]), "SETUP\n");
     // The root is a tmpfs with the host's busybox; the container's own mounts are under /setup.
-    let (code, out) = sh(
-        &d,
+    let (code, out) = d.sh(
         "builder",
         "test -x /bin/busybox && ls /setup/bin/extra-tool && cat /setup/data/motd",
     );
     assert_eq!((code, out.as_str()), (0, "/setup/bin/extra-tool\nwelcome\n"));
     // Setup mode keeps CAP_SYS_ADMIN: the user may mount.
     assert_eq!(
-        sh(
-            &d,
+        d.sh(
             "builder",
             "mkdir -p /mnt && mount -t tmpfs none /mnt && echo mounted"
         )

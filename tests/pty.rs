@@ -12,7 +12,6 @@
 mod common;
 
 use std::{
-    fs,
     os::fd::{AsFd, OwnedFd},
     os::unix::process::ExitStatusExt,
     path::Path,
@@ -22,7 +21,7 @@ use std::{
 };
 
 use cml::sys::pty::{set_window_size, window_size};
-use common::{CONTROL, Daemon, fixture::busybox_guestos};
+use common::{CONTROL, Daemon};
 use nix::{
     poll::{PollFd, PollFlags, PollTimeout, poll},
     sys::{
@@ -38,24 +37,8 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// A development daemon with the busybox GuestOS and one started container `name` (as in
 /// tests/runtime.rs).
 fn daemon_with_container(tmp: &Path, name: &str) -> Daemon {
-    let f = busybox_guestos(tmp, "busybox", 1, &[]);
-    let d = Daemon::prepare();
-    fs::write(
-        d.data.join("device.conf"),
-        format!(
-            "signed_configs: false\nstop_timeout: 2\nupdate_base_url: \"{}\"\n",
-            f.store_url()
-        ),
-    )
-    .unwrap();
-    let d = d.spawn();
-    let empty = d.file("empty", "");
-    d.ok(&["push_guestos_config", f.conf.to_str().unwrap(), &empty, &empty]);
-    let conf = d.file(
-        &format!("{name}.conf"),
-        &format!("name: \"{name}\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: NONE\nuserns: false\n"),
-    );
-    d.ok(&["create", &conf]);
+    let d = common::busybox_daemon(tmp, &[]);
+    d.create_container(name, "");
     d.ok(&["start", name]);
     d
 }

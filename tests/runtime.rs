@@ -22,44 +22,6 @@ fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// A development daemon (signatures off) with the busybox GuestOS pushed from a file:// store.
-fn daemon_with(tmp: &Path, extra_build_args: &[&str]) -> Daemon {
-    let f = busybox_guestos(tmp, "busybox", 1, extra_build_args);
-    let d = Daemon::prepare();
-    fs::write(
-        d.data.join("device.conf"),
-        format!(
-            "signed_configs: false\nstop_timeout: 2\nupdate_base_url: \"{}\"\n",
-            f.store_url()
-        ),
-    )
-    .unwrap();
-    let d = d.spawn();
-    let empty = d.file("empty", "");
-    let out = d.control(&["push_guestos_config", f.conf.to_str().unwrap(), &empty, &empty]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    d
-}
-
-fn create(d: &Daemon, name: &str, extra: &str) -> String {
-    let conf = d.file(
-        &format!("{name}.conf"),
-        &format!(
-            "name: \"{name}\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: NONE\nuserns: false\n{extra}"
-        ),
-    );
-    let out = d.control(&["--json", "create", &conf]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["uuid"].as_str().unwrap().to_owned()
-}
-
-/// `control run c nopty sh -c SCRIPT`: (exit code, stdout).
-fn sh(d: &Daemon, c: &str, script: &str) -> (i32, String) {
-    let out = d.control(&["run", c, "nopty", "sh", "-c", script]);
-    (out.status.code().unwrap_or(-1), stdout(&out))
-}
-
 fn host_ns(ns: &str) -> String {
     fs::read_link(format!("/proc/self/ns/{ns}"))
         .unwrap()
@@ -97,8 +59,8 @@ fn assert_clean(d: &Daemon, uuid: &str) {
 #[test]
 fn a_container_starts_isolated_runs_commands_and_stops_gracefully() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon_with(tmp.path(), &[]);
-    let uuid = create(&d, "box1", "");
+    let d = common::busybox_daemon(tmp.path(), &[]);
+    let uuid = d.create_container("box1", "");
     d.ok(&["start", "box1"]);
     assert_eq!(d.ok(&["state", "box1"]), "RUNNING\n");
     let st: serde_json::Value = serde_json::from_str(&d.ok(&["--json", "state", "box1"])).unwrap();
@@ -106,42 +68,42 @@ fn a_container_starts_isolated_runs_commands_and_stops_gracefully() {
     assert!(pid > 1 && Path::new(&format!("/proc/{pid}")).exists(), "{st}");
 
     // pid 1 is the guest init; the hostname is the container name.
-    let (code, out) = sh(&d, "box1", "cat /proc/1/cmdline | tr '\\0' ' '; echo; hostname");
+    let (code, out) = d.sh("box1", "cat /proc/1/cmdline | tr '\\0' ' '; echo; hostname");
     assert_eq!(code, 0);
     let mut lines = out.lines();
     assert!(lines.next().unwrap().starts_with("/bin/sh -c trap"), "{out}");
     assert_eq!(lines.next(), Some("box1"));
     // New pid, mount, uts and ipc namespaces.
     for ns in ["pid", "mnt", "uts", "ipc"] {
-        let (_, inside) = sh(&d, "box1", &format!("readlink /proc/1/ns/{ns}"));
+        let (_, inside) = d.sh("box1", &format!("readlink /proc/1/ns/{ns}"));
         assert_ne!(inside.trim(), host_ns(ns), "{ns}");
         assert!(inside.starts_with(ns), "{inside}");
     }
     // Its own network namespace has lo, up (flags IFF_UP|IFF_LOOPBACK), and nothing else.
     assert_eq!(
-        sh(&d, "box1", "cat /sys/class/net/lo/flags; ls /sys/class/net").1,
+        d.sh("box1", "cat /sys/class/net/lo/flags; ls /sys/class/net").1,
         "0x9\nlo\n"
     );
     // The SHARED root is read-only; /data (a tmpfs EMPTY mount) is writable.
-    let (code, out) = sh(&d, "box1", "touch /newfile 2>&1; echo rc=$?");
+    let (code, out) = d.sh("box1", "touch /newfile 2>&1; echo rc=$?");
     assert!(
         out.contains("Read-only file system") && out.contains("rc=1"),
         "{code} {out}"
     );
-    assert_eq!(sh(&d, "box1", "echo x > /data/f && cat /data/f").1, "x\n");
+    assert_eq!(d.sh("box1", "echo x > /data/f && cat /data/f").1, "x\n");
     // Without a user namespace the container cannot mount and has no CAP_SYS_ADMIN.
-    let (code, _) = sh(&d, "box1", "mount -t tmpfs none /data 2>/dev/null");
+    let (code, _) = d.sh("box1", "mount -t tmpfs none /data 2>/dev/null");
     assert_ne!(code, 0, "mount must fail");
-    let (_, status) = sh(&d, "box1", "grep CapBnd /proc/1/status");
+    let (_, status) = d.sh("box1", "grep CapBnd /proc/1/status");
     let bnd = u64::from_str_radix(status.split_whitespace().nth(1).unwrap(), 16).unwrap();
     assert_eq!(bnd & (1 << 21), 0, "CAP_SYS_ADMIN in the bounding set: {status}");
     assert_eq!(bnd & (1 << 16), 0, "CAP_SYS_MODULE in the bounding set: {status}");
     assert_ne!(bnd & (1 << 22), 0, "CAP_SYS_BOOT stays: {status}");
 
     // run: exit codes propagate, with and without a pty.
-    assert_eq!(sh(&d, "box1", "exit 0").0, 0);
-    assert_eq!(sh(&d, "box1", "exit 3").0, 3);
-    assert_eq!(sh(&d, "box1", "kill -9 $$").0, 137);
+    assert_eq!(d.sh("box1", "exit 0").0, 0);
+    assert_eq!(d.sh("box1", "exit 3").0, 3);
+    assert_eq!(d.sh("box1", "kill -9 $$").0, 137);
     let out = d.control(&["run", "box1", "sh", "-c", "echo with-a-pty; exit 4"]);
     assert_eq!(out.status.code(), Some(4));
     assert!(stdout(&out).contains("with-a-pty"), "{}", stdout(&out));
@@ -169,8 +131,8 @@ fn a_container_starts_isolated_runs_commands_and_stops_gracefully() {
 #[test]
 fn an_init_that_ignores_sigterm_is_killed_after_the_timeout() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon_with(tmp.path(), &[]);
-    let uuid = create(&d, "stubborn", "init_env: \"INIT=trap '' TERM\"\n");
+    let d = common::busybox_daemon(tmp.path(), &[]);
+    let uuid = d.create_container("stubborn", "init_env: \"INIT=trap '' TERM\"\n");
     d.ok(&["start", "stubborn"]);
     d.ok(&["stop", "stubborn"]);
     assert_eq!(d.ok(&["state", "stubborn"]), "STOPPED\n");
@@ -185,21 +147,21 @@ fn an_init_that_ignores_sigterm_is_killed_after_the_timeout() {
 #[test]
 fn ext4_data_persists_across_restarts_and_wipe_clears_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon_with(tmp.path(), &["--data-fs", "ext4", "--data-size", "16"]);
-    let uuid = create(&d, "keeper", "");
+    let d = common::busybox_daemon(tmp.path(), &["--data-fs", "ext4", "--data-size", "16"]);
+    let uuid = d.create_container("keeper", "");
     d.ok(&["start", "keeper"]);
-    assert_eq!(sh(&d, "keeper", "echo persistent > /data/file; sync").0, 0);
+    assert_eq!(d.sh("keeper", "echo persistent > /data/file; sync").0, 0);
     d.ok(&["stop", "keeper"]);
     assert!(d.data.join(format!("containers/{uuid}/data.img")).is_file());
     d.ok(&["start", "keeper"]);
-    assert_eq!(sh(&d, "keeper", "cat /data/file").1, "persistent\n");
+    assert_eq!(d.sh("keeper", "cat /data/file").1, "persistent\n");
     // wipe stops the container and deletes its data; the next start has an empty volume.
     d.ok(&["wipe", "keeper"]);
     assert_eq!(d.ok(&["state", "keeper"]), "STOPPED\n");
     assert!(!d.data.join(format!("containers/{uuid}/data.img")).exists());
     d.ok(&["start", "keeper"]);
     assert_eq!(
-        sh(&d, "keeper", "cat /data/file 2>/dev/null || echo gone").1,
+        d.sh("keeper", "cat /data/file 2>/dev/null || echo gone").1,
         "gone\n"
     );
     // remove stops it and leaves nothing.
@@ -228,13 +190,12 @@ fn cpu_ticks(d: &Daemon, uuid: &str) -> u64 {
 #[test]
 fn freeze_stops_the_clock_and_ram_limit_contains_a_hog() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon_with(tmp.path(), &[]);
-    let busy = create(
-        &d,
+    let d = common::busybox_daemon(tmp.path(), &[]);
+    let busy = d.create_container(
         "busy",
         "init_env: \"INIT=(while :; do :; done) &\"\nram_limit: 32\n",
     );
-    let bystander = create(&d, "bystander", "");
+    let bystander = d.create_container("bystander", "");
     d.ok(&["start", "busy"]);
     d.ok(&["start", "bystander"]);
     thread::sleep(Duration::from_millis(200));
@@ -253,14 +214,13 @@ fn freeze_stops_the_clock_and_ram_limit_contains_a_hog() {
     );
 
     // A memory hog inside the 32 MiB container is killed; the daemon and the others live on.
-    let (code, _) = sh(
-        &d,
+    let (code, _) = d.sh(
         "busy",
         "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}",
     );
     assert_ne!(code, 0, "the hog survived");
     assert_eq!(d.ok(&["state", "bystander"]), "RUNNING\n");
-    assert_eq!(sh(&d, "bystander", "echo alive").1, "alive\n");
+    assert_eq!(d.sh("bystander", "echo alive").1, "alive\n");
     d.ok(&["stop", "busy"]);
     d.ok(&["stop", "bystander"]);
     assert_clean(&d, &busy);
@@ -270,9 +230,9 @@ fn freeze_stops_the_clock_and_ram_limit_contains_a_hog() {
 #[test]
 fn failed_starts_leave_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon_with(tmp.path(), &[]);
+    let d = common::busybox_daemon(tmp.path(), &[]);
     // An init that exits at once.
-    let uuid = create(&d, "noinit", "init_env: \"INIT=exit 1\"\n");
+    let uuid = d.create_container("noinit", "init_env: \"INIT=exit 1\"\n");
     // The init exits at once: the start succeeds, then the container stops by itself.
     d.ok(&["start", "noinit"]);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -283,7 +243,7 @@ fn failed_starts_leave_nothing_behind() {
     assert_clean(&d, &uuid);
 
     // Missing image: the installed GuestOS lost its root image.
-    let victim = create(&d, "victim", "");
+    let victim = d.create_container("victim", "");
     let img = d.data.join("operatingsystems/busybox-1/root.img");
     let saved = d.dir.path().join("root.img.saved");
     fs::rename(&img, &saved).unwrap();
@@ -294,15 +254,17 @@ fn failed_starts_leave_nothing_behind() {
     assert_clean(&d, &victim);
     fs::rename(&saved, &img).unwrap();
 
-    // userns: true is refused with a clear message (part 2).
-    let conf = d.file(
-        "u.conf",
-        "name: \"u\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: NONE\n",
-    );
-    d.ok(&["create", &conf]);
-    let out = d.control(&["start", "u"]);
+    // A cgroup limit the kernel refuses (a CPU this machine does not have).
+    let cpus = d.create_container("nocpu", "assign_cpus: \"63\"\n");
+    let out = d.control(&["start", "nocpu"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("userns"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("create cgroup") && stderr(&out).contains("cpuset.cpus"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(d.ok(&["state", "nocpu"]), "STOPPED\n");
+    assert_clean(&d, &cpus);
 }
 
 #[test]
@@ -348,9 +310,12 @@ fn a_bad_init_path_fails_the_start_at_exec() {
 #[test]
 fn twenty_containers_start_and_stop_concurrently() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon_with(tmp.path(), &[]);
+    let d = common::busybox_daemon(tmp.path(), &[]);
     let names: Vec<String> = (0..20).map(|i| format!("par{i}")).collect();
-    let uuids: Vec<String> = names.iter().map(|n| create(&d, n, "netns: false\n")).collect();
+    let uuids: Vec<String> = names
+        .iter()
+        .map(|n| d.create_container(n, "netns: false\n"))
+        .collect();
     thread::scope(|s| {
         for n in &names {
             let d = &d;
@@ -383,8 +348,8 @@ fn twenty_containers_start_and_stop_concurrently() {
 #[test]
 fn containers_outlive_a_killed_daemon_and_are_adopted() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut d = daemon_with(tmp.path(), &[]);
-    let uuid = create(&d, "survivor", "");
+    let mut d = common::busybox_daemon(tmp.path(), &[]);
+    let uuid = d.create_container("survivor", "");
     d.ok(&["start", "survivor"]);
     let st: serde_json::Value = serde_json::from_str(&d.ok(&["--json", "state", "survivor"])).unwrap();
     let pid = st["pid"].as_i64().unwrap();
@@ -398,7 +363,7 @@ fn containers_outlive_a_killed_daemon_and_are_adopted() {
     assert_eq!(d.ok(&["state", "survivor"]), "RUNNING\n");
     let st: serde_json::Value = serde_json::from_str(&d.ok(&["--json", "state", "survivor"])).unwrap();
     assert_eq!(st["pid"].as_i64(), Some(pid));
-    assert_eq!(sh(&d, "survivor", "hostname").1, "survivor\n");
+    assert_eq!(d.sh("survivor", "hostname").1, "survivor\n");
     d.ok(&["stop", "survivor"]);
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
     assert_clean(&d, &uuid);
@@ -407,8 +372,8 @@ fn containers_outlive_a_killed_daemon_and_are_adopted() {
 #[test]
 fn daemon_sigterm_stops_every_container() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut d = daemon_with(tmp.path(), &[]);
-    let a = create(&d, "a", "");
+    let mut d = common::busybox_daemon(tmp.path(), &[]);
+    let a = d.create_container("a", "");
     d.ok(&["start", "a"]);
     let pid = serde_json::from_str::<serde_json::Value>(&d.ok(&["--json", "state", "a"])).unwrap()["pid"]
         .as_i64()
@@ -426,13 +391,12 @@ fn daemon_sigterm_stops_every_container() {
 #[test]
 fn a_notify_guest_is_booting_until_it_reports_ready() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon_with(tmp.path(), &["--notify"]);
-    let uuid = create(&d, "notifier", "");
+    let d = common::busybox_daemon(tmp.path(), &["--notify"]);
+    let uuid = d.create_container("notifier", "");
     d.ok(&["start", "notifier"]);
     assert_eq!(d.ok(&["state", "notifier"]), "BOOTING\n");
     // The guest init has NOTIFY_SOCKET and the socket.
-    let (_, out) = sh(
-        &d,
+    let (_, out) = d.sh(
         "notifier",
         "tr '\\0' '\\n' < /proc/1/environ | grep NOTIFY; test -S /run/notify && echo socket",
     );
@@ -453,8 +417,8 @@ fn a_notify_guest_is_booting_until_it_reports_ready() {
 #[test]
 fn control_events_sees_every_state_of_a_start_and_stop() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon_with(tmp.path(), &[]);
-    let uuid = create(&d, "watched", "");
+    let d = common::busybox_daemon(tmp.path(), &[]);
+    let uuid = d.create_container("watched", "");
     let mut events = std::process::Command::new(common::CONTROL)
         .args(["-s", d.socket.to_str().unwrap(), "events"])
         .stdout(std::process::Stdio::piped())
@@ -503,7 +467,7 @@ fn control_events_sees_every_state_of_a_start_and_stop() {
 #[test]
 fn a_user_namespace_maps_container_root_to_an_unprivileged_range() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon_with(tmp.path(), &["--data-fs", "ext4", "--data-size", "16"]);
+    let d = common::busybox_daemon(tmp.path(), &["--data-fs", "ext4", "--data-size", "16"]);
     let conf = d.file(
         "mapped.conf",
         "name: \"mapped\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: NONE\n",
@@ -521,17 +485,17 @@ fn a_user_namespace_maps_container_root_to_an_unprivileged_range() {
         .parse()
         .unwrap();
     assert!(base >= 100_000);
-    let (_, map) = sh(&d, "mapped", "cat /proc/1/uid_map /proc/1/gid_map");
+    let (_, map) = d.sh("mapped", "cat /proc/1/uid_map /proc/1/gid_map");
     let fields: Vec<&str> = map.split_whitespace().collect();
     assert_eq!(
         fields,
         ["0", &base.to_string(), "65536", "0", &base.to_string(), "65536"],
         "{map}"
     );
-    assert_eq!(sh(&d, "mapped", "id -u").1, "0\n");
+    assert_eq!(d.sh("mapped", "id -u").1, "0\n");
     // A file container root creates on its volume is owned by the mapped uid on the host.
     assert_eq!(
-        sh(&d, "mapped", "echo mine > /data/owned && cat /data/owned").1,
+        d.sh("mapped", "echo mine > /data/owned && cat /data/owned").1,
         "mine\n"
     );
     let pid =
@@ -541,17 +505,17 @@ fn a_user_namespace_maps_container_root_to_an_unprivileged_range() {
     let meta = fs::metadata(format!("/proc/{pid}/root/data/owned")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), base);
     // Container root has no power over the host-owned namespaces: no mount, no hostname change.
-    assert_ne!(sh(&d, "mapped", "mount -t tmpfs none /tmp 2>/dev/null").0, 0);
-    assert_ne!(sh(&d, "mapped", "hostname other 2>/dev/null").0, 0);
+    assert_ne!(d.sh("mapped", "mount -t tmpfs none /tmp 2>/dev/null").0, 0);
+    assert_ne!(d.sh("mapped", "hostname other 2>/dev/null").0, 0);
     // The range stays the container's across restarts.
     d.ok(&["stop", "mapped"]);
     d.ok(&["start", "mapped"]);
     assert!(
-        sh(&d, "mapped", "cat /proc/1/uid_map")
+        d.sh("mapped", "cat /proc/1/uid_map")
             .1
             .contains(&base.to_string())
     );
-    assert_eq!(sh(&d, "mapped", "cat /data/owned").1, "mine\n");
+    assert_eq!(d.sh("mapped", "cat /data/owned").1, "mine\n");
     d.ok(&["stop", "mapped"]);
     assert_clean(&d, &uuid);
 }

@@ -5,53 +5,14 @@
 mod common;
 
 use std::{
-    fs,
-    path::Path,
-    thread,
+    fs, thread,
     time::{Duration, Instant},
 };
 
-use common::{Daemon, fixture::busybox_guestos};
+use common::Daemon;
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn prepare_daemon(tmp: &Path) -> Daemon {
-    let f = busybox_guestos(tmp, "busybox", 1, &[]);
-    let d = Daemon::prepare();
-    fs::write(
-        d.data.join("device.conf"),
-        format!(
-            "signed_configs: false\nstop_timeout: 2\nupdate_base_url: \"{}\"\n",
-            f.store_url()
-        ),
-    )
-    .unwrap();
-    let d = d.spawn();
-    let empty = d.file("empty", "");
-    let out = d.control(&["push_guestos_config", f.conf.to_str().unwrap(), &empty, &empty]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    d
-}
-
-fn create(d: &Daemon, name: &str, extra: &str) -> String {
-    let conf = d.file(
-        &format!("{name}.conf"),
-        &format!(
-            "name: \"{name}\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: NONE\nuserns: false\n{extra}"
-        ),
-    );
-    let out = d.control(&["--json", "create", &conf]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["uuid"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn status(d: &Daemon, c: &str) -> serde_json::Value {
-    serde_json::from_str(&d.ok(&["--json", "state", c])).unwrap()
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -65,9 +26,8 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 #[test]
 fn on_failure_restarts_with_growing_delays_then_gives_up() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = prepare_daemon(tmp.path());
-    create(
-        &d,
+    let d = common::busybox_daemon(tmp.path(), &[]);
+    d.create_container(
         "crashy",
         "init_env: \"INIT=sleep 0.2; exit 1\"\nrestart_policy: ON_FAILURE\nrestart_max: 3\n",
     );
@@ -75,7 +35,7 @@ fn on_failure_restarts_with_growing_delays_then_gives_up() {
     wait_for("the restart limit", || {
         d.log_text().contains("restart limit reached")
     });
-    let st = status(&d, "crashy");
+    let st = d.status("crashy");
     assert_eq!(st["state"], "STOPPED");
     assert_eq!(st["restart_count"], 3);
     let log = d.log_text();
@@ -96,39 +56,38 @@ fn on_failure_restarts_with_growing_delays_then_gives_up() {
     assert_eq!(delays, [100, 200, 400], "{log}");
     // A start by the user resets the counter.
     d.ok(&["start", "crashy"]);
-    assert_eq!(status(&d, "crashy")["restart_count"], 0);
+    assert_eq!(d.status("crashy")["restart_count"], 0);
     let _ = d.control(&["stop", "crashy"]);
 }
 
 #[test]
 fn always_restarts_a_clean_exit_and_no_leaves_it_stopped() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = prepare_daemon(tmp.path());
-    create(
-        &d,
+    let d = common::busybox_daemon(tmp.path(), &[]);
+    d.create_container(
         "looper",
         "init_env: \"INIT=sleep 0.2; exit 0\"\nrestart_policy: ALWAYS\nrestart_max: 2\n",
     );
-    create(&d, "oneshot", "init_env: \"INIT=exit 0\"\n");
+    d.create_container("oneshot", "init_env: \"INIT=exit 0\"\n");
     d.ok(&["start", "looper"]);
     d.ok(&["start", "oneshot"]);
     wait_for("two restarts", || {
-        status(&d, "looper")["restart_count"] == 2 && status(&d, "looper")["state"] == "STOPPED"
+        d.status("looper")["restart_count"] == 2 && d.status("looper")["state"] == "STOPPED"
     });
-    wait_for("oneshot to stop", || status(&d, "oneshot")["state"] == "STOPPED");
-    assert_eq!(status(&d, "oneshot")["restart_count"], 0);
+    wait_for("oneshot to stop", || d.status("oneshot")["state"] == "STOPPED");
+    assert_eq!(d.status("oneshot")["restart_count"], 0);
 }
 
 #[test]
 fn a_guest_reboot_restarts_the_container() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = prepare_daemon(tmp.path());
-    create(&d, "rebooter", "");
+    let d = common::busybox_daemon(tmp.path(), &[]);
+    d.create_container("rebooter", "");
     d.ok(&["start", "rebooter"]);
-    let pid = status(&d, "rebooter")["pid"].as_i64().unwrap();
+    let pid = d.status("rebooter")["pid"].as_i64().unwrap();
     let _ = d.control(&["run", "rebooter", "nopty", "reboot", "-f"]);
     wait_for("a new init", || {
-        let st = status(&d, "rebooter");
+        let st = d.status("rebooter");
         st["state"] == "RUNNING" && st["pid"].as_i64() != Some(pid)
     });
     assert!(d.log_text().contains("guest rebooted"));
@@ -138,18 +97,18 @@ fn a_guest_reboot_restarts_the_container() {
 #[test]
 fn autostart_after_a_daemon_restart() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut d = prepare_daemon(tmp.path());
-    create(&d, "auto", "allow_autostart: true\n");
-    create(&d, "pinned", "allow_autostart: true\n");
+    let mut d = common::busybox_daemon(tmp.path(), &[]);
+    d.create_container("auto", "allow_autostart: true\n");
+    d.create_container("pinned", "allow_autostart: true\n");
     // A SOFT-token container cannot be started without its PIN: left STOPPED.
     let conf = d.file("pinned2.conf", "name: \"pinned\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: SOFT\nuserns: false\nallow_autostart: true\n");
     d.ok(&["update_config", "pinned", &conf]);
-    create(&d, "manual", "");
+    d.create_container("manual", "");
     assert!(d.terminate(nix::sys::signal::Signal::SIGTERM).success());
     let d = d.restart();
-    wait_for("autostart", || status(&d, "auto")["state"] == "RUNNING");
-    assert_eq!(status(&d, "pinned")["state"], "STOPPED");
-    assert_eq!(status(&d, "manual")["state"], "STOPPED");
+    wait_for("autostart", || d.status("auto")["state"] == "RUNNING");
+    assert_eq!(d.status("pinned")["state"], "STOPPED");
+    assert_eq!(d.status("manual")["state"], "STOPPED");
     assert!(d.log_text().contains("not autostarted"));
 }
 
@@ -164,8 +123,8 @@ fn devices_list(d: &Daemon, uuid: &str) -> String {
 #[test]
 fn device_rules_are_enforced_and_changed_at_run_time() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = prepare_daemon(tmp.path());
-    let uuid = create(&d, "dev", "");
+    let d = common::busybox_daemon(tmp.path(), &[]);
+    let uuid = d.create_container("dev", "");
     d.ok(&["start", "dev"]);
     let write_null = || {
         d.control(&["run", "dev", "nopty", "sh", "-c", "echo x > /dev/null"])
@@ -202,9 +161,9 @@ fn device_rules_are_enforced_and_changed_at_run_time() {
 #[test]
 fn an_assigned_device_is_exclusive() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = prepare_daemon(tmp.path());
-    create(&d, "holder", "assign_dev: \"c 1:7 rwm\"\n");
-    create(&d, "wanter", "assign_dev: \"c 1:7 rwm\"\n");
+    let d = common::busybox_daemon(tmp.path(), &[]);
+    d.create_container("holder", "assign_dev: \"c 1:7 rwm\"\n");
+    d.create_container("wanter", "assign_dev: \"c 1:7 rwm\"\n");
     d.ok(&["start", "holder"]);
     let out = d.control(&["start", "wanter"]);
     assert_eq!(out.status.code(), Some(1));
@@ -213,7 +172,7 @@ fn an_assigned_device_is_exclusive() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(status(&d, "wanter")["state"], "STOPPED");
+    assert_eq!(d.status("wanter")["state"], "STOPPED");
     d.ok(&["stop", "holder"]);
     d.ok(&["start", "wanter"]);
     d.ok(&["stop", "wanter"]);

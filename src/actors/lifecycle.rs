@@ -331,9 +331,14 @@ async fn launch(
     match event {
         Some(MonitorEvent::Started { init_pid }) => match PidFd::open(init_pid) {
             Ok(p) => Ok(Launched {
+                // Tell the monitor it may reap the init from now on (it waits for this byte).
+                channel: {
+                    let mut ch = reader.into_inner();
+                    let _ = tokio::io::AsyncWriteExt::write_all(&mut ch, b"a").await;
+                    ch
+                },
                 prepared: guard.commit(),
                 init: Arc::new(p),
-                channel: reader.into_inner(),
                 notify,
             }),
             Err(e) => Err(guard.abort(StartError::at("open the init's pidfd", e))),

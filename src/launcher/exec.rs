@@ -129,12 +129,9 @@ fn exec_child(plan: &ExecPlan, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd)
         crate::sys::process::set_controlling_tty(0);
     }
     drop((stdin, stdout, stderr));
-    for cap in &plan.drop_caps {
-        if let Some(c) = caps::all().into_iter().find(|c| c.index() == *cap) {
-            let _ = caps::drop(None, caps::CapSet::Bounding, c);
-        }
+    if super::drop_capabilities(&plan.drop_caps).is_err() {
+        process::exit_now(126);
     }
-    let _ = caps::clear(None, caps::CapSet::Ambient);
     let argv: Vec<CString> = plan
         .argv
         .iter()

@@ -364,14 +364,7 @@ fn setup(
             nix::unistd::setresuid(root_uid, root_uid, root_uid),
         )?;
     }
-    for cap in &plan.drop_caps {
-        let Some(c) = caps::all().into_iter().find(|c| c.index() == *cap) else {
-            continue;
-        };
-        at("drop capabilities", caps::drop(None, caps::CapSet::Bounding, c))?;
-    }
-    at("drop capabilities", caps::clear(None, caps::CapSet::Ambient))?;
-    at("drop capabilities", caps::clear(None, caps::CapSet::Inheritable))?;
+    at("drop capabilities", super::drop_capabilities(&plan.drop_caps))?;
 
     let argv: Vec<CString> = plan
         .argv

@@ -134,6 +134,16 @@ impl Launcher {
     }
 }
 
+/// Drops capabilities (numbers as in linux/capability.h) from the bounding set and clears the
+/// ambient and inheritable sets, so nothing exec'd next can gain them.
+fn drop_capabilities(list: &[u8]) -> Result<(), caps::errors::CapsError> {
+    for c in caps::all().into_iter().filter(|c| list.contains(&c.index())) {
+        caps::drop(None, caps::CapSet::Bounding, c)?;
+    }
+    caps::clear(None, caps::CapSet::Ambient)?;
+    caps::clear(None, caps::CapSet::Inheritable)
+}
+
 fn send_reply(sock: &OwnedFd, reply: &Reply) {
     if let Ok(bytes) = serde_json::to_vec(reply) {
         let _ = nix::sys::socket::send(sock.as_raw_fd(), &bytes, MsgFlags::empty());

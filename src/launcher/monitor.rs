@@ -200,6 +200,13 @@ pub fn run(plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
         },
     );
     drop(loops);
+    // Do not reap the init before cmld holds a pidfd on it (a pid is only unambiguous while the
+    // process or its zombie exists): wait for cmld's acknowledgement, bounded in case cmld is gone.
+    if let Some(c) = chan.as_mut() {
+        let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+        let mut ack = [0u8; 1];
+        let _ = c.read(&mut ack);
+    }
 
     let (code, signal) = loop {
         match waitpid(child, None) {

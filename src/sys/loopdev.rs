@@ -37,7 +37,7 @@ const LO_NAME_SIZE: usize = 64;
 const LO_KEY_SIZE: usize = 32;
 
 /// How often an attach starts over after losing a race for a free device.
-const MAX_ATTEMPTS: u32 = 32;
+const MAX_ATTEMPTS: u32 = 200;
 
 /// `struct loop_info64` from `linux/loop.h` (not in the libc crate).
 #[repr(C)]
@@ -191,10 +191,21 @@ impl LoopDevice {
         if read_only {
             flags |= LO_FLAGS_READ_ONLY;
         }
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let number = get_free()?;
             let path = device_path(number);
-            let file = open_device(&path)?;
+            let file = match open_device(&path) {
+                Ok(f) => f,
+                // A device in auto-clear teardown (ENXIO), or a new one whose node devtmpfs has not
+                // created yet (ENOENT): try again.
+                Err(LoopError::OpenDevice { source, .. })
+                    if matches!(source.raw_os_error(), Some(libc::ENXIO | libc::ENOENT)) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_micros(200 * u64::from(attempt.min(50))));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let mut info = LoopInfo64 {
                 lo_device: 0,
                 lo_inode: 0,
@@ -230,7 +241,10 @@ impl LoopDevice {
             }
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EBUSY) {
-                // Another attach took this number between GET_FREE and CONFIGURE: start over.
+                // Another attach took this number between GET_FREE and CONFIGURE (or an auto-clear
+                // device is still being torn down): start over, after a short, growing pause so
+                // many concurrent attachers spread out.
+                std::thread::sleep(std::time::Duration::from_micros(200 * u64::from(attempt.min(50))));
                 continue;
             }
             return Err(LoopError::Configure {

@@ -317,6 +317,56 @@ impl Drop for Daemon {
     }
 }
 
+/// A development daemon (signatures off, 2 s stop timeout) with the busybox fixture GuestOS built
+/// into `tmp` (with `build_args` for `cml-guestos build`) and pushed from a `file://` store.
+pub fn busybox_daemon(tmp: &Path, build_args: &[&str]) -> Daemon {
+    let f = fixture::busybox_guestos(tmp, "busybox", 1, build_args);
+    let d = Daemon::prepare();
+    fs::write(
+        d.data.join("device.conf"),
+        format!(
+            "signed_configs: false\nstop_timeout: 2\nupdate_base_url: \"{}\"\n",
+            f.store_url()
+        ),
+    )
+    .unwrap();
+    let d = d.spawn();
+    let empty = d.file("empty", "");
+    d.ok(&["push_guestos_config", f.conf.to_str().unwrap(), &empty, &empty]);
+    d
+}
+
+impl Daemon {
+    /// Creates a container of the busybox GuestOS (no token, no user namespace) with `extra`
+    /// config lines; returns its UUID.
+    pub fn create_container(&self, name: &str, extra: &str) -> String {
+        let conf = self.file(
+            &format!("{name}.conf"),
+            &format!(
+                "name: \"{name}\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: NONE\nuserns: false\n{extra}"
+            ),
+        );
+        let out = self.control(&["--json", "create", &conf]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["uuid"].as_str().unwrap().to_owned()
+    }
+
+    /// `control run C nopty sh -c SCRIPT`: (exit code, stdout).
+    pub fn sh(&self, c: &str, script: &str) -> (i32, String) {
+        let out = self.control(&["run", c, "nopty", "sh", "-c", script]);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// `control --json state C` as JSON.
+    pub fn status(&self, c: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["--json", "state", c])).unwrap()
+    }
+}
+
 /// A raw protocol client speaking frames the way upstream's client does.
 pub struct Client(pub UnixStream);
 
