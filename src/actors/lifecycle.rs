@@ -727,28 +727,94 @@ impl Handler<Adopt> for ContainerActor {
 }
 
 /// Adds a device rule to a running container's device cgroup (`dev_access`, `allow_audio`,
-/// `deny_audio`).
+/// `deny_audio`). With `sound_nodes`, also creates (allow) or removes (deny) the host's
+/// `/dev/snd/*` nodes inside the container, where the host has any.
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]
-pub struct DeviceAccess(pub crate::sys::cgroup::DeviceRule);
+pub struct DeviceAccess {
+    /// The rule.
+    pub rule: crate::sys::cgroup::DeviceRule,
+    /// Mirror the host's sound device nodes.
+    pub sound_nodes: bool,
+}
+
+/// The host's ALSA device nodes: (name, major, minor) of every character device in `/dev/snd`.
+fn host_sound_nodes() -> Vec<(String, u32, u32)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(entries) = std::fs::read_dir("/dev/snd") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            meta.file_type().is_char_device().then(|| {
+                let rdev = meta.rdev();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    nix::sys::stat::major(rdev) as u32,
+                    nix::sys::stat::minor(rdev) as u32,
+                )
+            })
+        })
+        .collect()
+}
 
 impl Handler<DeviceAccess> for ContainerActor {
-    type Result = Result<(), String>;
-    fn handle(&mut self, DeviceAccess(rule): DeviceAccess, _: &mut Context<Self>) -> Self::Result {
+    type Result = actix::ResponseFuture<Result<(), String>>;
+    fn handle(&mut self, msg: DeviceAccess, _: &mut Context<Self>) -> Self::Result {
         let Some(run) = self.run.as_ref() else {
-            return Err(format!(
-                "container is {}: device rules apply to a running container",
-                self.state
-            ));
+            let state = self.state;
+            return Box::pin(async move {
+                Err(format!(
+                    "container is {state}: device rules apply to a running container"
+                ))
+            });
         };
-        run.cgroup.apply_device_rule(&rule).map_err(|e| match e {
+        let applied = run.cgroup.apply_device_rule(&msg.rule).map_err(|e| match e {
             crate::sys::cgroup::CgroupError::NoController(_) => {
                 crate::sys::cgroup::v2_devices_not_enforced().to_owned()
             }
             other => other.to_string(),
-        })?;
-        info!(container = %self.uuid, rule = %rule, "device rule applied");
-        Ok(())
+        });
+        if let Err(e) = applied {
+            return Box::pin(async move { Err(e) });
+        }
+        info!(container = %self.uuid, rule = %msg.rule, "device rule applied");
+        let nodes = if msg.sound_nodes {
+            host_sound_nodes()
+        } else {
+            Vec::new()
+        };
+        if nodes.is_empty() {
+            return Box::pin(async { Ok(()) });
+        }
+        let plan = crate::launcher::plan::DevNodesPlan {
+            init_pid: run.init.pid(),
+            dir: "/dev/snd".into(),
+            nodes,
+            create: msg.rule.allow,
+        };
+        let rt = self.ctx.rt.clone();
+        Box::pin(async move {
+            actix_rt::task::spawn_blocking(move || {
+                let (ours, theirs) = StdUnixStream::pair().map_err(|e| e.to_string())?;
+                rt.launcher
+                    .request(&Request::DevNodes(plan), &[theirs.as_raw_fd()])
+                    .map_err(|e| e.to_string())?;
+                drop(theirs);
+                let _ = ours.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut reply = String::new();
+                std::io::Read::read_to_string(&mut &ours, &mut reply).map_err(|e| e.to_string())?;
+                if reply == "ok" {
+                    Ok(())
+                } else {
+                    Err(format!("/dev/snd nodes: {reply}"))
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        })
     }
 }
 

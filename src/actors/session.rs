@@ -135,6 +135,7 @@ impl Session {
         uuid: Uuid,
         what: &'static str,
         rule: Result<DeviceRule, String>,
+        sound_nodes: bool,
     ) {
         let s = self.services.clone();
         self.reply_later(ctx, async move {
@@ -143,7 +144,7 @@ impl Session {
                 Err(e) => return reply::failed(format!("{what}: {e}")),
             };
             let done = match container(&s, uuid).await {
-                Ok(actor) => actor.send(lifecycle::DeviceAccess(rule)).await,
+                Ok(actor) => actor.send(lifecycle::DeviceAccess { rule, sound_nodes }).await,
                 Err(r) => return r,
             };
             answer(what, done, |()| reply::ok())
@@ -329,11 +330,11 @@ impl Session {
                 answer("wipe", actor.send(super::container::Wipe).await, |()| reply::ok())
             }),
             Command::WipeDevice => self.send(reply::unsupported("wipe_device is not implemented yet")),
-            Command::AllowAudio { uuid } => self.device_rule(ctx, uuid, "allow_audio", Ok(audio_rule(true))),
-            Command::DenyAudio { uuid } => self.device_rule(ctx, uuid, "deny_audio", Ok(audio_rule(false))),
+            Command::AllowAudio { uuid } => self.device_rule(ctx, uuid, "allow_audio", Ok(audio_rule(true)), true),
+            Command::DenyAudio { uuid } => self.device_rule(ctx, uuid, "deny_audio", Ok(audio_rule(false)), true),
             Command::DevAccess { uuid, rule } => {
                 let parsed = rule.parse::<DeviceRule>().map_err(|e| format!("malformed rule {rule:?}: {e}"));
-                self.device_rule(ctx, uuid, "dev_access", parsed)
+                self.device_rule(ctx, uuid, "dev_access", parsed, false)
             }
             Command::AssignIface { .. } | Command::UnassignIface { .. } | Command::ListIfaces { .. } => {
                 self.send(reply::unsupported("container networking is not implemented yet"))

@@ -41,6 +41,9 @@ pub enum Request {
     Start(plan::StartPlan),
     /// Run a command in a container (fds: `[stdin, stdout, stderr, status]`).
     Exec(plan::ExecPlan),
+    /// Create or remove device nodes in a container (fds: `[status]`; the worker writes `ok` or
+    /// the error there).
+    DevNodes(plan::DevNodesPlan),
 }
 
 /// The launcher's reply to one request.
@@ -134,6 +137,40 @@ impl Launcher {
     }
 }
 
+/// The `DevNodes` worker: enters the container's mount namespace and creates or removes the nodes.
+fn dev_nodes(plan: &plan::DevNodesPlan, fds: Vec<OwnedFd>) -> i32 {
+    let result = (|| -> Result<(), String> {
+        let ns = std::fs::File::open(format!("/proc/{}/ns/mnt", plan.init_pid)).map_err(|e| e.to_string())?;
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| e.to_string())?;
+        let dir = std::path::Path::new(&plan.dir);
+        if plan.create {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        for (name, major, minor) in &plan.nodes {
+            let path = dir.join(name);
+            let _ = std::fs::remove_file(&path);
+            if plan.create {
+                let dev = nix::sys::stat::makedev(u64::from(*major), u64::from(*minor));
+                let mode = nix::sys::stat::Mode::from_bits_truncate(0o660);
+                nix::sys::stat::mknod(&path, nix::sys::stat::SFlag::S_IFCHR, mode, dev)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        if !plan.create {
+            let _ = std::fs::remove_dir(dir);
+        }
+        Ok(())
+    })();
+    let msg = match &result {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => e.clone(),
+    };
+    if let Some(status) = fds.into_iter().next() {
+        let _ = nix::unistd::write(&status, msg.as_bytes());
+    }
+    i32::from(result.is_err())
+}
+
 /// Drops capabilities (numbers as in linux/capability.h) from the bounding set and clears the
 /// ambient and inheritable sets, so nothing exec'd next can gain them.
 fn drop_capabilities(list: &[u8]) -> Result<(), caps::errors::CapsError> {
@@ -197,6 +234,7 @@ fn spawn_worker(req: Request, fds: Vec<OwnedFd>) -> Reply {
                     let code = match req {
                         Request::Start(plan) => monitor::run(plan, fds),
                         Request::Exec(plan) => exec::run(plan, fds),
+                        Request::DevNodes(plan) => dev_nodes(&plan, fds),
                     };
                     process::exit_now(code)
                 }

@@ -196,3 +196,16 @@ pub enum ExecEvent {
         error: Option<String>,
     },
 }
+
+/// Creates or removes device nodes inside a running container (`allow_audio` / `deny_audio`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DevNodesPlan {
+    /// Host pid of the container's init (whose mount namespace is entered).
+    pub init_pid: i32,
+    /// Directory inside the container, e.g. `/dev/snd`.
+    pub dir: String,
+    /// Character devices: (file name, major, minor).
+    pub nodes: Vec<(String, u32, u32)>,
+    /// Create (true) or remove (false).
+    pub create: bool,
+}
