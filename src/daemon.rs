@@ -243,6 +243,15 @@ async fn serve(
     device: Arc<crate::protocol::pb::DeviceConfig>,
     rt: Arc<Runtime>,
 ) -> Result<(), DaemonError> {
+    // Before the socket exists: a SIGTERM from a client that saw the socket must be handled.
+    let io_err = |source| DaemonError::Io {
+        what: "install signal handlers".into(),
+        source,
+    };
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(io_err)?;
+    let mut int =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(io_err)?;
     let catalog = Arc::new(RwLock::new(Catalog::default()));
     let trust = Arc::new(RwLock::new(Vec::new()));
     let board = Arc::new(StatusBoard::default());
@@ -292,14 +301,6 @@ async fn serve(
     );
     info!(socket = %opts.socket.display(), "ready");
 
-    let io_err = |source| DaemonError::Io {
-        what: "install signal handlers".into(),
-        source,
-    };
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(io_err)?;
-    let mut int =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(io_err)?;
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: shutting down"),
         _ = int.recv() => info!("SIGINT: shutting down"),
