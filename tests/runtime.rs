@@ -431,11 +431,16 @@ fn control_events_sees_every_state_of_a_start_and_stop() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Both subscriptions are in place once they show up as connections; give them a moment.
-    thread::sleep(Duration::from_millis(300));
+    // Both subscriptions are in place once the daemon has logged both requests.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.log_text().matches("SUBSCRIBE_EVENTS").count() < 2 {
+        assert!(Instant::now() < deadline, "subscriptions did not arrive");
+        thread::sleep(Duration::from_millis(10));
+    }
     d.ok(&["start", "watched"]);
     d.ok(&["stop", "watched"]);
-    thread::sleep(Duration::from_millis(300));
+    // Events are written as they happen; give the two clients a moment to print the last one.
+    thread::sleep(Duration::from_millis(500));
     let _ = events.kill();
     let _ = json_events.kill();
     let out = events.wait_with_output().unwrap();
