@@ -16,5 +16,6 @@ pub mod guestos;
 pub mod guestos_build;
 pub mod launcher;
 pub mod protocol;
+pub mod softtoken;
 pub mod store;
 pub mod sys;
