@@ -126,6 +126,9 @@ pub enum DaemonError {
     /// The launcher could not be started.
     #[error(transparent)]
     Launcher(crate::launcher::LauncherError),
+    /// The device softtoken could not be opened or created.
+    #[error("softtoken: {0}")]
+    Token(String),
     /// The cgroup hierarchies could not be read.
     #[error("cgroups: {0}")]
     Cgroup(String),
@@ -287,6 +290,12 @@ async fn serve(
             path: opts.socket.clone(),
             reason: e.to_string(),
         })?;
+    let softtoken = crate::actors::token::open_token(&data.tokens_dir())
+        .map_err(|e| DaemonError::Token(e.to_string()))?;
+    // One thread: PIN checks are serialised (the lockout counter) and off the async arbiter.
+    let token = actix::SyncArbiter::start(1, move || {
+        crate::actors::token::TokenActor::new(softtoken.clone())
+    });
     let _acceptor = Acceptor::start(
         listener,
         Services {
@@ -297,6 +306,7 @@ async fn serve(
             manager: manager.clone(),
             guestos,
             trust,
+            token,
         },
     );
     info!(socket = %opts.socket.display(), "ready");

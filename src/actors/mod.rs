@@ -17,6 +17,7 @@ pub mod guestos;
 pub mod lifecycle;
 pub mod manager;
 pub mod session;
+pub mod token;
 
 use std::sync::{Arc, RwLock};
 
@@ -58,6 +59,8 @@ pub struct Services {
     pub trust: TrustHandle,
     /// Launcher, cgroup layout and runtime settings.
     pub rt: Arc<crate::container::runtime::Runtime>,
+    /// The softtoken service.
+    pub token: Addr<token::TokenActor>,
 }
 
 impl Services {

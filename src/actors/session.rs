@@ -33,7 +33,7 @@ use super::{
     guestos::{self, List},
     lifecycle,
     manager::{Create, Lookup, Reload, Remove},
-    read,
+    read, token,
 };
 use crate::{
     container::accept,
@@ -43,6 +43,7 @@ use crate::{
         pb::{ControllerToDaemon, DaemonToController, daemon_to_controller::Response},
         reply,
     },
+    softtoken::TokenError,
     sys::cgroup::DeviceRule,
 };
 
@@ -274,10 +275,11 @@ impl Session {
                 }
                 None => debug!("exec input without an exec stream ignored"),
             },
-            Command::Start { uuid, pin: _, setup } => {
-                // The PIN is checked once containers have softtokens (their storage is not
-                // encrypted yet); until then it is ignored.
+            Command::Start { uuid, pin, setup } => {
                 self.reply_later(ctx, async move {
+                    if let Err(r) = check_pin(&s, uuid, pin, Response::ContainerStartPasswdWrong).await {
+                        return r;
+                    }
                     let started = match container(&s, uuid).await {
                         Ok(actor) => actor.send(lifecycle::Start { by_user: true, setup }).await,
                         Err(r) => return r,
@@ -292,7 +294,10 @@ impl Session {
                     }
                 });
             }
-            Command::Stop { uuid, pin: _ } => self.reply_later(ctx, async move {
+            Command::Stop { uuid, pin } => self.reply_later(ctx, async move {
+                if let Err(r) = check_pin(&s, uuid, pin, Response::ContainerStopPasswdWrong).await {
+                    return r;
+                }
                 let stopped = match container(&s, uuid).await {
                     Ok(actor) => actor.send(lifecycle::Stop).await,
                     Err(r) => return r,
@@ -339,9 +344,20 @@ impl Session {
             Command::AssignIface { .. } | Command::UnassignIface { .. } | Command::ListIfaces { .. } => {
                 self.send(reply::unsupported("container networking is not implemented yet"))
             }
-            Command::ChangePin { .. } => {
-                self.send(reply::unsupported("the softtoken is not implemented yet"))
-            }
+            Command::ChangePin { uuid, pin, new_pin } => self.reply_later(ctx, async move {
+                if !s.board.contains(&uuid) {
+                    return reply::failure(Response::ContainerChangePinFailed, format!("no container with UUID {uuid}"));
+                }
+                // One device token serves every SOFT container: changing it via any of them changes it.
+                match s.token.send(token::ChangePin { old: pin, new: new_pin }).await {
+                    Ok(Ok(())) => reply::response(Response::ContainerChangePinSuccessful),
+                    Ok(Err(TokenError::Locked)) => {
+                        reply::failure(Response::ContainerLockedTillReboot, "the token is locked until the next reboot")
+                    }
+                    Ok(Err(e)) => reply::failure(Response::ContainerChangePinFailed, format!("change_pin: {e}")),
+                    Err(e) => reply::failure(Response::ContainerChangePinFailed, format!("change_pin: {e}")),
+                }
+            }),
             Command::PushGuestOs { config, signature, certificate } => {
                 let progress = self.out.clone();
                 self.reply_later(ctx, async move {
@@ -385,6 +401,48 @@ impl Session {
                 "CHANGE_DEVICE_PIN is deprecated; use change_pin on a container",
             )),
         }
+    }
+}
+
+/// For a SOFT-token container, checks the PIN with the device token; `wrong` is the command's
+/// own wrong-PIN reply. NONE-token containers need no PIN.
+async fn check_pin(
+    s: &Services,
+    uuid: Uuid,
+    pin: Option<String>,
+    wrong: Response,
+) -> Result<(), DaemonToController> {
+    let soft = crate::protocol::pb::ContainerTokenType::Soft as i32;
+    match s.board.get(&uuid) {
+        None => return Err(reply::failed(format!("no container with UUID {uuid}"))),
+        Some(e) if e.token_type != soft => return Ok(()),
+        Some(_) => {}
+    }
+    let Some(pin) = pin else {
+        return Err(reply::failure(
+            wrong,
+            "this container's storage is protected by the device token: a PIN is required",
+        ));
+    };
+    match s.token.send(token::CheckPin(pin)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(TokenError::WrongPin { attempts_left })) => Err(reply::failure(
+            wrong,
+            format!("wrong PIN ({attempts_left} attempt(s) left before the token locks)"),
+        )),
+        Ok(Err(TokenError::Locked)) => Err(reply::failure(
+            Response::ContainerLockedTillReboot,
+            "the token is locked after 3 wrong PINs until the next reboot",
+        )),
+        Ok(Err(e @ TokenError::InvalidPin { .. })) => Err(reply::failure(wrong, e.to_string())),
+        Ok(Err(e)) => Err(reply::failure(
+            Response::ContainerStartEinternal,
+            format!("softtoken: {e}"),
+        )),
+        Err(e) => Err(reply::failure(
+            Response::ContainerStartEinternal,
+            format!("softtoken: {e}"),
+        )),
     }
 }
 

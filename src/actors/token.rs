@@ -1,0 +1,67 @@
+//! The softtoken service: the device token (`tokens/device.p12`) behind a single-threaded
+//! `SyncArbiter`, so PIN checks — each costs the PKCS#12 key derivation — never run on the async
+//! arbiter and the lockout counter is updated by one thread only.
+
+use std::path::Path;
+
+use actix::{Actor, Handler, Message, SyncContext};
+use tracing::{info, warn};
+
+use crate::softtoken::{SoftToken, TokenError};
+
+/// The token service.
+pub struct TokenActor {
+    token: SoftToken,
+}
+
+/// Opens (or creates with the default PIN) the device token in `dir`, warning while its PIN is
+/// still the default.
+pub fn open_token(dir: &Path) -> Result<SoftToken, TokenError> {
+    let token = SoftToken::open_or_create(dir)?;
+    if token.has_default_pin() {
+        warn!("the device softtoken still has the default PIN; change it with `control change_pin`");
+    }
+    Ok(token)
+}
+
+impl TokenActor {
+    /// A service over an opened token.
+    pub fn new(token: SoftToken) -> TokenActor {
+        TokenActor { token }
+    }
+}
+
+impl Actor for TokenActor {
+    type Context = SyncContext<Self>;
+}
+
+/// Checks a PIN (counts toward the lockout like any unlock).
+#[derive(Message)]
+#[rtype(result = "Result<(), TokenError>")]
+pub struct CheckPin(pub String);
+
+impl Handler<CheckPin> for TokenActor {
+    type Result = Result<(), TokenError>;
+    fn handle(&mut self, CheckPin(pin): CheckPin, _: &mut SyncContext<Self>) -> Self::Result {
+        self.token.unlock(&pin).map(drop)
+    }
+}
+
+/// Changes the token PIN.
+#[derive(Message)]
+#[rtype(result = "Result<(), TokenError>")]
+pub struct ChangePin {
+    /// Current PIN.
+    pub old: String,
+    /// New PIN.
+    pub new: String,
+}
+
+impl Handler<ChangePin> for TokenActor {
+    type Result = Result<(), TokenError>;
+    fn handle(&mut self, msg: ChangePin, _: &mut SyncContext<Self>) -> Self::Result {
+        self.token.change_pin(&msg.old, &msg.new)?;
+        info!("device softtoken PIN changed");
+        Ok(())
+    }
+}
