@@ -7,7 +7,8 @@
 //!    the ioctl buffer is zeroed as soon as the call returns.
 //! 2. [`set_policy`] — `FS_IOC_SET_ENCRYPTION_POLICY` with a v2 policy naming that identifier, on an
 //!    EMPTY directory. The key must already be added (step 1), otherwise the kernel refuses with
-//!    `ENOKEY`. Everything created below the directory afterwards inherits the policy. Setting the same
+//!    `ENOKEY` (unless the caller has `CAP_FOWNER`: then it accepts the policy and the directory is
+//!    locked from the start). Everything created below the directory afterwards inherits the policy. Setting the same
 //!    policy again is a no-op (the kernel compares); a different one fails with `EEXIST`.
 //! 3. Use the directory: names and contents are encrypted on disk, plaintext through the VFS.
 //! 4. [`remove_key`] — `FS_IOC_REMOVE_ENCRYPTION_KEY` wipes the master key and evicts the cached
@@ -392,7 +393,8 @@ fn policy_v2(key: &KeyIdentifier) -> PolicyV2 {
 
 /// Protects an EMPTY directory with a v2 policy (FS_IOC_SET_ENCRYPTION_POLICY): contents AES-256-XTS,
 /// filenames AES-256-CTS, flags padding 32. A directory that already has this policy is Ok
-/// (idempotent). The key must have been added with [`add_key`] first (else `ENOKEY`).
+/// (idempotent). The key must have been added with [`add_key`] first (else `ENOKEY`; a caller with
+/// `CAP_FOWNER` is not checked, and gets a directory it cannot create files in until the key is added).
 pub fn set_policy(dir: &Path, key: &KeyIdentifier) -> Result<(), FscryptError> {
     let file = open(dir)?;
     let policy = policy_v2(key);
