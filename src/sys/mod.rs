@@ -14,6 +14,7 @@
 
 pub mod cgroup;
 pub mod fdpass;
+pub mod fscrypt;
 pub mod loopdev;
 pub mod netif;
 pub mod pidfd;
