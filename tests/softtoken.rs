@@ -115,3 +115,60 @@ fn a_damaged_token_gives_a_clear_error() {
     // The daemon is fine otherwise.
     d.ok(&["list"]);
 }
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_soft_container_volume_is_encrypted_at_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = common::busybox_daemon(tmp.path(), &["--data-fs", "ext4", "--data-size", "16"]);
+    let conf = d.file(
+        "safe.conf",
+        "name: \"safe\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: SOFT\nuserns: false\n",
+    );
+    let out = d.control(&["--json", "create", &conf]);
+    let uuid = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(d.status("safe")["cryptfs_mode"], "ENCRYPT_ONLY");
+    d.ok(&["start", "safe", "--key=trustme"]);
+    assert!(
+        d.data.join(format!("keys/{uuid}.key")).is_file(),
+        "the wrapped key is stored"
+    );
+    let marker = "CML-PLAINTEXT-MARKER-0123456789";
+    let (code, _) = d.sh(
+        "safe",
+        &format!("for i in $(seq 200); do echo {marker}; done > /data/secret-file-name.txt; sync"),
+    );
+    assert_eq!(code, 0);
+    d.ok(&["stop", "safe", "--key=trustme"]);
+    // At rest: neither the content nor the file name is in the image.
+    let image = fs::read(d.data.join(format!("containers/{uuid}/data.img"))).unwrap();
+    assert!(
+        !contains(&image, marker.as_bytes()),
+        "plaintext found in the image"
+    );
+    assert!(
+        !contains(&image, b"secret-file-name"),
+        "file name found in the image"
+    );
+    // Back with the PIN.
+    d.ok(&["start", "safe", "--key=trustme"]);
+    let (_, out) = d.sh("safe", "head -1 /data/secret-file-name.txt");
+    assert_eq!(out.trim(), marker);
+    // wipe: the key and the data are gone; the next start has a fresh, empty volume and key.
+    let old_key = fs::read(d.data.join(format!("keys/{uuid}.key"))).unwrap();
+    d.ok(&["wipe", "safe"]);
+    assert!(!d.data.join(format!("keys/{uuid}.key")).exists());
+    d.ok(&["start", "safe", "--key=trustme"]);
+    assert_eq!(d.sh("safe", "ls /data").1, "");
+    assert_ne!(
+        fs::read(d.data.join(format!("keys/{uuid}.key"))).unwrap(),
+        old_key
+    );
+    d.ok(&["stop", "safe", "--key=trustme"]);
+}

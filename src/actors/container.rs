@@ -59,6 +59,9 @@ pub struct ContainerActor {
     pub(super) restarts: u32,
     /// Bumped by every user start or stop: a scheduled restart from an older epoch is dropped.
     pub(super) epoch: u64,
+    /// The unwrapped volume key while the container runs (for supervisor restarts); zeroized
+    /// when the last reference goes.
+    pub(super) key: Option<std::sync::Arc<crate::softtoken::MasterKey>>,
 }
 
 impl ContainerActor {
@@ -73,6 +76,7 @@ impl ContainerActor {
             run: None,
             restarts: 0,
             epoch: 0,
+            key: None,
         }
     }
 
@@ -121,11 +125,13 @@ impl ContainerActor {
         }
         let c = &self.config.config;
         let (name, guestos, token) = (c.name.clone(), c.guest_os.clone(), c.token_type());
+        let cryptfs = crate::container::cryptfs_mode(c);
         let pending = self.pending.is_some();
         self.ctx.board.update(&self.uuid, |e| {
             e.name = name;
             e.guestos = guestos;
             e.token_type = token as i32;
+            e.cryptfs = cryptfs;
             e.update_pending = pending;
         });
     }

@@ -221,6 +221,9 @@ pub struct Start {
     pub by_user: bool,
     /// Setup mode (`start --setup`).
     pub setup: bool,
+    /// The container's volume key, unlocked with the user's PIN (SOFT-token containers); a
+    /// supervisor restart reuses the one kept from the last user start.
+    pub key: Option<Arc<crate::softtoken::MasterKey>>,
 }
 
 struct Launched {
@@ -285,14 +288,17 @@ async fn launch(
     cfg: crate::protocol::pb::ContainerConfig,
     os: crate::guestos::GuestOs,
     setup: bool,
+    key: Option<Arc<crate::softtoken::MasterKey>>,
 ) -> Result<Launched, StartError> {
     let join = |e: tokio::task::JoinError| StartError::at("internal", e);
     let rt2 = rt.clone();
     let guard = StartGuard(
         Some(
-            actix_rt::task::spawn_blocking(move || runtime::prepare(&rt2, &data, &uuid, &cfg, &os, setup))
-                .await
-                .map_err(join)??,
+            actix_rt::task::spawn_blocking(move || {
+                runtime::prepare(&rt2, &data, &uuid, &cfg, &os, setup, key.as_deref())
+            })
+            .await
+            .map_err(join)??,
         ),
         rt.clone(),
     );
@@ -307,7 +313,7 @@ async fn launch(
         Ok(p) => p,
         Err(e) => return Err(guard.abort(StartError::at("create the monitor channel", e))),
     };
-    let req = Request::Start(guard.prepared().plan.clone());
+    let req = Request::Start(Box::new(guard.prepared().plan.clone()));
     let rt3 = rt.clone();
     let spawned = actix_rt::task::spawn_blocking(move || rt3.launcher.request(&req, &[theirs.as_raw_fd()]))
         .await
@@ -381,6 +387,15 @@ impl Handler<Start> for ContainerActor {
         }
         let _ = self.set_state(State::Starting);
         let setup = msg.setup;
+        let key = if msg.by_user {
+            msg.key.clone()
+        } else {
+            self.key.clone()
+        };
+        if msg.by_user {
+            // Kept (in memory only) so the supervisor can restart without asking for the PIN.
+            self.key = msg.key.clone();
+        }
         let fut = launch(
             self.ctx.rt.clone(),
             self.ctx.data.clone(),
@@ -388,6 +403,7 @@ impl Handler<Start> for ContainerActor {
             cfg,
             os,
             setup,
+            key,
         );
         let _ = ctx;
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(
@@ -547,6 +563,7 @@ impl Handler<Restart> for ContainerActor {
                 .send(Start {
                     by_user: false,
                     setup: false,
+                    key: None,
                 })
                 .await
             {
@@ -841,6 +858,7 @@ impl Handler<Autostart> for ContainerActor {
                 .send(Start {
                     by_user: true,
                     setup: false,
+                    key: None,
                 })
                 .await
             {

@@ -27,7 +27,7 @@ use crate::{
     guestos,
     protocol::{
         command::parse_uuid,
-        pb::{ContainerConfig, ContainerTrust, CryptfsMode, DeviceConfig},
+        pb::{ContainerConfig, ContainerTrust, DeviceConfig},
     },
     store::{self, DataDir, StoreError},
 };
@@ -103,7 +103,7 @@ impl Manager {
             restart_count: 0,
             update_pending: false,
             trust,
-            cryptfs: CryptfsMode::NotImplemented,
+            cryptfs: crate::container::cryptfs_mode(cfg),
         });
         let actor = ContainerActor::new(uuid, accepted, self.ctx.clone()).start();
         self.containers.insert(uuid, actor);

@@ -277,11 +277,12 @@ impl Session {
             },
             Command::Start { uuid, pin, setup } => {
                 self.reply_later(ctx, async move {
-                    if let Err(r) = check_pin(&s, uuid, pin, Response::ContainerStartPasswdWrong).await {
-                        return r;
-                    }
+                    let key = match unlock(&s, uuid, pin, Response::ContainerStartPasswdWrong, true).await {
+                        Ok(k) => k.map(std::sync::Arc::new),
+                        Err(r) => return r,
+                    };
                     let started = match container(&s, uuid).await {
-                        Ok(actor) => actor.send(lifecycle::Start { by_user: true, setup }).await,
+                        Ok(actor) => actor.send(lifecycle::Start { by_user: true, setup, key }).await,
                         Err(r) => return r,
                     };
                     match started {
@@ -295,7 +296,7 @@ impl Session {
                 });
             }
             Command::Stop { uuid, pin } => self.reply_later(ctx, async move {
-                if let Err(r) = check_pin(&s, uuid, pin, Response::ContainerStopPasswdWrong).await {
+                if let Err(r) = unlock(&s, uuid, pin, Response::ContainerStopPasswdWrong, false).await {
                     return r;
                 }
                 let stopped = match container(&s, uuid).await {
@@ -404,18 +405,20 @@ impl Session {
     }
 }
 
-/// For a SOFT-token container, checks the PIN with the device token; `wrong` is the command's
-/// own wrong-PIN reply. NONE-token containers need no PIN.
-async fn check_pin(
+/// For a SOFT-token container, checks the PIN with the device token and, with `want_key`,
+/// returns the container's volume key; `wrong` is the command's own wrong-PIN reply.
+/// NONE-token containers need no PIN and have no key.
+async fn unlock(
     s: &Services,
     uuid: Uuid,
     pin: Option<String>,
     wrong: Response,
-) -> Result<(), DaemonToController> {
+    want_key: bool,
+) -> Result<Option<crate::softtoken::MasterKey>, DaemonToController> {
     let soft = crate::protocol::pb::ContainerTokenType::Soft as i32;
     match s.board.get(&uuid) {
         None => return Err(reply::failed(format!("no container with UUID {uuid}"))),
-        Some(e) if e.token_type != soft => return Ok(()),
+        Some(e) if e.token_type != soft => return Ok(None),
         Some(_) => {}
     }
     let Some(pin) = pin else {
@@ -424,8 +427,21 @@ async fn check_pin(
             "this container's storage is protected by the device token: a PIN is required",
         ));
     };
-    match s.token.send(token::CheckPin(pin)).await {
-        Ok(Ok(())) => Ok(()),
+    let result = if want_key {
+        let key_file = s.data.container_key(&uuid);
+        s.token
+            .send(token::ContainerKey {
+                pin,
+                uuid: uuid.to_string(),
+                key_file,
+            })
+            .await
+            .map(|r| r.map(Some))
+    } else {
+        s.token.send(token::CheckPin(pin)).await.map(|r| r.map(|()| None))
+    };
+    match result {
+        Ok(Ok(key)) => Ok(key),
         Ok(Err(TokenError::WrongPin { attempts_left })) => Err(reply::failure(
             wrong,
             format!("wrong PIN ({attempts_left} attempt(s) left before the token locks)"),

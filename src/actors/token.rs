@@ -65,3 +65,37 @@ impl Handler<ChangePin> for TokenActor {
         Ok(())
     }
 }
+
+/// Unlocks the token with a PIN and returns a container's volume key: unwrapped from
+/// `keys/<uuid>.key`, or — at the first start, or after a wipe removed it — a fresh one whose
+/// wrapped form is stored atomically there.
+#[derive(Message)]
+#[rtype(result = "Result<crate::softtoken::MasterKey, TokenError>")]
+pub struct ContainerKey {
+    /// The PIN.
+    pub pin: String,
+    /// The container.
+    pub uuid: String,
+    /// `keys/<uuid>.key`.
+    pub key_file: std::path::PathBuf,
+}
+
+impl Handler<ContainerKey> for TokenActor {
+    type Result = Result<crate::softtoken::MasterKey, TokenError>;
+    fn handle(&mut self, msg: ContainerKey, _: &mut SyncContext<Self>) -> Self::Result {
+        let unlocked = self.token.unlock(&msg.pin)?;
+        match std::fs::read(&msg.key_file) {
+            Ok(blob) => unlocked.unwrap_container_key(&msg.uuid, &blob),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let (key, blob) = unlocked.new_container_key(&msg.uuid)?;
+                crate::store::atomic_write(&msg.key_file, &blob, 0o600).map_err(TokenError::Write)?;
+                info!(container = %msg.uuid, "new volume key created");
+                Ok(key)
+            }
+            Err(source) => Err(TokenError::Read {
+                path: msg.key_file,
+                source,
+            }),
+        }
+    }
+}

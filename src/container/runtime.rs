@@ -215,7 +215,7 @@ fn size_of_empty(cfg: &ContainerConfig, m: &crate::protocol::pb::GuestOsMount) -
 }
 
 /// Creates a per-container ext4 image on first use: a sparse file of `size_mb` MiB, formatted.
-fn ensure_ext4_image(path: &Path, size_mb: u32, owner: Option<u32>) -> Result<(), StartError> {
+fn ensure_ext4_image(path: &Path, size_mb: u32, owner: Option<u32>, encrypt: bool) -> Result<(), StartError> {
     if path.exists() {
         return Ok(());
     }
@@ -228,7 +228,12 @@ fn ensure_ext4_image(path: &Path, size_mb: u32, owner: Option<u32>) -> Result<()
     f.set_len(u64::from(size_mb) * 1024 * 1024)
         .map_err(|e| StartError::at(step, e))?;
     drop(f);
-    let out = Command::new("mkfs.ext4")
+    let mut mkfs = Command::new("mkfs.ext4");
+    if encrypt {
+        // fscrypt support; the container's data directory gets a v2 policy at start.
+        mkfs.args(["-O", "encrypt"]);
+    }
+    let out = mkfs
         .args(["-q", "-F", "-E"])
         .arg(match owner {
             // The volume's root belongs to the container's root (its user namespace maps it there).
@@ -258,6 +263,8 @@ fn init_argv(os: &GuestOs) -> Vec<String> {
 struct Planner<'a> {
     /// Host uid/gid owning new volumes (the container's mapped root), with a user namespace.
     owner: Option<u32>,
+    /// Encrypt EMPTY ext4 volumes (the container has a volume key).
+    encrypt: bool,
     data: &'a DataDir,
     uuid: uuid::Uuid,
     cfg: &'a ContainerConfig,
@@ -344,9 +351,15 @@ impl Planner<'_> {
                 },
                 MountType::Empty | MountType::OverlayRw => {
                     let path = self.own_image(m);
-                    ensure_ext4_image(&path, size_of_empty(self.cfg, m), self.owner)?;
+                    let encrypt = self.encrypt && t == MountType::Empty;
+                    ensure_ext4_image(&path, size_of_empty(self.cfg, m), self.owner, encrypt)?;
                     let index = self.attach(path, false);
-                    if t == MountType::Empty {
+                    if encrypt {
+                        MountSource::EncryptedLoop {
+                            index,
+                            fstype: "ext4".into(),
+                        }
+                    } else if t == MountType::Empty {
                         MountSource::Loop {
                             index,
                             fstype: "ext4".into(),
@@ -424,6 +437,7 @@ pub fn prepare(
     cfg: &ContainerConfig,
     os: &GuestOs,
     setup: bool,
+    key: Option<&crate::softtoken::MasterKey>,
 ) -> Result<Prepared, StartError> {
     let uuid_v = uuid::Uuid::parse_str(uuid).map_err(|e| StartError::at("resolve container", e))?;
     let idmap = if cfg.userns() {
@@ -433,6 +447,7 @@ pub fn prepare(
     };
     let mut planner = Planner {
         owner: idmap.map(|m| m.base),
+        encrypt: key.is_some(),
         data,
         uuid: uuid_v,
         cfg,
@@ -538,6 +553,7 @@ pub fn prepare(
         notify_socket,
         setup,
         userns: idmap,
+        volume_key: key.map(|k| crate::launcher::plan::SecretHex::encode(k.bytes())),
     };
     Ok(Prepared { plan, cgroup: cg })
 }

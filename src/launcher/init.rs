@@ -104,6 +104,37 @@ fn setup(
                     mount(Some(&loops[*index]), &target, Some(fstype.as_str()), flags, data),
                 )?;
             }
+            MountSource::EncryptedLoop { index, fstype } => {
+                let vol = scratch.join(format!("vol{i}"));
+                at(&step, std::fs::create_dir(&vol))?;
+                let flags = MsFlags::MS_NODEV | MsFlags::MS_NOATIME;
+                at(
+                    &step,
+                    mount(Some(&loops[*index]), &vol, Some(fstype.as_str()), flags, data),
+                )?;
+                let Some(key) = plan.volume_key.as_ref().and_then(|k| k.key64()) else {
+                    return Err((step, "the container has no volume key".into()));
+                };
+                let id = at(&step, crate::sys::fscrypt::add_key(&vol, &key))?;
+                drop(key);
+                let dir = vol.join("data");
+                if !dir.exists() {
+                    at(&step, std::fs::create_dir(&dir))?;
+                    if let Some(m) = plan.userns {
+                        let (u, g) = (
+                            nix::unistd::Uid::from_raw(m.base),
+                            nix::unistd::Gid::from_raw(m.base),
+                        );
+                        at(&step, nix::unistd::chown(&dir, Some(u), Some(g)))?;
+                    }
+                }
+                // Idempotent for the same key; another key's policy means the key is wrong.
+                at(&step, crate::sys::fscrypt::set_policy(&dir, &id))?;
+                at(
+                    &step,
+                    mount(Some(&dir), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>),
+                )?;
+            }
             MountSource::LoopOverlay { index, fstype } => {
                 let lower = scratch.join(format!("lower{i}"));
                 let rw = scratch.join(format!("rw{i}"));

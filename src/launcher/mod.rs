@@ -38,7 +38,7 @@ use crate::sys::{
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
     /// Start a container's monitor (fds: `[channel]`).
-    Start(plan::StartPlan),
+    Start(Box<plan::StartPlan>),
     /// Run a command in a container (fds: `[stdin, stdout, stderr, status]`).
     Exec(plan::ExecPlan),
     /// Create or remove device nodes in a container (fds: `[status]`; the worker writes `ok` or
@@ -118,7 +118,10 @@ impl Launcher {
             .sock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let bytes = serde_json::to_vec(req).map_err(|e| LauncherError::Protocol(e.to_string()))?;
+        // Zeroizing: a start request carries the container's volume key.
+        let bytes = zeroize::Zeroizing::new(
+            serde_json::to_vec(req).map_err(|e| LauncherError::Protocol(e.to_string()))?,
+        );
         fdpass::send_with_fds(sock.as_raw_fd(), &bytes, fds).map_err(LauncherError::Io)?;
         let mut buf = vec![0u8; 64 * 1024];
         let n = loop {
@@ -232,7 +235,7 @@ fn spawn_worker(req: Request, fds: Vec<OwnedFd>) -> Reply {
                     let _ = nix::unistd::setsid();
                     let fds = fdpass::keep_only(fds);
                     let code = match req {
-                        Request::Start(plan) => monitor::run(plan, fds),
+                        Request::Start(plan) => monitor::run(*plan, fds),
                         Request::Exec(plan) => exec::run(plan, fds),
                         Request::DevNodes(plan) => dev_nodes(&plan, fds),
                     };

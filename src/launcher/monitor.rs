@@ -47,7 +47,7 @@ fn write_file(path: &std::path::Path, data: &[u8]) {
 }
 
 /// Runs the monitor; `fds` = `[channel]`. Returns the process exit code.
-pub fn run(plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
+pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
     process::set_name("cml-monitor");
     fdpass::ignore_sigpipe();
     let mut chan = fds.into_iter().next().map(UnixStream::from);
@@ -112,6 +112,8 @@ pub fn run(plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
         Ok(Forked::Parent(pid)) => pid,
         Err(e) => return fail(&mut chan, "clone the init into new namespaces", e.to_string()),
     };
+    // Only the init needs the volume key; the monitor forgets (and wipes) its copy.
+    plan.volume_key = None;
     drop(go_r);
     drop(rep_w);
 

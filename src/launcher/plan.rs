@@ -38,6 +38,50 @@ pub struct StartPlan {
     pub setup: bool,
     /// User namespace: container uid/gid 0.. map to host `base`.. (`count` ids).
     pub userns: Option<IdMap>,
+    /// The container's 64-byte volume key (hex) for its encrypted volumes, if it has one.
+    pub volume_key: Option<SecretHex>,
+}
+
+/// Key material in hex, wiped from memory when dropped and never printed.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretHex(pub String);
+
+impl Drop for SecretHex {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl std::fmt::Debug for SecretHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretHex(<redacted>)")
+    }
+}
+
+impl SecretHex {
+    /// Encodes key bytes.
+    pub fn encode(bytes: &[u8]) -> SecretHex {
+        use std::fmt::Write as _;
+        let mut s = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            let _ = write!(s, "{b:02x}");
+        }
+        SecretHex(s)
+    }
+
+    /// Decodes into a 64-byte key (wiped on drop).
+    pub fn key64(&self) -> Option<zeroize::Zeroizing<[u8; 64]>> {
+        let mut out = zeroize::Zeroizing::new([0u8; 64]);
+        if self.0.len() != 128 {
+            return None;
+        }
+        for (i, chunk) in self.0.as_bytes().chunks(2).enumerate() {
+            let hex = std::str::from_utf8(chunk).ok()?;
+            out[i] = u8::from_str_radix(hex, 16).ok()?;
+        }
+        Some(out)
+    }
 }
 
 /// A user namespace mapping: container ids `0..count` are host ids `base..base+count`.
@@ -86,6 +130,15 @@ pub enum MountSource {
         /// Index into [`StartPlan::images`].
         index: usize,
         /// Filesystem type of the image.
+        fstype: String,
+    },
+    /// An EMPTY ext4 volume encrypted with fscrypt: the loop device of `images[index]` is mounted
+    /// aside, the container's key added to it, and its `data` directory (protected by a v2 policy)
+    /// bound onto the target.
+    EncryptedLoop {
+        /// Index into [`StartPlan::images`].
+        index: usize,
+        /// Filesystem type (ext4).
         fstype: String,
     },
     /// A fresh tmpfs of this many MiB.
