@@ -27,7 +27,7 @@ fi
 if [ ! -e "$W/store/demo-busybox-1.conf.sig" ]; then
   "$BIN/cml-guestos" build --rootfs "$W/rootfs" --name demo-busybox --version 1 --out "$W/store" \
     --init /bin/sh --init-param -c --init-param "trap 'exit 0' TERM; while :; do sleep 3600 & wait; done" \
-    --update-base-url "file://$W/store"
+    --data-fs ext4 --data-size 16 --update-base-url "file://$W/store"
   "$BIN/cml-guestos" sign "$W/store/demo-busybox-1.conf" --key "$W/pki/signing.key" --cert "$W/pki/signing.cert"
 fi
 "$BIN/cml-guestos" sign config/containers/demo.conf --key "$W/pki/signing.key" --cert "$W/pki/signing.cert" \
@@ -47,9 +47,12 @@ control list_guestos
 if ! control state demo >/dev/null 2>&1; then
   control create config/containers/demo.conf "$W/demo.conf.sig" "$W/pki/signing.cert" >/dev/null
 fi
-[ "$(control state demo)" = RUNNING ] || control start demo
+# The device token still has its default PIN, trustme.
+[ "$(control state demo)" = RUNNING ] || control start demo --key=trustme
 control list
 echo "state of demo: $(control state demo)"
 echo "\$ control run demo nopty sh -c 'echo hostname: \$(hostname); echo pid 1: \$(cat /proc/1/comm); ls /'"
 control run demo nopty sh -c 'echo hostname: $(hostname); echo pid 1: $(cat /proc/1/comm); ls /'
-echo "demo: the container keeps running; stop it with: $BIN/control stop demo" >&2
+echo "demo: the container keeps running; stop it with: $BIN/control stop demo (PIN: trustme)" >&2
+echo "demo: its /data is encrypted under the device token, whose PIN is still the default:" >&2
+echo "demo: change it now with: $BIN/control change_pin demo" >&2
