@@ -172,3 +172,35 @@ fn a_soft_container_volume_is_encrypted_at_rest() {
     );
     d.ok(&["stop", "safe", "--key=trustme"]);
 }
+
+#[test]
+fn require_pin_change_refuses_starts_until_the_pin_is_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = common::busybox_daemon(tmp.path(), &[]);
+    d.kill9();
+    let conf_path = d.data.join("device.conf");
+    let mut conf = fs::read_to_string(&conf_path).unwrap();
+    conf.push_str("require_pin_change: true\n");
+    fs::write(&conf_path, conf).unwrap();
+    let d = d.restart();
+    let c = d.file(
+        "v.conf",
+        "name: \"v\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: SOFT\nuserns: false\n",
+    );
+    d.ok(&["create", &c]);
+    assert_eq!(
+        start(&d, "v", "trustme"),
+        (Some(1), "CONTAINER_START_UNLOCK_FAILED".into())
+    );
+    d.ok(&[
+        "create",
+        &d.file(
+            "n.conf",
+            "name: \"n\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: NONE\nuserns: false\n",
+        ),
+    ]);
+    d.ok(&["start", "n"]);
+    let out = d.control_stdin(&["change_pin", "v"], "trustme\n5678\n5678\n");
+    assert!(out.status.success());
+    assert_eq!(start(&d, "v", "5678"), (Some(0), "CONTAINER_START_OK".into()));
+}

@@ -427,6 +427,12 @@ async fn unlock(
             "this container's storage is protected by the device token: a PIN is required",
         ));
     };
+    if want_key && s.device.require_pin_change() && s.token.send(token::HasDefaultPin).await.unwrap_or(true) {
+        return Err(reply::failure(
+            Response::ContainerStartUnlockFailed,
+            "device.conf has require_pin_change: true and the device token still has its default PIN; run control change_pin first",
+        ));
+    }
     let result = if want_key {
         let key_file = s.data.container_key(&uuid);
         s.token

@@ -99,3 +99,15 @@ impl Handler<ContainerKey> for TokenActor {
         }
     }
 }
+
+/// Whether the token still has its default PIN (not counted as an attempt).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct HasDefaultPin;
+
+impl Handler<HasDefaultPin> for TokenActor {
+    type Result = bool;
+    fn handle(&mut self, _: HasDefaultPin, _: &mut SyncContext<Self>) -> bool {
+        self.token.has_default_pin()
+    }
+}
