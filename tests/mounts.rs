@@ -63,16 +63,7 @@ fn daemon_with_extra_mounts(tmp: &Path) -> (Daemon, std::path::PathBuf) {
         "BIND_FILE_RW",
         &dir.join("notes.img"),
     ));
-    let d = Daemon::prepare();
-    fs::write(
-        d.data.join("device.conf"),
-        format!(
-            "signed_configs: false\nstop_timeout: 2\nupdate_base_url: \"{}\"\n",
-            f.store_url()
-        ),
-    )
-    .unwrap();
-    let d = d.spawn();
+    let d = common::dev_daemon(&f.store_url());
     let conf_path = d.file("busybox-2.conf", &conf);
     let empty = d.file("empty", "");
     let out = d.control(&["push_guestos_config", &conf_path, &empty, &empty]);

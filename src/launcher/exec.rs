@@ -8,7 +8,7 @@
 //!
 //! `fds` = `[stdin, stdout, stderr, status]` (3, 4, 5, 6 after the launcher arranged them).
 
-use std::{ffi::CString, io::Write, os::fd::OwnedFd};
+use std::{io::Write, os::fd::OwnedFd};
 
 use nix::{
     sched::{CloneFlags, setns},
@@ -132,16 +132,8 @@ fn exec_child(plan: &ExecPlan, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd)
     if super::drop_capabilities(&plan.drop_caps).is_err() {
         process::exit_now(126);
     }
-    let argv: Vec<CString> = plan
-        .argv
-        .iter()
-        .filter_map(|a| CString::new(a.as_bytes()).ok())
-        .collect();
-    let env: Vec<CString> = plan
-        .env
-        .iter()
-        .filter_map(|e| CString::new(e.as_bytes()).ok())
-        .collect();
+    let argv = super::cstrings(&plan.argv);
+    let env = super::cstrings(&plan.env);
     let Some(cmd) = argv.first() else {
         process::exit_now(127)
     };

@@ -12,7 +12,6 @@
 //! after `M` without a message means the exec succeeded.
 
 use std::{
-    ffi::CString,
     io::{Read, Write},
     os::fd::OwnedFd,
     path::{Path, PathBuf},
@@ -397,16 +396,8 @@ fn setup(
     }
     at("drop capabilities", super::drop_capabilities(&plan.drop_caps))?;
 
-    let argv: Vec<CString> = plan
-        .argv
-        .iter()
-        .filter_map(|a| CString::new(a.as_bytes()).ok())
-        .collect();
-    let env: Vec<CString> = plan
-        .env
-        .iter()
-        .filter_map(|e| CString::new(e.as_bytes()).ok())
-        .collect();
+    let argv = super::cstrings(&plan.argv);
+    let env = super::cstrings(&plan.env);
     let Some(path) = argv.first() else {
         return Err(("exec init".into(), "empty init path".into()));
     };

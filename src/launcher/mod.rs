@@ -174,6 +174,13 @@ fn dev_nodes(plan: &plan::DevNodesPlan, fds: Vec<OwnedFd>) -> i32 {
     i32::from(result.is_err())
 }
 
+/// argv / environment strings for exec(2); a string with a NUL byte cannot be passed and is dropped.
+fn cstrings(list: &[String]) -> Vec<std::ffi::CString> {
+    list.iter()
+        .filter_map(|a| std::ffi::CString::new(a.as_bytes()).ok())
+        .collect()
+}
+
 /// Drops capabilities (numbers as in linux/capability.h) from the bounding set and clears the
 /// ambient and inheritable sets, so nothing exec'd next can gain them.
 fn drop_capabilities(list: &[u8]) -> Result<(), caps::errors::CapsError> {

@@ -321,19 +321,22 @@ impl Drop for Daemon {
 /// into `tmp` (with `build_args` for `cml-guestos build`) and pushed from a `file://` store.
 pub fn busybox_daemon(tmp: &Path, build_args: &[&str]) -> Daemon {
     let f = fixture::busybox_guestos(tmp, "busybox", 1, build_args);
-    let d = Daemon::prepare();
-    fs::write(
-        d.data.join("device.conf"),
-        format!(
-            "signed_configs: false\nstop_timeout: 2\nupdate_base_url: \"{}\"\n",
-            f.store_url()
-        ),
-    )
-    .unwrap();
-    let d = d.spawn();
+    let d = dev_daemon(&f.store_url());
     let empty = d.file("empty", "");
     d.ok(&["push_guestos_config", f.conf.to_str().unwrap(), &empty, &empty]);
     d
+}
+
+/// A running development daemon (signatures off, 2 s stop timeout) fetching GuestOS images from
+/// `store_url`.
+pub fn dev_daemon(store_url: &str) -> Daemon {
+    let d = Daemon::prepare();
+    fs::write(
+        d.data.join("device.conf"),
+        format!("signed_configs: false\nstop_timeout: 2\nupdate_base_url: \"{store_url}\"\n"),
+    )
+    .unwrap();
+    d.spawn()
 }
 
 impl Daemon {
