@@ -524,3 +524,23 @@ fn a_user_namespace_maps_container_root_to_an_unprivileged_range() {
     d.ok(&["stop", "mapped"]);
     assert_clean(&d, &uuid);
 }
+
+#[test]
+fn a_shared_rw_root_is_writable_and_forgets_on_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = common::busybox_daemon(tmp.path(), &["--root-type", "shared_rw"]);
+    let uuid = d.create_container("scratchpad", "");
+    d.ok(&["start", "scratchpad"]);
+    assert_eq!(
+        d.sh("scratchpad", "echo note > /newfile && cat /newfile").1,
+        "note\n"
+    );
+    d.ok(&["stop", "scratchpad"]);
+    d.ok(&["start", "scratchpad"]);
+    assert_eq!(
+        d.sh("scratchpad", "cat /newfile 2>/dev/null || echo gone").1,
+        "gone\n"
+    );
+    d.ok(&["stop", "scratchpad"]);
+    assert_clean(&d, &uuid);
+}

@@ -401,36 +401,28 @@ mod tests {
 
     #[test]
     fn wrong_hash_or_size_installs_nothing() {
-        let (d, cfg, url) = setup(b"image bytez", b"image bytes");
-        let store = d.path().join("store");
-        let req = Request {
-            store: &store,
-            config: &cfg,
-            conf: b"c",
-            sig: b"",
-            cert: b"",
-            base_url: &url,
-        };
-        assert!(matches!(
-            install(&req, &mut |_| {}),
-            Err(InstallError::Hash { .. })
-        ));
-        assert_eq!(fs::read_dir(&store).unwrap().count(), 0);
-        let (d, cfg, url) = setup(b"image bytes and more", b"image bytes");
-        let store = d.path().join("store");
-        let req = Request {
-            store: &store,
-            config: &cfg,
-            conf: b"c",
-            sig: b"",
-            cert: b"",
-            base_url: &url,
-        };
-        assert!(matches!(
-            install(&req, &mut |_| {}),
-            Err(InstallError::Size { .. })
-        ));
-        assert_eq!(fs::read_dir(&store).unwrap().count(), 0);
+        for (served, claimed) in [
+            (&b"image bytez"[..], &b"image bytes"[..]),
+            (b"image bytes and more", b"image bytes"),
+        ] {
+            let (d, cfg, url) = setup(served, claimed);
+            let store = d.path().join("store");
+            let req = Request {
+                store: &store,
+                config: &cfg,
+                conf: b"c",
+                sig: b"",
+                cert: b"",
+                base_url: &url,
+            };
+            let err = install(&req, &mut |_| {}).unwrap_err();
+            if served.len() == claimed.len() {
+                assert!(matches!(err, InstallError::Hash { .. }), "{err}");
+            } else {
+                assert!(matches!(err, InstallError::Size { .. }), "{err}");
+            }
+            assert_eq!(fs::read_dir(&store).unwrap().count(), 0);
+        }
     }
 
     #[test]

@@ -161,22 +161,7 @@ fn setup(
                 )?;
                 at(&step, std::fs::create_dir(rw.join("upper")))?;
                 at(&step, std::fs::create_dir(rw.join("work")))?;
-                let opts = format!(
-                    "lowerdir={},upperdir={},workdir={}",
-                    lower.display(),
-                    rw.join("upper").display(),
-                    rw.join("work").display()
-                );
-                at(
-                    &step,
-                    mount(
-                        Some("overlay"),
-                        &target,
-                        Some("overlay"),
-                        MsFlags::MS_NODEV,
-                        Some(opts.as_str()),
-                    ),
-                )?;
+                at(&step, overlay(&target, &lower, &rw))?;
             }
             MountSource::OverlayRo { index, fstype } => {
                 let layer = scratch.join(format!("lower{i}"));
@@ -229,22 +214,7 @@ fn setup(
                         )?;
                     }
                 }
-                let opts = format!(
-                    "lowerdir={},upperdir={},workdir={}",
-                    target.display(),
-                    layer.join("upper").display(),
-                    layer.join("work").display()
-                );
-                at(
-                    &step,
-                    mount(
-                        Some("overlay"),
-                        &target,
-                        Some("overlay"),
-                        MsFlags::MS_NODEV,
-                        Some(opts.as_str()),
-                    ),
-                )?;
+                at(&step, overlay(&target, &target, &layer))?;
             }
             MountSource::BindFile { source, read_only } => {
                 if !target.exists() {
@@ -403,6 +373,23 @@ fn setup(
     };
     let e = execve(path, &argv, &env).map_err(|e| e.to_string()).unwrap_err();
     Err(("exec init".into(), format!("{}: {e}", plan.argv[0])))
+}
+
+/// A writable overlay on `target`: `lower` below, `layer/upper` and `layer/work` (which exist) above.
+fn overlay(target: &Path, lower: &Path, layer: &Path) -> nix::Result<()> {
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        layer.join("upper").display(),
+        layer.join("work").display()
+    );
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::MS_NODEV,
+        Some(opts.as_str()),
+    )
 }
 
 fn populate_dev(plan: &StartPlan, dev: &Path, owner: &str) -> Step<()> {
