@@ -118,6 +118,31 @@ fn overlay_and_bind_mounts() {
 }
 
 #[test]
+fn a_soft_container_overlay_rw_layer_is_encrypted_at_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, _) = daemon_with_extra_mounts(tmp.path());
+    let uuid = d.create_soft("sealed");
+    d.ok(&["start", "sealed", "--key=trustme"]);
+    let marker = "OVERLAY-PLAINTEXT-MARKER-6d2b";
+    let script = format!("for i in $(seq 100); do echo {marker}; done > /tmp/overlay-secret-name; sync");
+    assert_eq!(d.sh("sealed", &script).0, 0);
+    d.ok(&["stop", "sealed", "--key=trustme"]);
+    let image = fs::read(d.data.join(format!("containers/{uuid}/tmpup.img"))).unwrap();
+    let has = |needle: &[u8]| image.windows(needle.len()).any(|w| w == needle);
+    assert!(!has(marker.as_bytes()), "plaintext found in the overlay image");
+    assert!(
+        !has(b"overlay-secret-name"),
+        "file name found in the overlay image"
+    );
+    d.ok(&["start", "sealed", "--key=trustme"]);
+    assert_eq!(
+        d.sh("sealed", "head -1 /tmp/overlay-secret-name").1,
+        format!("{marker}\n")
+    );
+    d.ok(&["stop", "sealed", "--key=trustme"]);
+}
+
+#[test]
 fn setup_mode_has_the_normal_root_under_setup() {
     let tmp = tempfile::tempdir().unwrap();
     let (d, _) = daemon_with_extra_mounts(tmp.path());

@@ -132,8 +132,15 @@ fn a_container_starts_isolated_runs_commands_and_stops_gracefully() {
 fn an_init_that_ignores_sigterm_is_killed_after_the_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let d = common::busybox_daemon(tmp.path(), &[]);
-    let uuid = d.create_container("stubborn", "init_env: \"INIT=trap '' TERM\"\n");
+    let uuid = d.create_container(
+        "stubborn",
+        "init_env: \"INIT=trap '' TERM; touch /run/ignoring\"\n",
+    );
     d.ok(&["start", "stubborn"]);
+    // RUNNING comes at exec; the guest ignores SIGTERM only once its script got that far.
+    while d.sh("stubborn", "test -e /run/ignoring").0 != 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     d.ok(&["stop", "stubborn"]);
     assert_eq!(d.ok(&["state", "stubborn"]), "STOPPED\n");
     let log = d.log_text();
@@ -473,16 +480,10 @@ fn control_events_sees_every_state_of_a_start_and_stop() {
 fn a_user_namespace_maps_container_root_to_an_unprivileged_range() {
     let tmp = tempfile::tempdir().unwrap();
     let d = common::busybox_daemon(tmp.path(), &["--data-fs", "ext4", "--data-size", "16"]);
-    let conf = d.file(
-        "mapped.conf",
+    let uuid = d.create_text(
+        "mapped",
         "name: \"mapped\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: NONE\n",
     );
-    let out = d.control(&["--json", "create", &conf]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let uuid = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["uuid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     d.ok(&["start", "mapped"]);
     let base: u32 = fs::read_to_string(d.data.join(format!("containers/{uuid}.uid")))
         .unwrap()

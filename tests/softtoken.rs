@@ -98,11 +98,7 @@ fn pins_lockout_and_change_pin() {
 fn a_damaged_token_gives_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let mut d = common::busybox_daemon(tmp.path(), &[]);
-    let conf = d.file(
-        "v.conf",
-        "name: \"v\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: SOFT\nuserns: false\n",
-    );
-    d.ok(&["create", &conf]);
+    d.create_soft("v");
     d.kill9();
     let token = d.data.join("tokens/device.p12");
     let bytes = fs::read(&token).unwrap();
@@ -124,15 +120,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn a_soft_container_volume_is_encrypted_at_rest() {
     let tmp = tempfile::tempdir().unwrap();
     let d = common::busybox_daemon(tmp.path(), &["--data-fs", "ext4", "--data-size", "16"]);
-    let conf = d.file(
-        "safe.conf",
-        "name: \"safe\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: SOFT\nuserns: false\n",
-    );
-    let out = d.control(&["--json", "create", &conf]);
-    let uuid = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["uuid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let uuid = d.create_soft("safe");
     assert_eq!(d.status("safe")["cryptfs_mode"], "ENCRYPT_ONLY");
     d.ok(&["start", "safe", "--key=trustme"]);
     assert!(
@@ -183,11 +171,7 @@ fn require_pin_change_refuses_starts_until_the_pin_is_changed() {
     conf.push_str("require_pin_change: true\n");
     fs::write(&conf_path, conf).unwrap();
     let d = d.restart();
-    let c = d.file(
-        "v.conf",
-        "name: \"v\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: SOFT\nuserns: false\n",
-    );
-    d.ok(&["create", &c]);
+    d.create_soft("v");
     assert_eq!(
         start(&d, "v", "trustme"),
         (Some(1), "CONTAINER_START_UNLOCK_FAILED".into())
@@ -203,4 +187,94 @@ fn require_pin_change_refuses_starts_until_the_pin_is_changed() {
     let out = d.control_stdin(&["change_pin", "v"], "trustme\n5678\n5678\n");
     assert!(out.status.success());
     assert_eq!(start(&d, "v", "5678"), (Some(0), "CONTAINER_START_OK".into()));
+}
+
+/// A host process that holds a file of a container's encrypted volume open; killed (by its PID) when
+/// dropped, also if the test fails.
+struct Holder(std::process::Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_volume_file_held_open_outside_keeps_the_container_zombie_until_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = common::busybox_daemon(tmp.path(), &["--data-fs", "ext4", "--data-size", "16"]);
+    d.create_soft("held");
+    d.ok(&["start", "held", "--key=trustme"]);
+    assert_eq!(d.sh("held", "echo still-secret > /data/held.txt").0, 0);
+    // Someone on the host opens the file through the container's root and keeps it open.
+    let pid = d.status("held")["pid"].as_i64().unwrap();
+    let file = fs::File::open(format!("/proc/{pid}/root/data/held.txt")).unwrap();
+    let holder = Holder(
+        std::process::Command::new("sleep")
+            .arg("600")
+            .stdin(file)
+            .spawn()
+            .unwrap(),
+    );
+    // The stop cannot remove the key completely: it says so, and the container is ZOMBIE.
+    let out = d.control(&["stop", "held", "--key=trustme"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("held open outside the container"), "{err}");
+    assert_eq!(d.ok(&["state", "held"]), "ZOMBIE\n");
+    assert_eq!(
+        start(&d, "held", "trustme").0,
+        Some(1),
+        "no start while the old volume lives"
+    );
+    // Closing the file lets the monitor finish the removal; the container becomes STOPPED.
+    drop(holder);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while d.ok(&["state", "held"]) != "STOPPED\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ZOMBIE after the file was closed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    d.ok(&["start", "held", "--key=trustme"]);
+    assert_eq!(d.sh("held", "cat /data/held.txt").1, "still-secret\n");
+    d.ok(&["stop", "held", "--key=trustme"]);
+}
+
+#[test]
+fn a_stop_with_a_run_session_open_removes_the_key_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = common::busybox_daemon(tmp.path(), &["--data-fs", "ext4", "--data-size", "16"]);
+    d.create_soft("busy");
+    for _ in 0..3 {
+        d.ok(&["start", "busy", "--key=trustme"]);
+        // A session inside, with its working directory and a file open on the encrypted volume.
+        let session = Holder(
+            std::process::Command::new(common::CONTROL)
+                .arg("-s")
+                .arg(&d.socket)
+                .args([
+                    "run",
+                    "busy",
+                    "nopty",
+                    "sh",
+                    "-c",
+                    "cd /data && exec sleep 600 > /data/log",
+                ])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        while d.sh("busy", "test -e /data/log").0 != 0 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // The session's processes end with the container; the key comes out completely.
+        d.ok(&["stop", "busy", "--key=trustme"]);
+        assert_eq!(d.ok(&["state", "busy"]), "STOPPED\n");
+        drop(session);
+    }
 }

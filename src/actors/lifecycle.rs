@@ -45,7 +45,15 @@ pub struct ExitInfo {
     pub code: Option<i32>,
     /// Signal, if it was killed.
     pub signal: Option<i32>,
+    /// The fscrypt key of an encrypted volume is still in use (files held open outside the
+    /// container): the container is ZOMBIE until the monitor reports the key gone.
+    pub keys_busy: bool,
 }
+
+/// What a ZOMBIE container whose volume key is still in use tells the user.
+const KEYS_BUSY: &str = "the volume key could not be removed: files of an encrypted volume are held open \
+                         outside the container and stay readable until they are closed; the container \
+                         is ZOMBIE until then";
 
 /// A running container.
 pub struct Run {
@@ -101,27 +109,74 @@ pub fn parse_signal(name: Option<&str>) -> i32 {
 }
 
 /// Waits for the init to end: from the monitor's channel when there is one, else from its pidfd
-/// and the exit file the monitor writes.
-async fn watch_exit(channel: Option<tokio::net::UnixStream>, init: Arc<PidFd>, run_dir: PathBuf) -> ExitInfo {
+/// and the exit file the monitor writes. Returns the channel for what may follow (`KeysRemoved`).
+async fn watch_exit(
+    channel: Option<tokio::net::UnixStream>,
+    init: Arc<PidFd>,
+    run_dir: &std::path::Path,
+) -> (ExitInfo, Option<Lines>) {
     if let Some(ch) = channel {
         let mut lines = BufReader::new(ch).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(MonitorEvent::Exited { code, signal }) = serde_json::from_str(&line) {
-                return ExitInfo { code, signal };
+            if let Ok(MonitorEvent::Exited {
+                code,
+                signal,
+                keys_busy,
+            }) = serde_json::from_str(&line)
+            {
+                return (
+                    ExitInfo {
+                        code,
+                        signal,
+                        keys_busy,
+                    },
+                    Some(lines),
+                );
             }
         }
     }
     init.wait_exited().await;
-    // The monitor writes the exit file right after reaping the init.
+    // The monitor writes the exit file right after reaping the init and removing the keys.
     for _ in 0..100 {
-        if let Ok(b) = std::fs::read(run_dir.join("exit")) {
-            if let Ok(MonitorEvent::Exited { code, signal }) = serde_json::from_slice(&b) {
-                return ExitInfo { code, signal };
-            }
+        if let Some(info) = read_exit_file(run_dir) {
+            return (info, None);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    ExitInfo::default()
+    (ExitInfo::default(), None)
+}
+
+type Lines = tokio::io::Lines<BufReader<tokio::net::UnixStream>>;
+
+fn read_exit_file(run_dir: &std::path::Path) -> Option<ExitInfo> {
+    let b = std::fs::read(run_dir.join("exit")).ok()?;
+    match serde_json::from_slice(&b).ok()? {
+        MonitorEvent::Exited {
+            code,
+            signal,
+            keys_busy,
+        } => Some(ExitInfo {
+            code,
+            signal,
+            keys_busy,
+        }),
+        _ => None,
+    }
+}
+
+/// After an exit with busy keys: waits until the monitor has removed them (its `KeysRemoved` event,
+/// or — without a channel — its exit file saying so).
+async fn wait_keys_removed(lines: Option<Lines>, run_dir: &std::path::Path) {
+    if let Some(mut lines) = lines {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if matches!(serde_json::from_str(&line), Ok(MonitorEvent::KeysRemoved)) {
+                return;
+            }
+        }
+    }
+    while read_exit_file(run_dir).is_some_and(|i| i.keys_busy) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 impl ContainerActor {
@@ -136,9 +191,13 @@ impl ContainerActor {
         let (tx, rx) = watch::channel(None);
         let addr = ctx.address();
         actix_rt::spawn(async move {
-            let info = watch_exit(channel, init, run_dir).await;
+            let (info, lines) = watch_exit(channel, init, &run_dir).await;
             let _ = tx.send(Some(info));
             addr.do_send(InitExited(info));
+            if info.keys_busy {
+                wait_keys_removed(lines, &run_dir).await;
+                addr.do_send(KeysRemoved { run_dir });
+            }
         });
         rx
     }
@@ -149,7 +208,21 @@ impl ContainerActor {
     fn finish_run(&mut self, info: ExitInfo, to: State) -> Result<(), String> {
         let Some(run) = self.run.take() else { return Ok(()) };
         info!(container = %self.uuid, code = ?info.code, signal = ?info.signal, "init ended");
-        let errors = runtime::cleanup(&run.cgroup, &run.run_dir);
+        let errors = if info.keys_busy {
+            // The run dir stays: its exit file tells a restarted cmld that the keys are busy.
+            run.cgroup.kill_all();
+            let mut errors: Vec<String> = run
+                .cgroup
+                .remove()
+                .err()
+                .map(|e| e.to_string())
+                .into_iter()
+                .collect();
+            errors.push(KEYS_BUSY.into());
+            errors
+        } else {
+            runtime::cleanup(&run.cgroup, &run.run_dir)
+        };
         self.ctx.rt.release_devices(&self.uuid.to_string());
         if errors.is_empty() {
             let _ = self.set_state(to);
@@ -182,6 +255,19 @@ impl ContainerActor {
         let init = match PidFd::open(state.init_pid) {
             // The pid must still be in the container's cgroup: a reused pid is not ours.
             Ok(p) if !p.has_exited() && cgroup.pids().contains(&state.init_pid) => Arc::new(p),
+            _ if read_exit_file(&run_dir).is_some_and(|i| i.keys_busy) => {
+                // It ended, but files of its encrypted volume are still open somewhere.
+                warn!(container = %self.uuid, "{KEYS_BUSY}");
+                cgroup.kill_all();
+                let _ = cgroup.remove();
+                let _ = self.set_state(State::Zombie);
+                let addr = ctx.address();
+                actix_rt::spawn(async move {
+                    wait_keys_removed(None, &run_dir).await;
+                    addr.do_send(KeysRemoved { run_dir });
+                });
+                return;
+            }
             _ => {
                 info!(container = %self.uuid, "cleaning up after a container that ended while cmld was down");
                 let _ = runtime::cleanup(&cgroup, &run_dir);
@@ -528,6 +614,30 @@ impl Handler<InitExited> for ContainerActor {
         self.ctx.board.update(&self.uuid, |e| e.restart_count = count);
         info!(container = %self.uuid, attempt = count, delay_ms = delay.as_millis() as u64, "restarting per restart_policy");
         self.schedule_restart(ctx, delay);
+    }
+}
+
+/// The monitor has removed the volume keys that were busy when the init ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct KeysRemoved {
+    run_dir: PathBuf,
+}
+
+impl Handler<KeysRemoved> for ContainerActor {
+    type Result = ();
+    fn handle(&mut self, KeysRemoved { run_dir }: KeysRemoved, _: &mut Context<Self>) {
+        if let Err(e) = std::fs::remove_dir_all(&run_dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(container = %self.uuid, error = %e, "cannot remove the run directory");
+                return;
+            }
+        }
+        info!(container = %self.uuid, "the busy volume key is removed now");
+        if self.state == State::Zombie && self.run.is_none() {
+            let _ = self.set_state(State::Stopped);
+            self.apply_pending();
+        }
     }
 }
 

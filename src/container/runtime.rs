@@ -263,7 +263,7 @@ fn init_argv(os: &GuestOs) -> Vec<String> {
 struct Planner<'a> {
     /// Host uid/gid owning new volumes (the container's mapped root), with a user namespace.
     owner: Option<u32>,
-    /// Encrypt EMPTY ext4 volumes (the container has a volume key).
+    /// Encrypt EMPTY and OVERLAY_RW ext4 volumes (the container has a volume key).
     encrypt: bool,
     data: &'a DataDir,
     uuid: uuid::Uuid,
@@ -351,13 +351,13 @@ impl Planner<'_> {
                 },
                 MountType::Empty | MountType::OverlayRw => {
                     let path = self.own_image(m);
-                    let encrypt = self.encrypt && t == MountType::Empty;
-                    ensure_ext4_image(&path, size_of_empty(self.cfg, m), self.owner, encrypt)?;
+                    ensure_ext4_image(&path, size_of_empty(self.cfg, m), self.owner, self.encrypt)?;
                     let index = self.attach(path, false);
-                    if encrypt {
+                    if self.encrypt {
                         MountSource::EncryptedLoop {
                             index,
                             fstype: "ext4".into(),
+                            overlay: t == MountType::OverlayRw,
                         }
                     } else if t == MountType::Empty {
                         MountSource::Loop {

@@ -103,7 +103,11 @@ fn setup(
                     mount(Some(&loops[*index]), &target, Some(fstype.as_str()), flags, data),
                 )?;
             }
-            MountSource::EncryptedLoop { index, fstype } => {
+            MountSource::EncryptedLoop {
+                index,
+                fstype,
+                overlay: over,
+            } => {
                 let vol = scratch.join(format!("vol{i}"));
                 at(&step, std::fs::create_dir(&vol))?;
                 let flags = MsFlags::MS_NODEV | MsFlags::MS_NOATIME;
@@ -129,10 +133,16 @@ fn setup(
                 }
                 // Idempotent for the same key; another key's policy means the key is wrong.
                 at(&step, crate::sys::fscrypt::set_policy(&dir, &id))?;
-                at(
-                    &step,
-                    mount(Some(&dir), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>),
-                )?;
+                if *over {
+                    // upper/ and work/ inherit the policy: the overlay's writes are encrypted.
+                    overlay_dirs(plan, &dir, &step)?;
+                    at(&step, overlay(&target, &target, &dir))?;
+                } else {
+                    at(
+                        &step,
+                        mount(Some(&dir), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>),
+                    )?;
+                }
             }
             MountSource::LoopOverlay { index, fstype } => {
                 let lower = scratch.join(format!("lower{i}"));
@@ -202,18 +212,7 @@ fn setup(
                         data,
                     ),
                 )?;
-                for d in ["upper", "work"] {
-                    if !layer.join(d).exists() {
-                        at(&step, std::fs::create_dir(layer.join(d)))?;
-                    }
-                    if let Some(m) = plan.userns {
-                        let id = Some(nix::unistd::Uid::from_raw(m.base));
-                        at(
-                            &step,
-                            nix::unistd::chown(&layer.join(d), id, Some(nix::unistd::Gid::from_raw(m.base))),
-                        )?;
-                    }
-                }
+                overlay_dirs(plan, &layer, &step)?;
                 at(&step, overlay(&target, &target, &layer))?;
             }
             MountSource::BindFile { source, read_only } => {
@@ -373,6 +372,25 @@ fn setup(
     };
     let e = execve(path, &argv, &env).map_err(|e| e.to_string()).unwrap_err();
     Err(("exec init".into(), format!("{}: {e}", plan.argv[0])))
+}
+
+/// Creates `upper/` and `work/` in a persistent overlay layer when missing, owned by the container's
+/// root when it has a user namespace.
+fn overlay_dirs(plan: &StartPlan, layer: &Path, step: &str) -> Step<()> {
+    for d in ["upper", "work"] {
+        let dir = layer.join(d);
+        if !dir.exists() {
+            at(step, std::fs::create_dir(&dir))?;
+        }
+        if let Some(m) = plan.userns {
+            let (u, g) = (
+                nix::unistd::Uid::from_raw(m.base),
+                nix::unistd::Gid::from_raw(m.base),
+            );
+            at(step, nix::unistd::chown(&dir, Some(u), Some(g)))?;
+        }
+    }
+    Ok(())
 }
 
 /// A writable overlay on `target`: `lower` below, `layer/upper` and `layer/work` (which exist) above.

@@ -4,14 +4,18 @@
 //! container's cgroups → record `<run>/state` → let it go → it builds the root and execs the guest
 //! init (a close-on-exec report pipe tells success from failure) → report `Started` (or `Failed`)
 //! to cmld → release the loop devices (the mounts hold them; auto-clear detaches them when the
-//! namespace dies) → wait for the init → write `<run>/exit` → report `Exited` → exit.
+//! namespace dies) → wait for the init → remove the fscrypt keys of encrypted volumes (held open
+//! since the mounts were made) and check the removal → write `<run>/exit` → report `Exited` → exit.
 //!
 //! The monitor outlives cmld: it has no parent-death signal, ignores SIGPIPE, and keeps the exit
 //! status in the run dir for a restarted cmld.
 
 use std::{
     io::{Read, Write},
-    os::{fd::OwnedFd, unix::net::UnixStream},
+    os::{
+        fd::{AsRawFd, OwnedFd},
+        unix::{fs::OpenOptionsExt, net::UnixStream},
+    },
 };
 
 use nix::{
@@ -21,10 +25,11 @@ use nix::{
 
 use super::{
     init,
-    plan::{MonitorEvent, RunState, StartPlan},
+    plan::{MonitorEvent, MountSource, RunState, StartPlan},
 };
 use crate::sys::{
     fdpass,
+    fscrypt::{self, KeyIdentifier, Removal},
     loopdev::LoopDevice,
     process::{self, Forked},
 };
@@ -124,6 +129,7 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
     };
     // The init mounts first, says `M`, and waits; anything else is its error report.
     let mut rep = std::fs::File::from(rep_r);
+    let mut volumes = Vec::new();
     let mut first = [0u8; 1];
     let mut msg = Vec::new();
     match rep.read(&mut first) {
@@ -136,6 +142,10 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
                         format!("{}: {e}", procs.display()),
                     );
                 }
+            }
+            match EncryptedVolume::open_all(&plan, child) {
+                Ok(v) => volumes = v,
+                Err(e) => return abort(&mut chan, "hold the encrypted volumes", e),
             }
             let started = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -218,11 +228,89 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
             Err(_) => break (None, None),
         }
     };
-    let ev = MonitorEvent::Exited { code, signal };
-    write_file(
-        &plan.run_dir.join("exit"),
-        &serde_json::to_vec(&ev).unwrap_or_default(),
-    );
+    // The container's processes are gone and its mount namespace with them: our descriptors are
+    // the last users of the volumes, so the keys must come out completely. Exec helpers that joined
+    // the mount namespace hold it until they have reaped their command and reported; give them a
+    // moment before calling the key busy.
+    EncryptedVolume::remove_keys(&mut volumes);
+    let grace = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !volumes.is_empty() && std::time::Instant::now() < grace {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        EncryptedVolume::remove_keys(&mut volumes);
+    }
+    let keys_busy = !volumes.is_empty();
+    let ev = MonitorEvent::Exited {
+        code,
+        signal,
+        keys_busy,
+    };
+    let exit_file = plan.run_dir.join("exit");
+    write_file(&exit_file, &serde_json::to_vec(&ev).unwrap_or_default());
     report(&mut chan, &ev);
+    if keys_busy {
+        // Someone outside holds files open below a volume: they stay readable until closed. Keep
+        // the volume and retry until the key is gone, then say so.
+        while !volumes.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            EncryptedVolume::remove_keys(&mut volumes);
+        }
+        let ev = MonitorEvent::Exited {
+            code,
+            signal,
+            keys_busy: false,
+        };
+        write_file(&exit_file, &serde_json::to_vec(&ev).unwrap_or_default());
+        report(&mut chan, &MonitorEvent::KeysRemoved);
+    }
     0
+}
+
+/// An encrypted volume the monitor holds open for the container's whole life, so that at the end it
+/// can remove the fscrypt key itself and check that the removal was complete.
+struct EncryptedVolume {
+    /// The volume's root (unencrypted), opened through the init's mount namespace.
+    root: std::fs::File,
+    key: KeyIdentifier,
+}
+
+impl EncryptedVolume {
+    /// Opens every encrypted volume of the plan where the init mounted it (`vol<i>` in its scratch
+    /// root; called while the init waits after mounting, before `pivot_root` detaches the scratch
+    /// root) and reads the key identifier from the `data` directory's policy.
+    fn open_all(plan: &StartPlan, init: nix::unistd::Pid) -> Result<Vec<EncryptedVolume>, String> {
+        let mut out = Vec::new();
+        for (i, m) in plan.mounts.iter().enumerate() {
+            if !matches!(m.source, MountSource::EncryptedLoop { .. }) {
+                continue;
+            }
+            let scratch = plan.root.strip_prefix("/").unwrap_or(&plan.root);
+            let path = std::path::Path::new(&format!("/proc/{}/root", init.as_raw()))
+                .join(scratch)
+                .join(format!("vol{i}"));
+            let root = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let key = fscrypt::policy_key(&path.join("data"))
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("{}: the data directory is not encrypted", m.target))?;
+            out.push(EncryptedVolume { root, key });
+        }
+        Ok(out)
+    }
+
+    /// Removes the keys; volumes whose key is gone are closed and dropped from the list, the rest
+    /// (files busy, or an error) stay for another try.
+    fn remove_keys(volumes: &mut Vec<EncryptedVolume>) {
+        volumes.retain(|v| {
+            let path = format!("/proc/self/fd/{}", v.root.as_raw_fd());
+            match fscrypt::remove_key(std::path::Path::new(&path), &v.key) {
+                Ok(Removal::Complete) => false,
+                // Busy files, another user's claim or an error: only a later try can help (the
+                // daemon shows the container as ZOMBIE meanwhile).
+                Ok(Removal::FilesBusy | Removal::OtherUsers) | Err(_) => true,
+            }
+        });
+    }
 }

@@ -132,14 +132,18 @@ pub enum MountSource {
         /// Filesystem type of the image.
         fstype: String,
     },
-    /// An EMPTY ext4 volume encrypted with fscrypt: the loop device of `images[index]` is mounted
-    /// aside, the container's key added to it, and its `data` directory (protected by a v2 policy)
-    /// bound onto the target.
+    /// An EMPTY or OVERLAY_RW ext4 volume encrypted with fscrypt: the loop device of
+    /// `images[index]` is mounted aside (at `vol<i>` of the scratch root, `i` the mount's index) and
+    /// the container's key added to it. Its `data` directory (protected by a v2 policy) is bound
+    /// onto the target (EMPTY), or holds the `upper/` and `work/` of an overlay on the target
+    /// (OVERLAY_RW).
     EncryptedLoop {
         /// Index into [`StartPlan::images`].
         index: usize,
         /// Filesystem type (ext4).
         fstype: String,
+        /// OVERLAY_RW: an overlay over the target instead of a bind mount.
+        overlay: bool,
     },
     /// A fresh tmpfs of this many MiB.
     Tmpfs {
@@ -196,7 +200,8 @@ pub struct ExecPlan {
 }
 
 /// What a monitor reports to the daemon, one JSON object per line on its channel, in this order:
-/// `Started` or `Failed`, then (after `Started`) `Exited`.
+/// `Started` or `Failed`, then (after `Started`) `Exited`, and — only when `Exited` said
+/// `keys_busy` — `KeysRemoved` once the last busy file was closed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MonitorEvent {
     /// The init was exec'd; its host pid.
@@ -217,7 +222,14 @@ pub enum MonitorEvent {
         code: Option<i32>,
         /// Signal, when it was killed.
         signal: Option<i32>,
+        /// The fscrypt key of an encrypted volume could not be removed completely: files below it
+        /// are still open (held outside the container) and stay readable until they are closed.
+        /// The monitor keeps retrying and reports `KeysRemoved` when done.
+        #[serde(default)]
+        keys_busy: bool,
     },
+    /// After `Exited { keys_busy: true }`: the last busy file was closed and the key is gone.
+    KeysRemoved,
 }
 
 /// The state file a monitor keeps in the run dir, so a restarted daemon can find the container.

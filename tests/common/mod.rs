@@ -233,9 +233,15 @@ impl Daemon {
 
     /// Creates a container through `control create` and returns its UUID.
     pub fn create(&self, name: &str) -> String {
+        self.create_text(name, &container_conf(name))
+    }
+
+    /// Creates a container from config text (`name` names the file); asserts success and returns
+    /// its UUID.
+    pub fn create_text(&self, name: &str, text: &str) -> String {
         let f = self.file(
             &format!("{name}-{}.conf", SEQ.fetch_add(1, Ordering::Relaxed)),
-            &container_conf(name),
+            text,
         );
         let out = self.control(&["--json", "create", &f]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -343,16 +349,21 @@ impl Daemon {
     /// Creates a container of the busybox GuestOS (no token, no user namespace) with `extra`
     /// config lines; returns its UUID.
     pub fn create_container(&self, name: &str, extra: &str) -> String {
-        let conf = self.file(
-            &format!("{name}.conf"),
+        self.create_text(
+            name,
             &format!(
                 "name: \"{name}\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: NONE\nuserns: false\n{extra}"
             ),
-        );
-        let out = self.control(&["--json", "create", &conf]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["uuid"].as_str().unwrap().to_owned()
+        )
+    }
+
+    /// Creates a SOFT-token (encrypted) container of the busybox GuestOS without a user namespace;
+    /// returns its UUID.
+    pub fn create_soft(&self, name: &str) -> String {
+        self.create_text(
+            name,
+            &format!("name: \"{name}\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: SOFT\nuserns: false\n"),
+        )
     }
 
     /// `control run C nopty sh -c SCRIPT`: (exit code, stdout).
