@@ -10,6 +10,7 @@ PACKAGES=(
   busybox-static          # the demo and test GuestOS
   squashfs-tools          # cml-guestos: mksquashfs
   e2fsprogs               # mkfs.ext4
+  iproute2                # tests/netlink.rs: `ip route` in a test netns
 )
 
 missing=()
