@@ -11,6 +11,7 @@ PACKAGES=(
   squashfs-tools          # cml-guestos: mksquashfs
   e2fsprogs               # mkfs.ext4
   iproute2                # tests/netlink.rs: `ip route` in a test netns
+  nftables                # nft: device.conf nat_uplink (masquerading)
 )
 
 missing=()

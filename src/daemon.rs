@@ -231,6 +231,12 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         stop_timeout: std::time::Duration::from_secs(u64::from(device.stop_timeout())),
         claims: Default::default(),
         id_lock: Default::default(),
+        net: crate::container::network::Network::new(crate::container::network::NetSettings {
+            base: opts.net_base,
+            ifname_prefix: opts.ifname_prefix.clone(),
+            host_dns: device.host_dns.clone().filter(|d| !d.is_empty()),
+            nat: device.nat_uplink(),
+        }),
     });
     let system = actix_rt::System::new();
     let result = system.block_on(serve(opts.clone(), data, device, rt.clone()));
@@ -274,6 +280,10 @@ async fn serve(
         trust: trust.clone(),
         board: board.clone(),
         rt: rt.clone(),
+        net: {
+            let rt = rt.clone();
+            actix::SyncArbiter::start(1, move || crate::actors::network::NetworkActor::new(rt.clone()))
+        },
     };
     let rt_handle = rt;
     let manager = Manager::new(ctx, guestos.clone()).start();

@@ -79,10 +79,10 @@ fn a_container_starts_isolated_runs_commands_and_stops_gracefully() {
         assert_ne!(inside.trim(), host_ns(ns), "{ns}");
         assert!(inside.starts_with(ns), "{inside}");
     }
-    // Its own network namespace has lo, up (flags IFF_UP|IFF_LOOPBACK), and nothing else.
+    // Its own network namespace has lo, up (flags IFF_UP|IFF_LOOPBACK), and the default veth eth0.
     assert_eq!(
         d.sh("box1", "cat /sys/class/net/lo/flags; ls /sys/class/net").1,
-        "0x9\nlo\n"
+        "0x9\neth0\nlo\n"
     );
     // The SHARED root is read-only; /data (a tmpfs EMPTY mount) is writable.
     let (code, out) = d.sh("box1", "touch /newfile 2>&1; echo rc=$?");

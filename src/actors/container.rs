@@ -111,12 +111,12 @@ impl ContainerActor {
         }
     }
 
-    fn stored_config(&self) -> &ContainerConfig {
+    pub(super) fn stored_config(&self) -> &ContainerConfig {
         &self.pending.as_ref().unwrap_or(&self.config).config
     }
 
     /// Makes `cfg` the stored config: in effect at once when stopped, else at the next start.
-    fn apply(&mut self, cfg: Accepted) {
+    pub(super) fn apply(&mut self, cfg: Accepted) {
         if self.state.is_running() {
             self.pending = Some(cfg);
         } else {
@@ -163,6 +163,7 @@ impl Handler<UpdateConfig> for ContainerActor {
     type Result = AtomicResponse<Self, Result<ContainerConfig, ContainerError>>;
 
     fn handle(&mut self, UpdateConfig(new): UpdateConfig, _: &mut Context<Self>) -> Self::Result {
+        let new = crate::container::network::with_macs(new);
         let checked =
             validate_against_catalog(&new.config, &read(&self.ctx.catalog), new.signed()).map(|_| ());
         let (uuid, data, files) = (self.uuid, self.ctx.data.clone(), new.clone());
@@ -186,7 +187,7 @@ impl Handler<UpdateConfig> for ContainerActor {
 /// Stores a config: a signed one with its signature and certificate (written before the config,
 /// the commit point); an unsigned one after removing any old signature, so a crash never pairs a
 /// new config with an old signature.
-fn store_config(data: &DataDir, uuid: &Uuid, a: &Accepted) -> Result<(), StoreError> {
+pub(super) fn store_config(data: &DataDir, uuid: &Uuid, a: &Accepted) -> Result<(), StoreError> {
     let (conf, sig_path, cert_path) = (
         data.container_conf(uuid),
         data.container_file(uuid, "sig"),
@@ -259,7 +260,7 @@ impl Handler<Remove> for ContainerActor {
 fn remove_files(data: &DataDir, uuid: &Uuid) -> Result<(), StoreError> {
     store::remove_tree_if_exists(&data.container_images(uuid))?;
     store::remove_if_exists(&data.container_key(uuid))?;
-    for ext in ["sig", "cert", "uid", "conf", "created"] {
+    for ext in ["sig", "cert", "uid", "net", "conf", "created"] {
         store::remove_if_exists(&data.container_file(uuid, ext))?;
     }
     store::sync_dir(&data.containers_dir())?;

@@ -278,6 +278,7 @@ impl ContainerActor {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let started = Instant::now() - Duration::from_secs(now.saturating_sub(state.started));
+        self.reclaim(&run_dir);
         let exited = self.spawn_watcher(ctx, None, init.clone(), run_dir.clone());
         self.run = Some(Run {
             init,
@@ -296,6 +297,35 @@ impl ContainerActor {
             e.started = Some(st);
         });
         info!(container = %self.uuid, pid, "adopted a running container");
+    }
+}
+
+impl ContainerActor {
+    /// Claims again what an adopted container holds: its `assign_dev` devices and the physical
+    /// interfaces its run directory lists. A conflict (another container took one meanwhile,
+    /// which the claims of the crashed daemon would have prevented) is logged.
+    fn reclaim(&self, run_dir: &std::path::Path) {
+        let (uuid, name) = (self.uuid.to_string(), self.config.config.name.clone());
+        let rules: Vec<_> = self
+            .config
+            .config
+            .assign_dev
+            .iter()
+            .filter_map(|r| r.parse().ok())
+            .collect();
+        if let Err(e) = self.ctx.rt.claim_devices(&uuid, &name, &rules) {
+            warn!(container = %uuid, error = %e, "adopted container's devices");
+        }
+        for p in crate::launcher::network::read_pnets(run_dir) {
+            let claim = crate::container::network::IfaceClaim {
+                uuid: uuid.clone(),
+                container: name.clone(),
+                name: p.name.clone(),
+            };
+            if let Err(e) = self.ctx.rt.net.claim(&p.mac, claim) {
+                warn!(container = %uuid, error = %e, "adopted container's interfaces");
+            }
+        }
     }
 }
 

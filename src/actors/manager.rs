@@ -67,6 +67,8 @@ pub struct ManagerContext {
     pub board: Arc<StatusBoard>,
     /// Launcher, cgroup layout and runtime settings.
     pub rt: Arc<crate::container::runtime::Runtime>,
+    /// The network actor (run-time interface moves).
+    pub net: actix::Addr<super::network::NetworkActor>,
 }
 
 /// The container manager.
@@ -146,14 +148,24 @@ impl Handler<Create> for Manager {
             msg.signature,
             &read(&self.ctx.trust),
         )
-        .and_then(|a| validate_against_catalog(&a.config, &read(&self.ctx.catalog), a.signed()).map(|_| a));
+        .and_then(|a| validate_against_catalog(&a.config, &read(&self.ctx.catalog), a.signed()).map(|_| a))
+        .map(crate::container::network::with_macs);
         let (uuid, created, data) = (Uuid::new_v4(), SystemTime::now(), self.ctx.data.clone());
+        let rt = self.ctx.rt.clone();
         let write = async move {
             let accepted = prepared?;
             let files = accepted.clone();
-            actix_rt::task::spawn_blocking(move || write_new_container(&data, &uuid, created, &files))
-                .await
-                .map_err(|e| ManagerError::Internal(e.to_string()))??;
+            actix_rt::task::spawn_blocking(move || {
+                write_new_container(&data, &uuid, created, &files)?;
+                // The subnets are the container's from now on (a failure here is retried at start).
+                let needed = crate::container::network::Network::needed(&files.config);
+                if let Err(e) = rt.net.offsets(&data, &uuid, needed) {
+                    warn!(container = %uuid, error = %e, "no subnet for the container yet");
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .map_err(|e| ManagerError::Internal(e.to_string()))??;
             Ok(accepted)
         };
         Box::pin(write.into_actor(self).map(move |res: Result<Accepted, ManagerError>, act, _| {

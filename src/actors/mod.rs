@@ -16,6 +16,7 @@ pub mod exec;
 pub mod guestos;
 pub mod lifecycle;
 pub mod manager;
+pub mod network;
 pub mod session;
 pub mod token;
 

@@ -33,7 +33,7 @@ use super::{
     guestos::{self, List},
     lifecycle,
     manager::{Create, Lookup, Reload, Remove},
-    read, token,
+    network, read, token,
 };
 use crate::{
     container::accept,
@@ -146,6 +146,33 @@ impl Session {
             };
             let done = match container(&s, uuid).await {
                 Ok(actor) => actor.send(lifecycle::DeviceAccess { rule, sound_nodes }).await,
+                Err(r) => return r,
+            };
+            answer(what, done, |()| reply::ok())
+        });
+    }
+
+    fn move_iface(
+        &mut self,
+        ctx: &mut Context<Self>,
+        uuid: Uuid,
+        iface: String,
+        persistent: bool,
+        assign: bool,
+    ) {
+        let s = self.services.clone();
+        self.reply_later(ctx, async move {
+            let what = if assign { "assign_iface" } else { "unassign_iface" };
+            let done = match container(&s, uuid).await {
+                Ok(actor) => {
+                    actor
+                        .send(network::AssignIface {
+                            iface,
+                            persistent,
+                            assign,
+                        })
+                        .await
+                }
                 Err(r) => return r,
             };
             answer(what, done, |()| reply::ok())
@@ -342,9 +369,23 @@ impl Session {
                 let parsed = rule.parse::<DeviceRule>().map_err(|e| format!("malformed rule {rule:?}: {e}"));
                 self.device_rule(ctx, uuid, "dev_access", parsed, false)
             }
-            Command::AssignIface { .. } | Command::UnassignIface { .. } | Command::ListIfaces { .. } => {
-                self.send(reply::unsupported("container networking is not implemented yet"))
-            }
+            Command::AssignIface {
+                uuid,
+                iface,
+                persistent,
+            } => self.move_iface(ctx, uuid, iface, persistent, true),
+            Command::UnassignIface {
+                uuid,
+                iface,
+                persistent,
+            } => self.move_iface(ctx, uuid, iface, persistent, false),
+            Command::ListIfaces { uuid } => self.reply_later(ctx, async move {
+                let listed = match container(&s, uuid).await {
+                    Ok(actor) => actor.send(network::Ifaces).await,
+                    Err(r) => return r,
+                };
+                answer("ifaces", listed, reply::ifaces)
+            }),
             Command::ChangePin { uuid, pin, new_pin } => self.reply_later(ctx, async move {
                 if !s.board.contains(&uuid) {
                     return reply::failure(Response::ContainerChangePinFailed, format!("no container with UUID {uuid}"));

@@ -168,13 +168,8 @@ pub fn dispatch<S: Read + Write>(
             let status = session.resolve(container)?;
             let reply = session.call(&container_request(Cmd::ContainerListIfaces, &status.uuid))?;
             session.expect_data(&reply, Code::ContainerIfaces)?;
-            let mut text = String::new();
-            for iface in &reply.container_ifaces {
-                text.push_str(iface.trim_end_matches('\n'));
-                text.push('\n');
-            }
-            session.human(&text)?;
-            session.json(&json!({ "ifaces": reply.container_ifaces }))?;
+            session.human(&format::ifaces_table(&reply.container_ifaces))?;
+            session.json(&format::ifaces_json(&reply.container_ifaces))?;
         }
         Command::ListGuestos => {
             let reply = session.call(&request(Cmd::ListGuestosConfigs))?;

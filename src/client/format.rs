@@ -117,6 +117,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
                 out.push_str(&" ".repeat(pad + 2));
             }
         }
+        // Empty trailing cells leave padding behind.
+        out.truncate(out.trim_end_matches(' ').len());
         out.push('\n');
     }
     out
@@ -369,4 +371,67 @@ mod time_tests {
         assert_eq!(super::utc(1_795_982_407, 5), "2026-11-29T20:00:07.005Z");
         assert_eq!(super::utc(951_782_400, 0), "2000-02-29T00:00:00.000Z");
     }
+}
+
+/// One interface line from cmld: `name mac state address/prefix…` (`-` for no MAC).
+struct IfaceLine<'a> {
+    name: &'a str,
+    mac: &'a str,
+    state: &'a str,
+    addrs: Vec<&'a str>,
+}
+
+fn parse_iface(line: &str) -> Option<IfaceLine<'_>> {
+    let mut words = line.split_whitespace();
+    let (name, mac, state) = (words.next()?, words.next()?, words.next()?);
+    Some(IfaceLine {
+        name,
+        mac,
+        state,
+        addrs: words.collect(),
+    })
+}
+
+/// The `ifaces` table: NAME, MAC, STATE, ADDRESSES. Lines in another shape (an older daemon's
+/// `ip link` output) are printed as they are.
+pub fn ifaces_table(lines: &[String]) -> String {
+    let parsed: Option<Vec<_>> = lines.iter().map(|l| parse_iface(l)).collect();
+    match parsed {
+        Some(rows) => table(
+            &["NAME", "MAC", "STATE", "ADDRESSES"],
+            &rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.name.to_owned(),
+                        r.mac.to_owned(),
+                        r.state.to_owned(),
+                        r.addrs.join(" "),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        ),
+        None => lines
+            .iter()
+            .map(|l| format!("{}\n", l.trim_end_matches('\n')))
+            .collect(),
+    }
+}
+
+/// `ifaces --json`: `{"ifaces": [{"name", "mac", "state", "addresses": [..]}]}` (raw strings for
+/// lines in another shape).
+pub fn ifaces_json(lines: &[String]) -> serde_json::Value {
+    let list: Vec<_> = lines
+        .iter()
+        .map(|l| match parse_iface(l) {
+            Some(r) => serde_json::json!({
+                "name": r.name,
+                "mac": (r.mac != "-").then_some(r.mac),
+                "state": r.state,
+                "addresses": r.addrs,
+            }),
+            None => serde_json::Value::String(l.clone()),
+        })
+        .collect();
+    serde_json::json!({ "ifaces": list })
 }

@@ -719,3 +719,30 @@ fn run_refused_by_the_daemon_is_a_failure() {
     // execute() wraps run's errors so that they exit 125.
     assert_eq!(ClientError::Run(Box::new(e)).exit_code(), 125);
 }
+
+#[test]
+fn ifaces_lines_become_a_table_and_json() {
+    use crate::client::format::{ifaces_json, ifaces_table};
+    let lines = vec![
+        "lo 00:00:00:00:00:00 UNKNOWN 127.0.0.1/8 ::1/128".to_owned(),
+        "eth0 02:aa:bb:cc:dd:ee UP 172.23.4.2/24".to_owned(),
+        "net1 - DOWN".to_owned(),
+    ];
+    assert_eq!(
+        ifaces_table(&lines),
+        "NAME  MAC                STATE    ADDRESSES\n\
+         lo    00:00:00:00:00:00  UNKNOWN  127.0.0.1/8 ::1/128\n\
+         eth0  02:aa:bb:cc:dd:ee  UP       172.23.4.2/24\n\
+         net1  -                  DOWN\n"
+    );
+    let j = ifaces_json(&lines);
+    assert_eq!(j["ifaces"][1]["addresses"][0], "172.23.4.2/24");
+    assert_eq!(j["ifaces"][2]["mac"], serde_json::Value::Null);
+    // An upstream daemon's `ip link` lines pass through unchanged.
+    let raw = vec![
+        "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536\n".to_owned(),
+        "x".to_owned(),
+    ];
+    assert_eq!(ifaces_table(&raw), "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536\nx\n");
+    assert_eq!(ifaces_json(&raw)["ifaces"][1], "x");
+}

@@ -1,6 +1,7 @@
 //! Container domain logic, free of actix: the state machine and config validation.
 
 pub mod config;
+pub mod network;
 pub mod runtime;
 pub mod state;
 

@@ -36,6 +36,8 @@ pub struct Runtime {
     pub claims: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
     /// Serialises user-namespace range allocation.
     pub id_lock: std::sync::Mutex<()>,
+    /// Subnet offsets and physical interface claims.
+    pub net: super::network::Network,
 }
 
 impl Runtime {
@@ -102,8 +104,9 @@ impl Runtime {
         Ok(IdMap { base, count: COUNT })
     }
 
-    /// Releases a container's device claims.
+    /// Releases a container's device and physical interface claims.
     pub fn release_devices(&self, uuid: &str) {
+        self.net.release_all(uuid);
         self.claims
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -523,6 +526,37 @@ pub fn prepare(
         StartError::at("create cgroup", e)
     })?;
 
+    let net = if cfg.netns() {
+        match rt.net.plan(data, &uuid_v, cfg) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                let _ = cleanup(&cg, &run_dir);
+                rt.release_devices(uuid);
+                return Err(StartError::at("plan the network", e));
+            }
+        }
+    } else {
+        None
+    };
+    let mut mounts = mounts;
+    if let Some(dns) = rt.net.dns_server(cfg).filter(|_| cfg.netns()) {
+        // Bound read-only over the guest's /etc/resolv.conf (created when /etc is writable).
+        let file = run_dir.join("resolv.conf");
+        if let Err(e) = fs::write(&file, format!("nameserver {dns}\n")) {
+            let _ = cleanup(&cg, &run_dir);
+            rt.release_devices(uuid);
+            return Err(StartError::at("write resolv.conf", e));
+        }
+        mounts.push(MountSpec {
+            target: "/etc/resolv.conf".into(),
+            source: MountSource::BindFile {
+                source: file,
+                read_only: true,
+            },
+            data: None,
+        });
+    }
+
     let mut env = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
         "container=cml".to_owned(),
@@ -541,6 +575,7 @@ pub fn prepare(
         mounts,
         images,
         netns: cfg.netns(),
+        net,
         cgroup_procs: cg.procs_files(),
         devices: DEVICE_NODES
             .iter()

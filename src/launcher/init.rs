@@ -218,6 +218,9 @@ fn setup(
             MountSource::BindFile { source, read_only } => {
                 if !target.exists() {
                     // A file in a writable mount (e.g. a tmpfs) can be created to bind onto.
+                    if let Some(dir) = target.parent() {
+                        at(&step, std::fs::create_dir_all(dir))?;
+                    }
                     at(&step, std::fs::write(&target, b""))?;
                 }
                 at(

@@ -19,6 +19,7 @@
 pub mod exec;
 pub mod init;
 pub mod monitor;
+pub mod network;
 pub mod plan;
 
 use std::{

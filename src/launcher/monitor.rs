@@ -24,7 +24,7 @@ use nix::{
 };
 
 use super::{
-    init,
+    init, network,
     plan::{MonitorEvent, MountSource, RunState, StartPlan},
 };
 use crate::sys::{
@@ -130,6 +130,8 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
     // The init mounts first, says `M`, and waits; anything else is its error report.
     let mut rep = std::fs::File::from(rep_r);
     let mut volumes = Vec::new();
+    // Declared after `abort`'s captures: dropped (the network taken down) before any error return.
+    let mut net: Option<network::Attached> = None;
     let mut first = [0u8; 1];
     let mut msg = Vec::new();
     match rep.read(&mut first) {
@@ -146,6 +148,12 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
             match EncryptedVolume::open_all(&plan, child) {
                 Ok(v) => volumes = v,
                 Err(e) => return abort(&mut chan, "hold the encrypted volumes", e),
+            }
+            if let Some(n) = &plan.net {
+                match network::setup(n, child.as_raw(), &plan.run_dir) {
+                    Ok(a) => net = Some(a),
+                    Err(e) => return abort(&mut chan, "set up the network", e),
+                }
             }
             let started = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -228,6 +236,8 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
             Err(_) => break (None, None),
         }
     };
+    // Physical interfaces go back to the host before the network namespace is released.
+    drop(net);
     // The container's processes are gone and its mount namespace with them: our descriptors are
     // the last users of the volumes, so the keys must come out completely. Exec helpers that joined
     // the mount namespace hold it until they have reaped their command and reported; give them a

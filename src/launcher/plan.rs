@@ -22,6 +22,8 @@ pub struct StartPlan {
     pub images: Vec<ImageSpec>,
     /// Give the container its own network namespace.
     pub netns: bool,
+    /// Interfaces the monitor sets up in that namespace (with `netns`).
+    pub net: Option<NetPlan>,
     /// `cgroup.procs` files the init joins before anything else happens.
     pub cgroup_procs: Vec<PathBuf>,
     /// Character devices to create in `/dev`: (name, major, minor).
@@ -40,6 +42,55 @@ pub struct StartPlan {
     pub userns: Option<IdMap>,
     /// The container's 64-byte volume key (hex) for its encrypted volumes, if it has one.
     pub volume_key: Option<SecretHex>,
+}
+
+/// A container's interfaces: veth pairs, physical interfaces to move in, masquerading.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPlan {
+    /// One veth pair each.
+    pub vnets: Vec<VnetPlan>,
+    /// Host interfaces moved into the container (and back at the end).
+    pub pnets: Vec<PnetPlan>,
+    /// Masquerade the configured vnets' subnets to the host's uplink (nftables table name).
+    pub nat_table: Option<String>,
+}
+
+/// One veth pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VnetPlan {
+    /// The host side's name (unique per daemon: the ifname prefix and the subnet offset).
+    pub host: String,
+    /// The container side's name while it is still on the host.
+    pub peer: String,
+    /// The container side's name inside (`if_name`).
+    pub name: String,
+    /// The container side's MAC.
+    pub mac: String,
+    /// Addresses and route, for `configure: true`.
+    pub addr: Option<VnetAddr>,
+}
+
+/// Addresses of a configured veth pair: `host`/`prefix` on the host side, `container`/`prefix`
+/// inside, and optionally the container's default route via `host`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VnetAddr {
+    /// Host side address (`.1`).
+    pub host: std::net::Ipv4Addr,
+    /// Container side address (`.2`).
+    pub container: std::net::Ipv4Addr,
+    /// Prefix length (24).
+    pub prefix: u8,
+    /// The container's default route goes through this pair.
+    pub default_route: bool,
+}
+
+/// A physical interface lent to a container: found by MAC, returned under its host name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PnetPlan {
+    /// Its name on the host.
+    pub name: String,
+    /// Its MAC (lowercase).
+    pub mac: String,
 }
 
 /// Key material in hex, wiped from memory when dropped and never printed.

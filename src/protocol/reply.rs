@@ -46,6 +46,15 @@ pub fn status(entries: Vec<ContainerStatus>) -> DaemonToController {
     }
 }
 
+/// `CONTAINER_IFACES`: one line per interface inside the container.
+pub fn ifaces(lines: Vec<String>) -> DaemonToController {
+    DaemonToController {
+        code: Code::ContainerIfaces as i32,
+        container_ifaces: lines,
+        ..Default::default()
+    }
+}
+
 /// `CONTAINERS_LIST` with the given UUIDs.
 pub fn container_list(uuids: Vec<String>) -> DaemonToController {
     DaemonToController {

@@ -31,7 +31,7 @@ pub const BUSYBOX: &str = "/bin/busybox";
 /// Applets linked into the fixture's `/bin`.
 pub const APPLETS: &[&str] = &[
     "sh", "sleep", "cat", "echo", "ls", "mount", "ps", "hostname", "kill", "true", "false", "id", "env",
-    "reboot", "poweroff", "ip",
+    "reboot", "poweroff", "ip", "ping",
 ];
 
 /// What the fixture's init runs (as pid 1, `sh -c`): exits on SIGTERM, runs the container's `INIT`
@@ -153,6 +153,8 @@ pub fn busybox_rootfs(rootfs: &Path) {
         symlink("busybox", bin.join(applet)).unwrap();
     }
     fs::create_dir_all(rootfs.join("etc")).unwrap();
+    // Something for cmld to bind the container's DNS server onto (the root is read-only).
+    fs::write(rootfs.join("etc/resolv.conf"), "").unwrap();
 }
 
 /// Builds (with `cml-guestos build`) and signs a busybox GuestOS into `dir/store`. Its init is

@@ -100,6 +100,23 @@ impl Daemon {
         }
     }
 
+    /// A number naming this daemon's network resources, distinct among the daemons of one test
+    /// process (by `seq`) and, barring a clash of pids modulo 32, among concurrent test processes.
+    fn net_key(&self) -> u32 {
+        (std::process::id() % 32) * 32 + self.seq % 32
+    }
+
+    /// The daemon's `--ifname-prefix`.
+    pub fn ifname_prefix(&self) -> String {
+        format!("t{}", self.net_key())
+    }
+
+    /// The daemon's `--net-base`: a /20 of its own in 10.64.0.0/10 (16 container subnets).
+    pub fn net_base(&self) -> String {
+        let k = self.net_key();
+        format!("10.{}.{}.0/20", 64 + k / 16, (k % 16) * 16)
+    }
+
     fn command(&self) -> Command {
         let mut c = Command::new(CMLD);
         c.arg("--data-dir")
@@ -111,9 +128,9 @@ impl Daemon {
             .arg("--cgroup-parent")
             .arg(&self.cgroup_parent)
             .arg("--ifname-prefix")
-            .arg(format!("t{}", self.seq % 1000))
+            .arg(self.ifname_prefix())
             .arg("--net-base")
-            .arg(format!("10.{}.0.0/16", 100 + self.seq % 100))
+            .arg(self.net_base())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
