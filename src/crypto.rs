@@ -326,6 +326,37 @@ pub fn check_key_matches_cert(key_pem: &[u8], cert_pem: &[u8]) -> Result<(), Cry
     }
 }
 
+/// Checks that the leaf of `cert_pem` chains (through the PEM's further certificates) to one of
+/// `anchors`, at the current time. Returns the leaf's subject.
+pub fn verify_cert_chain(cert_pem: &[u8], anchors: &[X509]) -> Result<String, CryptoError> {
+    let mut certs = parse_cert_chain(cert_pem)?;
+    let leaf = certs.remove(0);
+    let subject = subject_text(&leaf);
+    verify_chain(&leaf, certs, anchors, &subject)?;
+    Ok(subject)
+}
+
+/// A new EC P-256 private key, as PKCS#8 PEM.
+pub fn new_ec_key_pem() -> Result<Vec<u8>, CryptoError> {
+    ec_key()?
+        .private_key_to_pem_pkcs8()
+        .map_err(ossl("encode a private key"))
+}
+
+/// A PEM certificate signing request for `key_pem` with subject `CN=<cn>`, signed with SHA-256.
+pub fn csr_pem(key_pem: &[u8], cn: &str) -> Result<Vec<u8>, CryptoError> {
+    let key = private_key(key_pem)?;
+    let mut name = openssl::x509::X509NameBuilder::new().map_err(ossl("build a subject"))?;
+    name.append_entry_by_nid(Nid::COMMONNAME, cn)
+        .map_err(ossl("build a subject"))?;
+    let mut req = openssl::x509::X509ReqBuilder::new().map_err(ossl("build a CSR"))?;
+    req.set_subject_name(&name.build()).map_err(ossl("build a CSR"))?;
+    req.set_pubkey(&key).map_err(ossl("build a CSR"))?;
+    req.sign(&key, MessageDigest::sha256())
+        .map_err(ossl("sign a CSR"))?;
+    req.build().to_pem().map_err(ossl("encode a CSR"))
+}
+
 /// Hex SHA-256 of a file, streaming.
 pub fn sha256_file(path: &Path) -> Result<String, CryptoError> {
     let read_err = |source| CryptoError::Read {

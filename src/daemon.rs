@@ -306,6 +306,30 @@ async fn serve(
     let token = actix::SyncArbiter::start(1, move || {
         crate::actors::token::TokenActor::new(softtoken.clone())
     });
+    let identity = Arc::new(
+        crate::provisioning::DeviceIdentity::load_or_create(&data.tokens_dir())
+            .map_err(|e| DaemonError::Token(format!("device identity: {e}")))?,
+    );
+    let provisioned = Arc::new(std::sync::atomic::AtomicBool::new(
+        data.provisioned_marker().exists(),
+    ));
+    info!(
+        device = %identity.uuid,
+        provisioned = provisioned.load(std::sync::atomic::Ordering::SeqCst),
+        "device identity"
+    );
+    let provisioning = {
+        let (identity, data, trust, provisioned) =
+            (identity.clone(), data.clone(), trust.clone(), provisioned.clone());
+        actix::SyncArbiter::start(1, move || {
+            crate::actors::provisioning::ProvisioningActor::new(
+                identity.clone(),
+                data.clone(),
+                trust.clone(),
+                provisioned.clone(),
+            )
+        })
+    };
     let _acceptor = Acceptor::start(
         listener,
         Services {
@@ -317,6 +341,8 @@ async fn serve(
             guestos,
             trust,
             token,
+            provisioning,
+            provisioned,
         },
     );
     info!(socket = %opts.socket.display(), "ready");

@@ -61,6 +61,42 @@ pub fn hosted(cfg: &DeviceConfig) -> bool {
     cfg.hostedmode.unwrap_or(true)
 }
 
+/// Disk and memory figures for `device_stats`: `disk_system*` of the root file system,
+/// `disk_containers*` of the data directory's file system (bytes), memory from `/proc/meminfo`
+/// (bytes).
+pub fn stats(data_dir: &std::path::Path) -> crate::protocol::pb::DeviceStats {
+    let disk = |p: &std::path::Path| {
+        nix::sys::statvfs::statvfs(p).ok().map(|v| {
+            let frag = v.fragment_size();
+            let total = v.blocks() * frag;
+            let free = v.blocks_available() * frag;
+            let used = (v.blocks() - v.blocks_free()) * frag;
+            (total, free, used)
+        })
+    };
+    let (st, sf, su) = disk(std::path::Path::new("/")).unwrap_or_default();
+    let containers = disk(data_dir);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem = |key: &str| {
+        meminfo.lines().find_map(|l| {
+            let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+            let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+            Some(kib * 1024)
+        })
+    };
+    crate::protocol::pb::DeviceStats {
+        disk_system: st,
+        disk_system_free: sf,
+        disk_system_used: su,
+        disk_containers: containers.map(|c| c.0),
+        disk_containers_free: containers.map(|c| c.1),
+        disk_containers_used: containers.map(|c| c.2),
+        mem_total: mem("MemTotal"),
+        mem_free: mem("MemFree"),
+        mem_available: mem("MemAvailable"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

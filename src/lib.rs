@@ -16,6 +16,7 @@ pub mod guestos;
 pub mod guestos_build;
 pub mod launcher;
 pub mod protocol;
+pub mod provisioning;
 pub mod softtoken;
 pub mod store;
 pub mod sys;

@@ -223,9 +223,9 @@ fn exit_codes_and_output_modes() {
     let out = d.control(&["freeze", "m"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("STOPPED"), "{}", stderr(&out));
-    let out = d.control(&["pull_csr", "/dev/null"]);
+    let out = d.control(&["push_cert", "/dev/null"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("not implemented"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no certificate"), "{}", stderr(&out));
     // Command words are case-insensitive; --json before or after the command word.
     assert_eq!(d.ok(&["STATE", "m"]), "STOPPED\n");
     json(&d.ok(&["--json", "list"]));

@@ -1,10 +1,13 @@
-//! The acceptor: listens on the control socket and starts one [`Session`] per connection.
+//! The acceptor: listens on the control socket and starts one [`Session`] per connection, and owns
+//! the provisioned-mode command policy ([`allowed_when_provisioned`]) that every session applies to
+//! every request before anything else is done with it.
 
 use actix::{Actor, Context, StreamHandler};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::warn;
 
 use super::{Services, session::Session};
+use crate::protocol::pb::controller_to_daemon::Command as WireCommand;
 
 /// The control-socket acceptor.
 pub struct Acceptor {
@@ -37,4 +40,54 @@ impl StreamHandler<std::io::Result<UnixStream>> for Acceptor {
     }
 
     fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+/// Whether a command is accepted once the device is provisioned (SPEC §9): container state and
+/// lists, PIN changes, create, start, stop, update_config, the PIN-handling query and
+/// `get_provisioned`. Everything else is answered `CMD_UNSUPPORTED` — for every client, in hosted
+/// mode too. One exhaustive `match` without a catch-all: a new command forces a decision here.
+pub fn allowed_when_provisioned(cmd: WireCommand) -> bool {
+    use WireCommand::*;
+    match cmd {
+        ListContainers
+        | GetContainerStatus
+        | ContainerChangeTokenPin
+        | CreateContainer
+        | ContainerStart
+        | ContainerStop
+        | ContainerUpdateConfig
+        | ContainerCmldHandlesPin
+        | GetProvisioned => true,
+        ListGuestosConfigs
+        | GetContainerConfig
+        | GetLastLog
+        | GetDeviceStats
+        | PushGuestosConfig
+        | ReloadContainers
+        | RemoveContainer
+        | RegisterLocalca
+        | RegisterNewca
+        | RemoveGuestos
+        | WipeDevice
+        | RebootDevice
+        | SetProvisioned
+        | DestroySystem
+        | PullDeviceCsr
+        | PushDeviceCert
+        | ChangeDevicePin
+        | ContainerSwitch
+        | ContainerFreeze
+        | ContainerUnfreeze
+        | ContainerWipe
+        | ContainerSnapshot
+        | ContainerAllowaudio
+        | ContainerDenyaudio
+        | ContainerAssigniface
+        | ContainerUnassigniface
+        | ContainerListIfaces
+        | ContainerExecCmd
+        | ContainerExecInput
+        | ContainerDevAccess
+        | SubscribeEvents => false,
+    }
 }

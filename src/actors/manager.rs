@@ -408,6 +408,31 @@ impl Handler<StopAll> for Manager {
     }
 }
 
+/// `wipe_device`: removes every container (each stopped gracefully first, as `remove` does).
+/// GuestOSes, CAs, the device identity and certificate and the softtoken stay. Returns how many were
+/// removed; the first failure ends the wipe.
+#[derive(Message)]
+#[rtype(result = "Result<usize, ManagerError>")]
+pub struct WipeAll;
+
+impl Handler<WipeAll> for Manager {
+    type Result = ResponseActFuture<Self, Result<usize, ManagerError>>;
+
+    fn handle(&mut self, _: WipeAll, ctx: &mut Context<Self>) -> Self::Result {
+        let addr = actix::AsyncContext::address(ctx);
+        let uuids: Vec<Uuid> = self.containers.keys().copied().collect();
+        let work = async move {
+            for uuid in &uuids {
+                addr.send(Remove(*uuid))
+                    .await
+                    .map_err(|e| ManagerError::Internal(e.to_string()))??;
+            }
+            Ok(uuids.len())
+        };
+        Box::pin(work.into_actor(self))
+    }
+}
+
 /// Asks every container to autostart (daemon start-up; each decides by its config).
 #[derive(Message)]
 #[rtype(result = "()")]

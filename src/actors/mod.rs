@@ -17,6 +17,7 @@ pub mod guestos;
 pub mod lifecycle;
 pub mod manager;
 pub mod network;
+pub mod provisioning;
 pub mod session;
 pub mod token;
 
@@ -62,6 +63,10 @@ pub struct Services {
     pub rt: Arc<crate::container::runtime::Runtime>,
     /// The softtoken service.
     pub token: Addr<token::TokenActor>,
+    /// The device identity and the provisioned state.
+    pub provisioning: Addr<provisioning::ProvisioningActor>,
+    /// The device is provisioned (the acceptor's policy applies); set once, never cleared.
+    pub provisioned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Services {

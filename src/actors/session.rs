@@ -29,18 +29,22 @@ use uuid::Uuid;
 
 use super::{
     Services,
+    acceptor::allowed_when_provisioned,
     container::{ContainerActor, GetConfig, UpdateConfig},
     guestos::{self, List},
     lifecycle,
-    manager::{Create, Lookup, Reload, Remove},
-    network, read, token,
+    manager::{AutostartAll, Create, Lookup, Reload, Remove, StopAll, WipeAll},
+    network, provisioning, read, token,
 };
 use crate::{
     container::accept,
     protocol::{
         codec::{FrameCodec, FrameError, encode_frame},
         command::{Command, RequestError, has_command_field, wire_name},
-        pb::{ControllerToDaemon, DaemonToController, daemon_to_controller::Response},
+        pb::{
+            ControllerToDaemon, DaemonToController, controller_to_daemon::Command as WireCommand,
+            daemon_to_controller::Response,
+        },
         reply,
     },
     softtoken::TokenError,
@@ -123,6 +127,20 @@ impl Session {
             }
         };
         self.log_request(request.command);
+        if self
+            .services
+            .provisioned
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            let allowed = WireCommand::try_from(request.command).is_ok_and(allowed_when_provisioned);
+            if !allowed {
+                self.send(reply::unsupported(format!(
+                    "{} is not available: the device is provisioned",
+                    wire_name(request.command)
+                )));
+                return;
+            }
+        }
         match Command::try_from(request) {
             Ok(cmd) => self.dispatch(cmd, ctx),
             Err(e @ RequestError::UnknownCommand(_)) => self.send(reply::unsupported(e.to_string())),
@@ -255,7 +273,7 @@ impl Session {
             } else {
                 reply::failed(format!("no container with UUID {uuid}"))
             }),
-            Command::GetProvisioned => self.send(reply::provisioned(s.data.provisioned_marker().exists())),
+            Command::GetProvisioned => self.send(reply::provisioned(s.provisioned.load(std::sync::atomic::Ordering::SeqCst))),
             Command::ListGuestOs => self.reply_later(ctx, async move {
                 match s.guestos.send(List).await {
                     Ok(list) => reply::guestos_list(list),
@@ -362,7 +380,16 @@ impl Session {
                 }
                 answer("wipe", actor.send(super::container::Wipe).await, |()| reply::ok())
             }),
-            Command::WipeDevice => self.send(reply::unsupported("wipe_device is not implemented yet")),
+            Command::WipeDevice => self.reply_later(ctx, async move {
+                match s.manager.send(WipeAll).await {
+                    Ok(Ok(n)) => {
+                        tracing::info!(containers = n, "device wiped");
+                        reply::ok()
+                    }
+                    Ok(Err(e)) => reply::failed(format!("wipe_device: {e}")),
+                    Err(e) => reply::failed(format!("wipe_device: {e}")),
+                }
+            }),
             Command::AllowAudio { uuid } => self.device_rule(ctx, uuid, "allow_audio", Ok(audio_rule(true)), true),
             Command::DenyAudio { uuid } => self.device_rule(ctx, uuid, "deny_audio", Ok(audio_rule(false)), true),
             Command::DevAccess { uuid, rule } => {
@@ -424,12 +451,30 @@ impl Session {
             Command::RemoveGuestOs { name } => self.reply_later(ctx, async move {
                 answer("remove_guestos", s.guestos.send(guestos::Remove(name)).await, |_| reply::ok())
             }),
-            Command::PullCsr | Command::PushCert { .. } | Command::SetProvisioned => {
-                self.send(reply::unsupported("device provisioning is not implemented yet"))
-            }
-            Command::RebootDevice | Command::GetDeviceStats => {
-                self.send(reply::unsupported("device commands are not implemented yet"))
-            }
+            Command::PullCsr => self.reply_later(ctx, async move {
+                let csr = s.provisioning.send(provisioning::PullCsr).await;
+                reply::csr(csr.unwrap_or_else(|e| Err(e.to_string())))
+            }),
+            Command::PushCert { cert } => self.reply_later(ctx, async move {
+                match s.provisioning.send(provisioning::PushCert(cert)).await {
+                    Ok(Ok(_)) => reply::response(Response::DeviceCertOk),
+                    Ok(Err(e)) => reply::failure(Response::DeviceCertError, e),
+                    Err(e) => reply::failure(Response::DeviceCertError, e.to_string()),
+                }
+            }),
+            Command::SetProvisioned => self.reply_later(ctx, async move {
+                answer("set_provisioned", s.provisioning.send(provisioning::SetProvisioned).await, |()| {
+                    reply::ok()
+                })
+            }),
+            Command::GetDeviceStats => self.reply_later(ctx, async move {
+                let data = s.data.root().to_path_buf();
+                match actix_rt::task::spawn_blocking(move || crate::device::stats(&data)).await {
+                    Ok(stats) => reply::device_stats(stats),
+                    Err(e) => reply::failed(format!("device_stats: {e}")),
+                }
+            }),
+            Command::RebootDevice => self.reply_later(ctx, async move { reboot(&s).await }),
             Command::GetLastLog { .. } => self.send(reply::unsupported(
                 "cmld logs to its service manager (journal); there are no log files to retrieve",
             )),
@@ -532,6 +577,29 @@ async fn container(s: &Services, uuid: Uuid) -> Result<Addr<ContainerActor>, Dae
 
 /// An actor's answer as a reply: `ok` on success; a handler error or a dead mailbox becomes
 /// `CMD_FAILED` with the reason, prefixed by `what`.
+/// `reboot`. In hosted mode (the default: `hostedmode` absent or true, or a build without the
+/// `device-mode` feature) the host is never rebooted: every container is stopped gracefully, then
+/// the autostart ones are started again, and the reply says so. In device mode the containers are
+/// stopped, the file systems synced, and the machine rebooted.
+async fn reboot(s: &Services) -> DaemonToController {
+    let stopped = s.manager.send(StopAll).await.unwrap_or(0);
+    if cfg!(feature = "device-mode") && s.device.hostedmode == Some(false) {
+        tracing::warn!(containers = stopped, "rebooting the device");
+        nix::unistd::sync();
+        // Returns only on failure.
+        #[cfg(feature = "device-mode")]
+        let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+        #[cfg(feature = "device-mode")]
+        return reply::failed(format!("reboot: {e}"));
+    }
+    tracing::info!(
+        containers = stopped,
+        "reboot (hosted mode): containers stopped; starting the autostart ones"
+    );
+    s.manager.do_send(AutostartAll);
+    reply::ok()
+}
+
 fn answer<T, E: std::fmt::Display>(
     what: &str,
     result: Result<Result<T, E>, actix::MailboxError>,

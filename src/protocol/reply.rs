@@ -101,3 +101,28 @@ pub fn provisioned(v: bool) -> DaemonToController {
         ..Default::default()
     }
 }
+
+/// `DEVICE_CSR` with the CSR, or without it and with the reason.
+pub fn csr(csr: Result<Vec<u8>, String>) -> DaemonToController {
+    match csr {
+        Ok(pem) => DaemonToController {
+            code: Code::DeviceCsr as i32,
+            device_csr: Some(pem),
+            ..Default::default()
+        },
+        Err(e) => DaemonToController {
+            code: Code::DeviceCsr as i32,
+            error_message: Some(e),
+            ..Default::default()
+        },
+    }
+}
+
+/// `DEVICE_STATS`.
+pub fn device_stats(stats: crate::protocol::pb::DeviceStats) -> DaemonToController {
+    DaemonToController {
+        code: Code::DeviceStats as i32,
+        device_stats: Some(stats),
+        ..Default::default()
+    }
+}
