@@ -218,6 +218,12 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         hosted = device::hosted(&device),
         "cmld starting"
     );
+    if device
+        .cgroup_favordynmods
+        .unwrap_or(!device::hosted(&device) && cfg!(feature = "device-mode"))
+    {
+        crate::sys::cgroup::favor_dynmods();
+    }
     let layout = Layout::detect().map_err(|e| DaemonError::Cgroup(e.to_string()))?;
     info!(layout = %layout.describe(), "cgroup controllers");
     if matches!(layout.hierarchy(Controller::Devices), Some(Hierarchy::V2(_))) {
@@ -231,6 +237,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         stop_timeout: std::time::Duration::from_secs(u64::from(device.stop_timeout())),
         claims: Default::default(),
         id_lock: Default::default(),
+        images: crate::container::runtime::SharedImages::new(opts.run_dir.join("images")),
         net: crate::container::network::Network::new(crate::container::network::NetSettings {
             base: opts.net_base,
             ifname_prefix: opts.ifname_prefix.clone(),
@@ -241,6 +248,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let system = actix_rt::System::new();
     let result = system.block_on(serve(opts.clone(), data, device, rt.clone()));
     crate::sys::cgroup::remove_parent_if_empty(&rt.layout, &rt.cgroup_parent);
+    rt.images.detach_all();
     let _ = fs::remove_file(&opts.socket);
     info!("cmld stopped");
     result

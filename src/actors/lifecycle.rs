@@ -408,6 +408,10 @@ async fn launch(
 ) -> Result<Launched, StartError> {
     let join = |e: tokio::task::JoinError| StartError::at("internal", e);
     let rt2 = rt.clone();
+    let (t0, uuid_for_log) = (Instant::now(), uuid.clone());
+    // Off the critical path: the cgroup attach lock's grace period runs while we prepare.
+    let rt_warm = rt.clone();
+    actix_rt::task::spawn_blocking(move || crate::sys::cgroup::warm_attach_lock(&rt_warm.layout));
     let guard = StartGuard(
         Some(
             actix_rt::task::spawn_blocking(move || {
@@ -418,6 +422,7 @@ async fn launch(
         ),
         rt.clone(),
     );
+    let prepared_at = t0.elapsed();
     let notify = match &guard.prepared().plan.notify_socket {
         Some(path) => match UnixDatagram::bind(path) {
             Ok(s) => Some(s),
@@ -437,6 +442,7 @@ async fn launch(
     if let Err(e) = spawned {
         return Err(guard.abort(StartError::at("launch the monitor", e)));
     }
+    let monitor_at = t0.elapsed();
     let _ = ours.set_nonblocking(true);
     let channel = match tokio::net::UnixStream::from_std(ours) {
         Ok(c) => c,
@@ -451,17 +457,27 @@ async fn launch(
         _ => None,
     };
     match event {
-        Some(MonitorEvent::Started { init_pid }) => match PidFd::open(init_pid) {
-            Ok(p) => Ok(Launched {
-                // Tell the monitor it may reap the init from now on (it waits for this byte).
-                channel: {
-                    let mut ch = reader.into_inner();
-                    let _ = tokio::io::AsyncWriteExt::write_all(&mut ch, b"a").await;
-                    ch
-                },
-                prepared: guard.commit(),
-                init: Arc::new(p),
-                notify,
+        Some(MonitorEvent::Started { init_pid, timings }) => match PidFd::open(init_pid) {
+            Ok(p) => Ok({
+                tracing::debug!(
+                    container = %uuid_for_log,
+                    prepare_us = prepared_at.as_micros() as u64,
+                    monitor_started_us = monitor_at.as_micros() as u64,
+                    started_us = t0.elapsed().as_micros() as u64,
+                    monitor = ?timings,
+                    "start timings"
+                );
+                Launched {
+                    // Tell the monitor it may reap the init from now on (it waits for this byte).
+                    channel: {
+                        let mut ch = reader.into_inner();
+                        let _ = tokio::io::AsyncWriteExt::write_all(&mut ch, b"a").await;
+                        ch
+                    },
+                    prepared: guard.commit(),
+                    init: Arc::new(p),
+                    notify,
+                }
             }),
             Err(e) => Err(guard.abort(StartError::at("open the init's pidfd", e))),
         },
@@ -741,10 +757,21 @@ impl Handler<Stop> for ContainerActor {
         let _ = self.set_state(State::Shutdown);
         let uuid = self.uuid;
         let work = async move {
-            let _ = init.signal(sig);
-            let graceful = tokio::time::timeout(timeout, exited.wait_for(Option::is_some))
-                .await
-                .map(|r| r.map(|v| *v));
+            // The signal goes again after 1 ms, 2, 4, … (at most every 500 ms) until the timeout: a
+            // guest init that had not yet installed its handler when the first one came (a pid
+            // namespace's init ignores signals it has no handler for) still stops gracefully, and
+            // soon.
+            let graceful = tokio::time::timeout(timeout, async {
+                let mut gap = Duration::from_millis(1);
+                loop {
+                    let _ = init.signal(sig);
+                    match tokio::time::timeout(gap, exited.wait_for(Option::is_some)).await {
+                        Ok(r) => break r.map(|v| *v),
+                        Err(_) => gap = (gap * 2).min(Duration::from_millis(500)),
+                    }
+                }
+            })
+            .await;
             if let Ok(Ok(info)) = graceful {
                 return info.unwrap_or_default();
             }

@@ -38,6 +38,84 @@ pub struct Runtime {
     pub id_lock: std::sync::Mutex<()>,
     /// Subnet offsets and physical interface claims.
     pub net: super::network::Network,
+    /// GuestOS images mounted once for all containers.
+    pub images: SharedImages,
+}
+
+/// (image, its inode, file system type, mount options).
+type ImageKey = (PathBuf, u64, String, Option<String>);
+
+/// GuestOS images (SHARED, SHARED_RW, OVERLAY_RO: read-only by definition) mounted once, read-only,
+/// below `<run>/images/`, and bound into every container that uses them. Compared with a loop device
+/// and a mount per container start, this saves the attach and the mount, and — above all — the
+/// page cache stays warm: a fresh squashfs mount would decompress the guest's init binary again
+/// at every start. The mounts stay while cmld runs (a running container keeps its bind alive
+/// anyway) and are detached at its exit; a leftover of a crashed cmld is detached at start.
+#[derive(Debug)]
+pub struct SharedImages {
+    dir: PathBuf,
+    /// (image, its inode, file system type, options) → mount point. The inode tells a GuestOS
+    /// pushed again under the same name and version from the one mounted.
+    mounted: std::sync::Mutex<std::collections::HashMap<ImageKey, PathBuf>>,
+}
+
+impl SharedImages {
+    /// Images under `dir` (`<run>/images`); detaches whatever a previous cmld left there.
+    pub fn new(dir: PathBuf) -> SharedImages {
+        let images = SharedImages {
+            dir,
+            mounted: Default::default(),
+        };
+        images.detach_all();
+        images
+    }
+
+    /// The mount point of `image` (mounted now if it is not yet).
+    pub fn mount(&self, image: &Path, fstype: &str, data: Option<&str>) -> Result<PathBuf, String> {
+        let ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(image).map_err(|e| e.to_string())?);
+        let key = (
+            image.to_path_buf(),
+            ino,
+            fstype.to_owned(),
+            data.map(str::to_owned),
+        );
+        let mut mounted = self
+            .mounted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = mounted.get(&key) {
+            return Ok(p.clone());
+        }
+        let name = openssl::sha::sha256(format!("{}\0{ino}\0{fstype}\0{data:?}", image.display()).as_bytes());
+        let point = self
+            .dir
+            .join(name[..8].iter().map(|b| format!("{b:02x}")).collect::<String>());
+        fs::create_dir_all(&point).map_err(|e| format!("{}: {e}", point.display()))?;
+        let dev = crate::sys::loopdev::LoopDevice::attach(image, true).map_err(|e| e.to_string())?;
+        let flags =
+            nix::mount::MsFlags::MS_RDONLY | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOSUID;
+        nix::mount::mount(Some(&dev.path()), &point, Some(fstype), flags, data)
+            .map_err(|e| format!("mount {} on {}: {e}", dev.path().display(), point.display()))?;
+        // The mount holds the loop device now; auto-clear detaches it when the mount goes.
+        drop(dev);
+        mounted.insert(key, point.clone());
+        Ok(point)
+    }
+
+    /// Detaches every image mount (lazily: containers that use one keep it until they end).
+    pub fn detach_all(&self) {
+        self.mounted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+            let _ = fs::remove_dir(e.path());
+        }
+    }
 }
 
 impl Runtime {
@@ -264,6 +342,8 @@ fn init_argv(os: &GuestOs) -> Vec<String> {
 
 /// Turns GuestOS mounts into mount steps and the images to attach.
 struct Planner<'a> {
+    /// Mounted GuestOS images.
+    shared: &'a SharedImages,
     /// Host uid/gid owning new volumes (the container's mapped root), with a user namespace.
     owner: Option<u32>,
     /// Encrypt EMPTY and OVERLAY_RW ext4 volumes (the container has a volume key).
@@ -294,6 +374,14 @@ impl Planner<'_> {
             ));
         }
         Ok(path)
+    }
+
+    /// A GuestOS image mounted read-only once for all containers (see [`SharedImages`]).
+    fn shared(&self, m: &crate::protocol::pb::GuestOsMount) -> Result<PathBuf, StartError> {
+        let image = self.guestos_image(m)?;
+        self.shared
+            .mount(&image, &m.fs_type, m.mount_data.as_deref())
+            .map_err(|e| StartError::at("mount GuestOS image", format!("{}: {e}", image.display())))
     }
 
     /// The per-container image of a mount (`containers/<uuid>/<file>.img`).
@@ -331,24 +419,16 @@ impl Planner<'_> {
         }
         for m in sorted {
             let t = m.mount_type();
-            let fstype = m.fs_type.clone();
             let source = match t {
-                MountType::Shared => {
-                    let index = self.attach(self.guestos_image(m)?, true);
-                    MountSource::Loop {
-                        index,
-                        fstype,
-                        read_only: true,
-                    }
-                }
-                MountType::SharedRw => {
-                    let index = self.attach(self.guestos_image(m)?, true);
-                    MountSource::LoopOverlay { index, fstype }
-                }
-                MountType::OverlayRo => {
-                    let index = self.attach(self.guestos_image(m)?, true);
-                    MountSource::OverlayRo { index, fstype }
-                }
+                MountType::Shared => MountSource::SharedDir {
+                    source: self.shared(m)?,
+                },
+                MountType::SharedRw => MountSource::SharedOverlay {
+                    lower: self.shared(m)?,
+                },
+                MountType::OverlayRo => MountSource::OverlayRo {
+                    layer: self.shared(m)?,
+                },
                 MountType::Empty if m.fs_type.starts_with("tmpfs") => MountSource::Tmpfs {
                     size_mb: size_of_empty(self.cfg, m),
                 },
@@ -449,6 +529,7 @@ pub fn prepare(
         None
     };
     let mut planner = Planner {
+        shared: &rt.images,
         owner: idmap.map(|m| m.base),
         encrypt: key.is_some(),
         data,

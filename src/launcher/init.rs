@@ -144,21 +144,27 @@ fn setup(
                     )?;
                 }
             }
-            MountSource::LoopOverlay { index, fstype } => {
-                let lower = scratch.join(format!("lower{i}"));
-                let rw = scratch.join(format!("rw{i}"));
-                at(&step, std::fs::create_dir(&lower))?;
-                at(&step, std::fs::create_dir(&rw))?;
+            MountSource::SharedDir { source } => {
                 at(
                     &step,
                     mount(
-                        Some(&loops[*index]),
-                        &lower,
-                        Some(fstype.as_str()),
-                        MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
-                        data,
+                        Some(source.as_path()),
+                        &target,
+                        None::<&str>,
+                        MsFlags::MS_BIND,
+                        None::<&str>,
                     ),
                 )?;
+                // A bind mount carries its own flags: make this one read-only (and nodev) too.
+                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NODEV;
+                at(
+                    &step,
+                    mount(None::<&str>, &target, None::<&str>, flags, None::<&str>),
+                )?;
+            }
+            MountSource::SharedOverlay { lower } => {
+                let rw = scratch.join(format!("rw{i}"));
+                at(&step, std::fs::create_dir(&rw))?;
                 at(
                     &step,
                     mount(
@@ -171,21 +177,9 @@ fn setup(
                 )?;
                 at(&step, std::fs::create_dir(rw.join("upper")))?;
                 at(&step, std::fs::create_dir(rw.join("work")))?;
-                at(&step, overlay(&target, &lower, &rw))?;
+                at(&step, overlay(&target, lower, &rw))?;
             }
-            MountSource::OverlayRo { index, fstype } => {
-                let layer = scratch.join(format!("lower{i}"));
-                at(&step, std::fs::create_dir(&layer))?;
-                at(
-                    &step,
-                    mount(
-                        Some(&loops[*index]),
-                        &layer,
-                        Some(fstype.as_str()),
-                        MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
-                        data,
-                    ),
-                )?;
+            MountSource::OverlayRo { layer } => {
                 // No upper: a read-only overlay, the image above what the target held.
                 let opts = format!("lowerdir={}:{}", layer.display(), target.display());
                 at(

@@ -54,6 +54,9 @@ fn write_file(path: &std::path::Path, data: &[u8]) {
 /// Runs the monitor; `fds` = `[channel]`. Returns the process exit code.
 pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
     process::set_name("cml-monitor");
+    let t0 = std::time::Instant::now();
+    let mut timings: Vec<(String, u64)> = Vec::new();
+    let mut mark = |step: &str| timings.push((step.to_owned(), t0.elapsed().as_micros() as u64));
     fdpass::ignore_sigpipe();
     let mut chan = fds.into_iter().next().map(UnixStream::from);
     // The monitor and the container's init hold nothing of cmld's terminal or log.
@@ -91,6 +94,7 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
         }
     }
     let loop_paths: Vec<_> = loops.iter().map(LoopDevice::path).collect();
+    mark("loop devices");
 
     let (go_r, go_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
@@ -114,7 +118,10 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
             drop(chan);
             init::run(&plan, &loop_paths, go_r, rep_w)
         }
-        Ok(Forked::Parent(pid)) => pid,
+        Ok(Forked::Parent(pid)) => {
+            mark("clone");
+            pid
+        }
         Err(e) => return fail(&mut chan, "clone the init into new namespaces", e.to_string()),
     };
     // Only the init needs the volume key; the monitor forgets (and wipes) its copy.
@@ -136,6 +143,7 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
     let mut msg = Vec::new();
     match rep.read(&mut first) {
         Ok(1) if first[0] == b'M' => {
+            mark("mounts");
             for procs in &plan.cgroup_procs {
                 if let Err(e) = std::fs::write(procs, child.as_raw().to_string()) {
                     return abort(
@@ -145,6 +153,7 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
                     );
                 }
             }
+            mark("cgroup attach");
             match EncryptedVolume::open_all(&plan, child) {
                 Ok(v) => volumes = v,
                 Err(e) => return abort(&mut chan, "hold the encrypted volumes", e),
@@ -155,6 +164,7 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
                     Err(e) => return abort(&mut chan, "set up the network", e),
                 }
             }
+            mark("network");
             let started = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
@@ -213,10 +223,12 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
         let _ = std::fs::remove_file(plan.run_dir.join("state"));
         return fail(&mut chan, &step, error);
     }
+    mark("exec");
     report(
         &mut chan,
         &MonitorEvent::Started {
             init_pid: child.as_raw(),
+            timings,
         },
     );
     drop(loops);

@@ -176,12 +176,16 @@ pub enum MountSource {
         /// Mount read-only.
         read_only: bool,
     },
-    /// The loop device of `images[index]` read-only, with a tmpfs overlay on top (SHARED_RW).
-    LoopOverlay {
-        /// Index into [`StartPlan::images`].
-        index: usize,
-        /// Filesystem type of the image.
-        fstype: String,
+    /// A host directory (a GuestOS image mounted once, read-only, for every container using it)
+    /// bound read-only onto the target (SHARED).
+    SharedDir {
+        /// The host directory.
+        source: PathBuf,
+    },
+    /// A shared read-only image directory with a tmpfs overlay on top (SHARED_RW).
+    SharedOverlay {
+        /// The host directory (lower layer).
+        lower: PathBuf,
     },
     /// An EMPTY or OVERLAY_RW ext4 volume encrypted with fscrypt: the loop device of
     /// `images[index]` is mounted aside (at `vol<i>` of the scratch root, `i` the mount's index) and
@@ -201,13 +205,11 @@ pub enum MountSource {
         /// Size limit in MiB.
         size_mb: u32,
     },
-    /// OVERLAY_RO: the loop device of `images[index]` (read-only) as an extra read-only layer over
-    /// what the target already holds.
+    /// OVERLAY_RO: a shared read-only image directory as an extra read-only layer over what the
+    /// target already holds.
     OverlayRo {
-        /// Index into [`StartPlan::images`].
-        index: usize,
-        /// Filesystem type of the image.
-        fstype: String,
+        /// The host directory.
+        layer: PathBuf,
     },
     /// OVERLAY_RW: a persistent upper layer (`upper/`, `work/` on the loop device of
     /// `images[index]`, read-write) over what the target already holds.
@@ -259,6 +261,10 @@ pub enum MonitorEvent {
     Started {
         /// Host pid of the init.
         init_pid: i32,
+        /// Microseconds from the monitor's start to the end of each step, for the daemon's debug
+        /// log (profiling the start path).
+        #[serde(default)]
+        timings: Vec<(String, u64)>,
     },
     /// A start step failed; nothing of the container remains.
     Failed {

@@ -337,6 +337,12 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
         sweep_cgroups(&self.cgroup_parent);
+        // A killed cmld leaves its shared GuestOS image mounts (a terminated one detaches them).
+        if let Ok(entries) = fs::read_dir(self.run.join("images")) {
+            for e in entries.flatten() {
+                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
     }
 }
 
