@@ -171,7 +171,10 @@ fn make_dir(path: &Path, mode: u32) -> Result<(), DaemonError> {
 
 /// Binds the control socket: mode 0660, group `cml-control` when that group exists. A stale socket
 /// file is replaced; a live one (another daemon answers) is an error.
-fn bind_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonError> {
+fn bind_socket(
+    path: &Path,
+    device: &crate::protocol::pb::DeviceConfig,
+) -> Result<std::os::unix::net::UnixListener, DaemonError> {
     let err = |reason: String| DaemonError::Socket {
         path: path.to_owned(),
         reason,
@@ -186,12 +189,50 @@ fn bind_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonEr
         fs::remove_file(path).map_err(|e| err(format!("cannot remove stale socket: {e}")))?;
     }
     let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| err(e.to_string()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o660)).map_err(|e| err(e.to_string()))?;
-    if let Ok(Some(group)) = nix::unistd::Group::from_name("cml-control") {
-        nix::unistd::chown(path, None, Some(group.gid)).map_err(|e| err(e.to_string()))?;
+    let mode = device.socket_mode() & 0o7777;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| err(e.to_string()))?;
+    let owner = match device.socket_owner.as_deref() {
+        Some(o) => Some(
+            resolve_id(o, |n| {
+                nix::unistd::User::from_name(n).map(|u| u.map(|u| u.uid.as_raw()))
+            })
+            .map_err(|e| err(format!("device.conf socket_owner: {e}")))?,
+        ),
+        None => None,
+    };
+    let group = match device.socket_group.as_deref() {
+        Some(g) => Some(
+            resolve_id(g, |n| {
+                nix::unistd::Group::from_name(n).map(|g| g.map(|g| g.gid.as_raw()))
+            })
+            .map_err(|e| err(format!("device.conf socket_group: {e}")))?,
+        ),
+        // Without a setting, the group `cml-control` if the host has one (as upstream).
+        None => nix::unistd::Group::from_name("cml-control")
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw()),
+    };
+    if owner.is_some() || group.is_some() {
+        nix::unistd::chown(
+            path,
+            owner.map(nix::unistd::Uid::from_raw),
+            group.map(nix::unistd::Gid::from_raw),
+        )
+        .map_err(|e| err(e.to_string()))?;
     }
     listener.set_nonblocking(true).map_err(|e| err(e.to_string()))?;
     Ok(listener)
+}
+
+/// A user or group given by name or number.
+fn resolve_id(text: &str, by_name: impl Fn(&str) -> nix::Result<Option<u32>>) -> Result<u32, String> {
+    if let Ok(n) = text.parse::<u32>() {
+        return Ok(n);
+    }
+    by_name(text)
+        .map_err(|e| format!("{text:?}: {e}"))?
+        .ok_or_else(|| format!("no such user or group {text:?}"))
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -303,11 +344,12 @@ async fn serve(
         "containers loaded"
     );
 
-    let listener =
-        tokio::net::UnixListener::from_std(bind_socket(&opts.socket)?).map_err(|e| DaemonError::Socket {
+    let listener = tokio::net::UnixListener::from_std(bind_socket(&opts.socket, &device)?).map_err(|e| {
+        DaemonError::Socket {
             path: opts.socket.clone(),
             reason: e.to_string(),
-        })?;
+        }
+    })?;
     let softtoken = crate::actors::token::open_token(&data.tokens_dir())
         .map_err(|e| DaemonError::Token(e.to_string()))?;
     // One thread: PIN checks are serialised (the lockout counter) and off the async arbiter.

@@ -387,6 +387,55 @@ fn containers_outlive_a_killed_daemon_and_are_adopted() {
 }
 
 #[test]
+fn after_a_daemon_crash_frozen_stays_frozen_and_a_dead_container_is_cleaned_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = common::busybox_daemon(tmp.path(), &["--data-fs", "ext4", "--data-size", "16"]);
+    d.create_container("cold", "");
+    let gone = d.create_soft("gone");
+    d.ok(&["start", "cold"]);
+    d.ok(&["start", "gone", "--key=trustme"]);
+    d.ok(&["freeze", "cold"]);
+    let gone_pid = d.status("gone")["pid"].as_i64().unwrap() as i32;
+    let host_side = format!("{}-", d.ifname_prefix());
+    let veths = || {
+        cml::sys::netlink::Netlink::open()
+            .unwrap()
+            .links()
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.name.starts_with(&host_side))
+            .count()
+    };
+    assert_eq!(veths(), 2);
+    d.kill9();
+    // While cmld is down, the init of one container dies (we started it, through our daemon).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(gone_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{gone_pid}")).exists() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let d = d.restart();
+    // The frozen one is adopted FROZEN, and works as before.
+    assert_eq!(d.ok(&["state", "cold"]), "FROZEN\n");
+    d.ok(&["unfreeze", "cold"]);
+    assert_eq!(d.sh("cold", "echo alive").1, "alive\n");
+    d.ok(&["freeze", "cold"]);
+    d.ok(&["stop", "cold"]);
+    // The dead one is STOPPED, with nothing left: cgroup, run dir, loop devices, its veth (its
+    // monitor took the network down and removed the volume key when the init died).
+    assert_eq!(d.ok(&["state", "gone"]), "STOPPED\n");
+    assert_clean(&d, &gone);
+    assert_eq!(veths(), 0);
+    // It starts again with its data.
+    d.ok(&["start", "gone", "--key=trustme"]);
+    d.ok(&["stop", "gone", "--key=trustme"]);
+}
+
+#[test]
 fn daemon_sigterm_stops_every_container() {
     let tmp = tempfile::tempdir().unwrap();
     let mut d = common::busybox_daemon(tmp.path(), &[]);

@@ -7,7 +7,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tracing::warn;
 
 use super::{Services, session::Session};
-use crate::protocol::pb::controller_to_daemon::Command as WireCommand;
+use crate::protocol::pb::{DeviceConfig, controller_to_daemon::Command as WireCommand};
 
 /// The control-socket acceptor.
 pub struct Acceptor {
@@ -34,12 +34,42 @@ impl Actor for Acceptor {
 impl StreamHandler<std::io::Result<UnixStream>> for Acceptor {
     fn handle(&mut self, item: std::io::Result<UnixStream>, _: &mut Context<Self>) {
         match item {
-            Ok(stream) => Session::start(stream, self.services.clone()),
+            Ok(stream) => match peer_refusal(&self.services.device, &stream) {
+                None => Session::start(stream, self.services.clone()),
+                Some(reason) => {
+                    warn!(%reason, "connection refused");
+                    actix_rt::spawn(refuse(stream, reason));
+                }
+            },
             Err(e) => warn!(error = %e, "accept failed"),
         }
     }
 
     fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+/// Why a connecting peer is not served, if it is not: device.conf `allowed_uids` / `allowed_gids`
+/// (SO_PEERCRED), when either is set. Root is always served.
+fn peer_refusal(device: &DeviceConfig, stream: &UnixStream) -> Option<String> {
+    if device.allowed_uids.is_empty() && device.allowed_gids.is_empty() {
+        return None;
+    }
+    let Ok(cred) = stream.peer_cred() else {
+        return Some("the peer's credentials cannot be read".into());
+    };
+    let (uid, gid) = (cred.uid(), cred.gid());
+    let allowed = uid == 0 || device.allowed_uids.contains(&uid) || device.allowed_gids.contains(&gid);
+    (!allowed).then(|| {
+        format!("access denied: uid {uid} / gid {gid} is not in device.conf allowed_uids / allowed_gids")
+    })
+}
+
+/// Answers a refused connection once (`CMD_FAILED` with the reason) and closes it.
+async fn refuse(mut stream: UnixStream, reason: String) {
+    use tokio::io::AsyncWriteExt;
+    let frame = crate::protocol::codec::encode_frame(&crate::protocol::reply::failed(reason));
+    let _ = stream.write_all(&frame).await;
+    let _ = stream.shutdown().await;
 }
 
 /// Whether a command is accepted once the device is provisioned (SPEC §9): container state and

@@ -279,6 +279,20 @@ impl ContainerActor {
             .map_or(0, |d| d.as_secs());
         let started = Instant::now() - Duration::from_secs(now.saturating_sub(state.started));
         self.reclaim(&run_dir);
+        // Its true state: a container frozen before the crash is FROZEN (a freeze that was still
+        // in progress is finished).
+        let frozen = match cgroup.freezer_state() {
+            Ok(FreezerState::Frozen) => true,
+            Ok(FreezerState::Freezing) => cgroup.freeze().is_ok(),
+            _ => false,
+        };
+        let stop_signal = {
+            let cat = read(&self.ctx.catalog);
+            crate::container::validate_against_catalog(&self.config.config, &cat, self.config.signed())
+                .map_or(Signal::SIGTERM as i32, |os| {
+                    parse_signal(os.config.stop_signal.as_deref())
+                })
+        };
         let exited = self.spawn_watcher(ctx, None, init.clone(), run_dir.clone());
         self.run = Some(Run {
             init,
@@ -286,17 +300,18 @@ impl ContainerActor {
             run_dir,
             started,
             exited,
-            stop_signal: Signal::SIGTERM as i32,
+            stop_signal,
             setup: false,
         });
-        self.state = State::Running;
+        let to = if frozen { State::Frozen } else { State::Running };
+        self.state = to;
         let (pid, st) = (state.init_pid, started);
         self.ctx.board.update(&self.uuid, |e| {
-            e.state = State::Running;
+            e.state = to;
             e.pid = pid;
             e.started = Some(st);
         });
-        info!(container = %self.uuid, pid, "adopted a running container");
+        info!(container = %self.uuid, pid, state = %to, "adopted a running container");
     }
 }
 
