@@ -3,13 +3,14 @@
 //!
 //! Order (each step's failure is reported as `[step, error]` JSON on the report pipe, then exit):
 //! make every mount private → a scratch tmpfs on the plan's root directory → the GuestOS mounts
-//! under `<scratch>/rootfs`, root first → /proc, /sys (read-only), /dev (tmpfs with the allowed
-//! nodes, devpts, shm), /run → report `M` and wait for the monitor to put us into the container's
-//! cgroups (after the mounts: the devices controller would refuse the loop block devices) → new
-//! cgroup namespace (rooted at the container's cgroup) → pivot_root into the new root (the
-//! `pivot_root(".", ".")` form runc uses, which needs no directory in a read-only root) and detach
-//! the old root → hostname → capability bounding set → exec. The report pipe is close-on-exec: EOF
-//! after `M` without a message means the exec succeeded.
+//! under `<scratch>/rootfs`, root first → /proc (its host-wide knobs, /proc/sys and co., bound
+//! read-only), /sys (read-only), /dev (tmpfs with the allowed nodes, devpts, shm), /run → report
+//! `M` and wait for the monitor to put us into the container's cgroups (after the mounts: the
+//! devices controller would refuse the loop block devices) → new cgroup namespace (rooted at the
+//! container's cgroup) → pivot_root into the new root (the `pivot_root(".", ".")` form runc uses,
+//! which needs no directory in a read-only root) and detach the old root → hostname → capability
+//! bounding set → exec. The report pipe is close-on-exec: EOF after `M` without a message means the
+//! exec succeeded.
 
 use std::{
     io::{Read, Write},
@@ -286,6 +287,31 @@ fn setup(
             None::<&str>,
         ),
     )?;
+    // The procfs files that change the host's kernel (sysctls, the sysrq trigger, IRQ affinity, …)
+    // are not namespaced and only check file permissions, which a container root without a user
+    // namespace passes: bind them read-only, as runc does with its readonlyPaths.
+    for name in PROC_READ_ONLY {
+        let path = rootfs.join("proc").join(name);
+        if !path.exists() {
+            continue; // e.g. a kernel without sysrq
+        }
+        let step = format!("make /proc/{name} read-only");
+        at(
+            &step,
+            mount(
+                Some(&path),
+                &path,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            ),
+        )?;
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_dev_exec;
+        at(
+            &step,
+            mount(None::<&str>, &path, None::<&str>, flags, None::<&str>),
+        )?;
+    }
     at(
         "mount /sys",
         mount(
@@ -370,6 +396,9 @@ fn setup(
     let e = execve(path, &argv, &env).map_err(|e| e.to_string()).unwrap_err();
     Err(("exec init".into(), format!("{}: {e}", plan.argv[0])))
 }
+
+/// Entries of `/proc` bound read-only over themselves (runc's `readonlyPaths`).
+const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
 
 /// Creates `upper/` and `work/` in a persistent overlay layer when missing, owned by the container's
 /// root when it has a user namespace.
