@@ -242,6 +242,13 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let data = DataDir::new(&opts.data_dir);
     data.create()?;
     let _lock = take_lock(&data)?;
+    let stale = data.remove_stale_temps();
+    if stale > 0 {
+        info!(
+            count = stale,
+            "removed temporary files left by an interrupted write"
+        );
+    }
     let device = Arc::new(device::load_or_create(&data)?);
     if !device.signed_configs() {
         warn!(

@@ -115,6 +115,22 @@ impl DataDir {
     pub fn container_key(&self, uuid: &Uuid) -> PathBuf {
         self.keys_dir().join(format!("{uuid}.key"))
     }
+
+    /// Deletes the temporary files a crash left in every directory the daemon writes atomically
+    /// (the root, `containers/`, `keys/`, `tokens/`, `tokens/ca/`). Only while nothing writes:
+    /// at start-up, under the data directory lock. Returns how many were removed.
+    pub fn remove_stale_temps(&self) -> usize {
+        [
+            self.root.clone(),
+            self.containers_dir(),
+            self.keys_dir(),
+            self.tokens_dir(),
+            self.tokens_dir().join("ca"),
+        ]
+        .iter()
+        .map(|dir| remove_stale_temps(dir))
+        .sum()
+    }
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -236,6 +252,28 @@ mod tests {
         atomic_write(&p, b"two", 0o600).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn stale_temps_are_removed_from_every_data_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let data = DataDir::new(d.path());
+        data.create().unwrap();
+        let ca = data.tokens_dir().join("ca");
+        fs::create_dir_all(&ca).unwrap();
+        let dirs = [
+            d.path().to_owned(),
+            data.containers_dir(),
+            data.keys_dir(),
+            data.tokens_dir(),
+            ca,
+        ];
+        for dir in &dirs {
+            fs::write(dir.join(format!("{TMP_PREFIX}1.2.x")), b"half").unwrap();
+        }
+        fs::write(data.tokens_dir().join("device.p12"), b"keep").unwrap();
+        assert_eq!(data.remove_stale_temps(), dirs.len());
+        assert!(data.tokens_dir().join("device.p12").exists());
     }
 
     #[test]

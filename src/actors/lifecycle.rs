@@ -240,14 +240,21 @@ impl ContainerActor {
     /// adopts it as RUNNING; leftovers of a dead one are cleaned up.
     pub(super) fn adopt(&mut self, ctx: &mut Context<Self>) {
         let run_dir = self.ctx.rt.run_dir.join(self.uuid.to_string());
-        let Ok(bytes) = std::fs::read(run_dir.join("state")) else {
-            return;
-        };
         let cgroup = ContainerCgroup::open(
             &self.ctx.rt.layout,
             &self.ctx.rt.cgroup_parent,
             &self.uuid.to_string(),
         );
+        let Ok(bytes) = std::fs::read(run_dir.join("state")) else {
+            // No init was recorded: a start that cmld did not finish before it died (the monitor
+            // writes the state once the init is in the cgroup). What that start created would make
+            // the next one fail ("cgroup ... already exists"): remove it.
+            if run_dir.exists() || cgroup.dirs().iter().any(|d| d.exists()) {
+                info!(container = %self.uuid, "cleaning up after a start interrupted by a crash");
+                remove_interrupted_start(&cgroup, &run_dir);
+            }
+            return;
+        };
         let Ok(state) = serde_json::from_slice::<RunState>(&bytes) else {
             let _ = runtime::cleanup(&cgroup, &run_dir);
             return;
@@ -312,6 +319,25 @@ impl ContainerActor {
             e.started = Some(st);
         });
         info!(container = %self.uuid, pid, state = %to, "adopted a running container");
+    }
+}
+
+/// Removes the cgroup and run directory of a start that a crash interrupted. Its monitor outlives
+/// cmld and may still be at work, putting the init into the cgroup at any moment (a single
+/// kill-then-remove can miss it, and the init then runs unknown to cmld): kill and remove in rounds
+/// until the cgroup is gone. Once it is, the monitor cannot attach the init and gives the start up.
+fn remove_interrupted_start(cgroup: &ContainerCgroup, run_dir: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let errors = runtime::cleanup(cgroup, run_dir);
+        if errors.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            warn!(errors = %errors.join("; "), "cleanup after an interrupted start failed");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -305,6 +305,9 @@ fn ensure_ext4_image(path: &Path, size_mb: u32, owner: Option<u32>, encrypt: boo
         fs::create_dir_all(dir).map_err(|e| StartError::at(step, format!("{}: {e}", dir.display())))?;
     }
     let tmp = path.with_extension("img.new");
+    // A leftover of a start a crash interrupted: its mkfs may still be running. Unlinked first, it
+    // finishes on a file no one sees; a truncate would let it write into ours.
+    let _ = fs::remove_file(&tmp);
     let f = fs::File::create(&tmp).map_err(|e| StartError::at(step, format!("{}: {e}", tmp.display())))?;
     f.set_len(u64::from(size_mb) * 1024 * 1024)
         .map_err(|e| StartError::at(step, e))?;
