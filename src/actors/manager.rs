@@ -371,8 +371,12 @@ fn scan_containers(ctx: &ManagerContext, startup: bool) -> Vec<Scanned> {
             _ => continue,
         }
         let config = load_stored(ctx, &uuid).map_err(|e| format!("{}: {e}", entry.path().display()));
-        let created = fs::read_to_string(ctx.data.container_file(&uuid, "created"))
+        // A small regular file only: a planted symlink, FIFO or device is not read.
+        let created_path = ctx.data.container_file(&uuid, "created");
+        let created = fs::symlink_metadata(&created_path)
             .ok()
+            .filter(|m| m.is_file() && m.len() <= 64)
+            .and_then(|_| fs::read_to_string(&created_path).ok())
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(|n| UNIX_EPOCH + Duration::from_nanos(n))
             .or_else(|| entry.metadata().and_then(|m| m.modified()).ok())

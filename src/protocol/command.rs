@@ -161,10 +161,21 @@ fn uuids(command: &'static str, raw: &[String]) -> Result<Vec<Uuid>, RequestErro
         .map(|s| {
             parse_uuid(s).ok_or_else(|| RequestError::Invalid {
                 command,
-                reason: format!("malformed UUID {s:?}"),
+                reason: format!("malformed UUID {}", shown_uuid(s)),
             })
         })
         .collect()
+}
+
+/// A rejected UUID as quoted in an error: at most 40 characters of it, so that a huge string of
+/// control characters (each escaped to up to 10 bytes) cannot turn into a reply larger than the
+/// request, or than a client accepts.
+fn shown_uuid(s: &str) -> String {
+    const SHOWN: usize = 40;
+    match s.char_indices().nth(SHOWN) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &s[..cut], s.len()),
+    }
 }
 
 fn one_uuid(command: &'static str, raw: &[String]) -> Result<Uuid, RequestError> {
@@ -421,6 +432,22 @@ mod tests {
                 pin: None,
                 setup: false
             }
+        );
+    }
+
+    #[test]
+    fn malformed_uuids_are_quoted_briefly() {
+        let mut m = req(Wire::ContainerStop);
+        m.container_uuids = vec!["\u{1}".repeat(1 << 20)];
+        let e = Command::try_from(m).unwrap_err().to_string();
+        assert!(e.len() < 512 && e.contains("(1048576 bytes)"), "{e}");
+        m = req(Wire::ContainerStop);
+        m.container_uuids = vec!["a/b".into()];
+        assert!(
+            Command::try_from(m)
+                .unwrap_err()
+                .to_string()
+                .ends_with("malformed UUID \"a/b\"")
         );
     }
 

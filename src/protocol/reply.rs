@@ -17,9 +17,35 @@ pub fn response(r: Response) -> DaemonToController {
 /// A `RESPONSE` failure reply (`CMD_FAILED`, `CMD_UNSUPPORTED`, or a command's own code) with a reason.
 pub fn failure(r: Response, message: impl Into<String>) -> DaemonToController {
     DaemonToController {
-        error_message: Some(message.into()),
+        error_message: Some(bounded(message.into())),
         ..response(r)
     }
+}
+
+/// Longest `error_message` of a failure reply. Errors quote the value they refuse, escaped: a
+/// hostile config field of 14 MiB of control characters came back as a 73 MB reply, which no
+/// client reads (the 64 MiB frame limit holds both ways). A longer message keeps its start and its
+/// end, which name the field and the reason.
+pub const MAX_ERROR_MESSAGE: usize = 64 * 1024;
+
+fn bounded(message: String) -> String {
+    if message.len() <= MAX_ERROR_MESSAGE {
+        return message;
+    }
+    let mut head = MAX_ERROR_MESSAGE / 2;
+    while !message.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = message.len() - MAX_ERROR_MESSAGE / 4;
+    while !message.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} … [{} bytes left out] … {}",
+        &message[..head],
+        tail - head,
+        &message[tail..]
+    )
 }
 
 /// `RESPONSE: CMD_OK`.
@@ -124,5 +150,23 @@ pub fn device_stats(stats: crate::protocol::pb::DeviceStats) -> DaemonToControll
         code: Code::DeviceStats as i32,
         device_stats: Some(stats),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_error_messages_keep_their_ends() {
+        let msg = format!("field 'x': {} is wrong", "\u{e9}".repeat(MAX_ERROR_MESSAGE));
+        let shown = failed(msg).error_message.unwrap();
+        assert!(shown.len() <= MAX_ERROR_MESSAGE);
+        assert!(
+            shown.starts_with("field 'x': \u{e9}") && shown.ends_with("\u{e9} is wrong"),
+            "{shown}"
+        );
+        assert!(shown.contains("bytes left out"));
+        assert_eq!(failed("short").error_message.as_deref(), Some("short"));
     }
 }

@@ -53,6 +53,7 @@ pub fn parse<T: prost::Message + prost::Name + Default>(input: &[u8]) -> Result<
             message: "text is not valid UTF-8".into(),
         }
     })?;
+    check_depth(text)?;
     let desc = descriptor_of::<T>();
     let dynamic = DynamicMessage::parse_text_format(desc, text).map_err(|e| parse_error(text, &e))?;
     check_required(&dynamic, text)?;
@@ -87,6 +88,56 @@ pub fn to_json<T: prost::Message + prost::Name>(msg: &T) -> serde_json::Value {
     dynamic
         .serialize_with_options(serde_json::value::Serializer, &opts)
         .unwrap_or(serde_json::Value::Null)
+}
+
+/// Deepest nesting of `{ … }` / `< … >` blocks a document may have. Our configs nest two levels at
+/// most. The limit exists because prost-reflect parses the body of an Any expansion
+/// (`[type.googleapis.com/cml.ContainerConfig] { … }`) recursively before it checks that the field
+/// is an `Any`, without a depth limit: 100 000 nested expansions overflow the stack, which aborts
+/// the daemon.
+pub const MAX_DEPTH: usize = 32;
+
+/// Refuses a document whose blocks nest deeper than [`MAX_DEPTH`], pointing at the first opening
+/// too many. Strings and comments are skipped the way the lexer skips them; up to the first lexer
+/// or parser error, the depth counted here is the parser's recursion depth.
+fn check_depth(text: &str) -> Result<(), TextError> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            quote @ (b'"' | b'\'') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote && bytes[i] != b'\n' {
+                    if bytes[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'{' | b'<' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    let (line, column) = line_col(text, i);
+                    return Err(TextError {
+                        line,
+                        column,
+                        field: None,
+                        message: format!("message blocks nested deeper than {MAX_DEPTH} levels"),
+                    });
+                }
+            }
+            b'}' | b'>' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -402,6 +453,18 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("ram_limit"));
         let e = parse::<ContainerConfig>(b"name: \"a\"\nname: \"b\"\n").unwrap_err();
         assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = "[type.googleapis.com/cml.ContainerConfig] {".repeat(100_000);
+        let e = parse::<ContainerConfig>(deep.as_bytes()).unwrap_err();
+        assert_eq!((e.line, e.column), (1, 33 * 43));
+        assert!(e.message.contains("nested deeper"), "{e}");
+        // Braces in strings and comments do not count.
+        let text = format!("name: \"{}\"\n# {}\n", "{".repeat(100), "<".repeat(100));
+        let e = parse::<ContainerConfig>(text.as_bytes()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("guest_os"));
     }
 
     #[test]
