@@ -32,6 +32,16 @@ pub enum ConfigError {
     },
 }
 
+/// A value for an error message: quoted and escaped, and cut after 60 characters for long ones (a
+/// message must not grow with a hostile input).
+fn quoted(value: &str) -> String {
+    if value.len() <= 80 {
+        return format!("{value:?}");
+    }
+    let head: String = value.chars().take(60).collect();
+    format!("{head:?}… ({} bytes)", value.len())
+}
+
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field: field.into(),
@@ -57,7 +67,7 @@ fn validate_static(cfg: &ContainerConfig) -> Result<(), ConfigError> {
     if !guestos::valid_name(&cfg.guest_os) {
         return Err(invalid(
             "guest_os",
-            format!("{:?} is not a valid GuestOS name", cfg.guest_os),
+            format!("{} is not a valid GuestOS name", quoted(&cfg.guest_os)),
         ));
     }
     if ContainerType::try_from(cfg.r#type.unwrap_or(ContainerType::Container as i32))
@@ -89,7 +99,7 @@ fn validate_static(cfg: &ContainerConfig) -> Result<(), ConfigError> {
     }
     if let Some(dns) = &cfg.dns_server {
         dns.parse::<IpAddr>()
-            .map_err(|_| invalid("dns_server", format!("{dns:?} is not an IP address")))?;
+            .map_err(|_| invalid("dns_server", format!("{} is not an IP address", quoted(dns))))?;
     }
     for (i, env) in cfg.init_env.iter().enumerate() {
         match env.split_once('=') {
@@ -97,7 +107,7 @@ fn validate_static(cfg: &ContainerConfig) -> Result<(), ConfigError> {
             _ => {
                 return Err(invalid(
                     format!("init_env[{i}]"),
-                    format!("{env:?} is not NAME=VALUE"),
+                    format!("{} is not NAME=VALUE", quoted(env)),
                 ));
             }
         }
@@ -108,7 +118,7 @@ fn validate_static(cfg: &ContainerConfig) -> Result<(), ConfigError> {
         if !names.insert(v.if_name.as_str()) {
             return Err(invalid(
                 format!("vnet_configs[{i}].if_name"),
-                format!("{:?} is used twice", v.if_name),
+                format!("{} is used twice", quoted(&v.if_name)),
             ));
         }
         if let Some(n) = &v.if_rootns_name {
@@ -118,7 +128,7 @@ fn validate_static(cfg: &ContainerConfig) -> Result<(), ConfigError> {
             if !valid_mac(mac) {
                 return Err(invalid(
                     format!("vnet_configs[{i}].if_mac"),
-                    format!("{mac:?} is not a MAC address"),
+                    format!("{} is not a MAC address", quoted(mac)),
                 ));
             }
         }
@@ -132,14 +142,14 @@ fn validate_static(cfg: &ContainerConfig) -> Result<(), ConfigError> {
         if !guestos::valid_file_name(&s.image_name) {
             return Err(invalid(
                 format!("image_sizes[{i}].image_name"),
-                format!("{:?} is not a valid image name", s.image_name),
+                format!("{} is not a valid image name", quoted(&s.image_name)),
             ));
         }
         if let Some(f) = &s.image_file {
             if !guestos::valid_file_name(f) {
                 return Err(invalid(
                     format!("image_sizes[{i}].image_file"),
-                    format!("{f:?} is not a valid file name"),
+                    format!("{} is not a valid file name", quoted(f)),
                 ));
             }
         }
@@ -161,7 +171,7 @@ pub fn check_name(name: &str) -> Result<(), ConfigError> {
     {
         return Err(invalid(
             "name",
-            format!("{name:?} contains whitespace, a control character or '/'"),
+            format!("{} contains whitespace, a control character or '/'", quoted(name)),
         ));
     }
     Ok(())
@@ -169,7 +179,7 @@ pub fn check_name(name: &str) -> Result<(), ConfigError> {
 
 fn check_ifname(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 15 {
-        return Err(format!("{name:?} must be 1 to 15 bytes long"));
+        return Err(format!("{} must be 1 to 15 bytes long", quoted(name)));
     }
     if name
         .chars()
@@ -177,7 +187,7 @@ fn check_ifname(name: &str) -> Result<(), String> {
         || name == "."
         || name == ".."
     {
-        return Err(format!("{name:?} is not a valid interface name"));
+        return Err(format!("{} is not a valid interface name", quoted(name)));
     }
     Ok(())
 }
@@ -191,7 +201,7 @@ fn valid_mac(s: &str) -> bool {
 }
 
 fn check_cpu_list(s: &str) -> Result<(), String> {
-    let bad = || format!("{s:?} is not a CPU list like \"0-1,3\"");
+    let bad = || format!("{} is not a CPU list like \"0-1,3\"", quoted(s));
     if s.is_empty() {
         return Err(bad());
     }
@@ -225,13 +235,13 @@ pub fn validate_against_catalog<'a>(
         catalog.get(&cfg.guest_os, want).ok_or_else(|| {
             invalid(
                 "guestos_version",
-                format!("version {want} of GuestOS {:?} is not installed", cfg.guest_os),
+                format!("version {want} of GuestOS {} is not installed", quoted(&cfg.guest_os)),
             )
         })?
     } else {
         catalog
             .latest(&cfg.guest_os)
-            .ok_or_else(|| invalid("guest_os", format!("GuestOS {:?} is not installed", cfg.guest_os)))?
+            .ok_or_else(|| invalid("guest_os", format!("GuestOS {} is not installed", quoted(&cfg.guest_os))))?
     };
     if let Some(want) = cfg.guestos_version {
         if os.config.version < want {

@@ -380,15 +380,25 @@ pub fn has_command_field(mut buf: &[u8]) -> bool {
         None
     }
     let mut found = false;
+    // Inside (unknown) groups, fields belong to the group, not to the message.
+    let mut depth = 0usize;
     while !buf.is_empty() {
         let Some(key) = varint(&mut buf) else { return false };
-        if key >> 3 == 1 {
+        if key >> 3 == 1 && depth == 0 {
             found = true;
         }
         let skip = match key & 7 {
             0 => varint(&mut buf).map(|_| 0),
             1 => Some(8),
             2 => varint(&mut buf).and_then(|l| usize::try_from(l).ok()),
+            3 => {
+                depth += 1;
+                Some(0)
+            }
+            4 if depth > 0 => {
+                depth -= 1;
+                Some(0)
+            }
             5 => Some(4),
             _ => None,
         };
@@ -397,12 +407,25 @@ pub fn has_command_field(mut buf: &[u8]) -> bool {
             _ => return false,
         }
     }
-    found
+    found && depth == 0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_field_is_found_past_groups_and_not_inside_them() {
+        // command = 33 after an unknown group (field 50) that holds a field 1 of its own.
+        let msg = [0x93, 0x03, 0x08, 0x05, 0x94, 0x03, 0x08, 0x21];
+        assert!(has_command_field(&msg));
+        // Only inside the group: not the message's command.
+        assert!(!has_command_field(&[0x93, 0x03, 0x08, 0x05, 0x94, 0x03]));
+        // An unterminated group is malformed.
+        assert!(!has_command_field(&[0x08, 0x21, 0x93, 0x03]));
+        // A group end without a start is malformed.
+        assert!(!has_command_field(&[0x08, 0x21, 0x94, 0x03]));
+    }
 
     fn req(cmd: Wire) -> ControllerToDaemon {
         ControllerToDaemon {
