@@ -235,13 +235,19 @@ pub fn validate_against_catalog<'a>(
         catalog.get(&cfg.guest_os, want).ok_or_else(|| {
             invalid(
                 "guestos_version",
-                format!("version {want} of GuestOS {} is not installed", quoted(&cfg.guest_os)),
+                format!(
+                    "version {want} of GuestOS {} is not installed",
+                    quoted(&cfg.guest_os)
+                ),
             )
         })?
     } else {
-        catalog
-            .latest(&cfg.guest_os)
-            .ok_or_else(|| invalid("guest_os", format!("GuestOS {} is not installed", quoted(&cfg.guest_os))))?
+        catalog.latest(&cfg.guest_os).ok_or_else(|| {
+            invalid(
+                "guest_os",
+                format!("GuestOS {} is not installed", quoted(&cfg.guest_os)),
+            )
+        })?
     };
     if let Some(want) = cfg.guestos_version {
         if os.config.version < want {
