@@ -228,6 +228,12 @@ fn a_volume_file_held_open_outside_keeps_the_container_zombie_until_closed() {
         Some(1),
         "no start while the old volume lives"
     );
+    let out = d.control(&["wipe", "held"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wipe waits"),
+        "{out:?}"
+    );
     // Closing the file lets the monitor finish the removal; the container becomes STOPPED.
     drop(holder);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

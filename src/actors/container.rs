@@ -278,12 +278,24 @@ impl Handler<Wipe> for ContainerActor {
 
     fn handle(&mut self, _: Wipe, _: &mut Context<Self>) -> Self::Result {
         let (uuid, data, state) = (self.uuid, self.ctx.data.clone(), self.state);
+        // A ZOMBIE whose volume key is still in use: its old volume lives on; a wipe (which makes
+        // it STOPPED and so startable) waits until the files are closed.
+        let keys_busy = state == State::Zombie
+            && super::lifecycle::read_exit_file(&self.ctx.rt.run_dir.join(uuid.to_string()))
+                .is_some_and(|i| i.keys_busy);
         let work = async move {
             if state.is_running() {
                 return Err(ContainerError::State {
                     uuid,
                     state,
                     what: "wipe needs a stopped container",
+                });
+            }
+            if keys_busy {
+                return Err(ContainerError::State {
+                    uuid,
+                    state,
+                    what: "wipe waits until the files held open on its encrypted volume are closed",
                 });
             }
             actix_rt::task::spawn_blocking(move || {

@@ -148,7 +148,8 @@ async fn watch_exit(
 
 type Lines = tokio::io::Lines<BufReader<tokio::net::UnixStream>>;
 
-fn read_exit_file(run_dir: &std::path::Path) -> Option<ExitInfo> {
+/// The exit file the monitor writes (`<run>/<uuid>/exit`), if there is one.
+pub(super) fn read_exit_file(run_dir: &std::path::Path) -> Option<ExitInfo> {
     let b = std::fs::read(run_dir.join("exit")).ok()?;
     match serde_json::from_slice(&b).ok()? {
         MonitorEvent::Exited {
