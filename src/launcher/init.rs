@@ -139,29 +139,11 @@ fn setup(
                     overlay_dirs(plan, &dir, &step)?;
                     at(&step, overlay(&target, &target, &dir))?;
                 } else {
-                    at(
-                        &step,
-                        mount(Some(&dir), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>),
-                    )?;
+                    at(&step, bind(&dir, &target, None))?;
                 }
             }
             MountSource::SharedDir { source } => {
-                at(
-                    &step,
-                    mount(
-                        Some(source.as_path()),
-                        &target,
-                        None::<&str>,
-                        MsFlags::MS_BIND,
-                        None::<&str>,
-                    ),
-                )?;
-                // A bind mount carries its own flags: make this one read-only (and nodev) too.
-                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NODEV;
-                at(
-                    &step,
-                    mount(None::<&str>, &target, None::<&str>, flags, None::<&str>),
-                )?;
+                at(&step, bind(source, &target, Some(MsFlags::MS_NODEV)))?;
             }
             MountSource::SharedOverlay { lower } => {
                 let rw = scratch.join(format!("rw{i}"));
@@ -220,21 +202,8 @@ fn setup(
                 }
                 at(
                     &step,
-                    mount(
-                        Some(source.as_path()),
-                        &target,
-                        None::<&str>,
-                        MsFlags::MS_BIND,
-                        None::<&str>,
-                    ),
+                    bind(source, &target, read_only.then_some(MsFlags::empty())),
                 )?;
-                if *read_only {
-                    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-                    at(
-                        &step,
-                        mount(None::<&str>, &target, None::<&str>, flags, None::<&str>),
-                    )?;
-                }
             }
             MountSource::BusyboxRoot { busybox } => {
                 at(
@@ -295,21 +264,9 @@ fn setup(
         if !path.exists() {
             continue; // e.g. a kernel without sysrq
         }
-        let step = format!("make /proc/{name} read-only");
         at(
-            &step,
-            mount(
-                Some(&path),
-                &path,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            ),
-        )?;
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_dev_exec;
-        at(
-            &step,
-            mount(None::<&str>, &path, None::<&str>, flags, None::<&str>),
+            &format!("make /proc/{name} read-only"),
+            bind(&path, &path, Some(nosuid_dev_exec)),
         )?;
     }
     at(
@@ -336,16 +293,7 @@ fn setup(
     if let Some(sock) = &plan.notify_socket {
         let inner = rootfs.join("run/notify");
         at("bind the notify socket", std::fs::write(&inner, b""))?;
-        at(
-            "bind the notify socket",
-            mount(
-                Some(sock.as_path()),
-                &inner,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            ),
-        )?;
+        at("bind the notify socket", bind(sock, &inner, None))?;
     }
 
     // Mounted: now the monitor puts us into the container's cgroups.
@@ -395,6 +343,24 @@ fn setup(
     };
     let e = execve(path, &argv, &env).map_err(|e| e.to_string()).unwrap_err();
     Err(("exec init".into(), format!("{}: {e}", plan.argv[0])))
+}
+
+/// Binds `source` onto `target` (recursively); with `read_only: Some(extra)` the bind is then
+/// remounted read-only with the `extra` flags too — a bind mount has flags of its own, so a bind of
+/// a read-only mount is not read-only by itself.
+fn bind(source: &Path, target: &Path, read_only: Option<MsFlags>) -> nix::Result<()> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )?;
+    if let Some(extra) = read_only {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | extra;
+        mount(None::<&str>, target, None::<&str>, flags, None::<&str>)?;
+    }
+    Ok(())
 }
 
 /// Entries of `/proc` bound read-only over themselves (runc's `readonlyPaths`).
