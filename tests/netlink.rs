@@ -8,6 +8,10 @@
 //! veths are deleted by a Drop guard, also when a test fails.
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/poll.rs"]
+mod poll_util;
+use poll_util::poll;
+
 use std::{
     fs::File,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -109,19 +113,6 @@ fn by_name(nl: &Netlink, name: &str) -> Link {
     nl.link_by_name(name)
         .unwrap()
         .unwrap_or_else(|| panic!("no interface {name}"))
-}
-
-fn poll(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Waits for interface `name` to reach the operational state `want`.

@@ -264,11 +264,7 @@ fn reboot_in_hosted_mode_keeps_the_host_and_restarts_autostart_containers() {
         "{stats}"
     );
     assert_eq!(d.ok(&["state", "manual"]), "STOPPED\n");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while d.ok(&["state", "auto"]) != "RUNNING\n" {
-        assert!(std::time::Instant::now() < deadline, "auto did not come back");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    common::poll::wait_for("auto to come back", || d.ok(&["state", "auto"]) == "RUNNING\n");
     assert_ne!(d.status("auto")["pid"].as_i64().unwrap(), before.1, "a new run");
     d.ok(&["stop", "auto"]);
 }

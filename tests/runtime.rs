@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::poll::poll;
 use common::{Daemon, fixture::busybox_guestos};
 
 fn stderr(o: &std::process::Output) -> String {
@@ -49,11 +50,8 @@ fn assert_clean(d: &Daemon, uuid: &str) {
         );
     }
     assert!(!d.run.join(uuid).exists(), "run dir left");
-    let deadline = Instant::now() + Duration::from_secs(3);
     let own = d.data.join("containers");
-    while !loops_backed_by(&own).is_empty() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
+    poll(Duration::from_secs(3), || loops_backed_by(&own).is_empty());
     assert_eq!(loops_backed_by(&own), Vec::<String>::new());
 }
 
@@ -131,10 +129,7 @@ fn a_container_starts_isolated_runs_commands_and_stops_gracefully() {
     assert!(!loops_backed_by(&d.data).is_empty());
     let mut d = d;
     d.terminate(nix::sys::signal::Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !loops_backed_by(&d.data).is_empty() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
+    poll(Duration::from_secs(3), || loops_backed_by(&d.data).is_empty());
     assert_eq!(loops_backed_by(&d.data), Vec::<String>::new());
 }
 
@@ -414,10 +409,9 @@ fn after_a_daemon_crash_frozen_stays_frozen_and_a_dead_container_is_cleaned_up()
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Path::new(&format!("/proc/{gone_pid}")).exists() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
+    poll(Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{gone_pid}")).exists()
+    });
     let d = d.restart();
     // The frozen one is adopted FROZEN, and works as before.
     assert_eq!(d.ok(&["state", "cold"]), "FROZEN\n");

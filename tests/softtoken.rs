@@ -236,14 +236,9 @@ fn a_volume_file_held_open_outside_keeps_the_container_zombie_until_closed() {
     );
     // Closing the file lets the monitor finish the removal; the container becomes STOPPED.
     drop(holder);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while d.ok(&["state", "held"]) != "STOPPED\n" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still ZOMBIE after the file was closed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    common::poll::wait_for("STOPPED after the file was closed", || {
+        d.ok(&["state", "held"]) == "STOPPED\n"
+    });
     d.ok(&["start", "held", "--key=trustme"]);
     assert_eq!(d.sh("held", "cat /data/held.txt").1, "still-secret\n");
     d.ok(&["stop", "held", "--key=trustme"]);

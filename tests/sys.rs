@@ -2,6 +2,10 @@
 //! cleans up its cgroups, loop devices and children through Drop guards, also when it fails.
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/poll.rs"]
+mod poll_util;
+use poll_util::poll;
+
 use std::{
     fs,
     os::unix::process::ExitStatusExt,
@@ -9,7 +13,7 @@ use std::{
     process::{Child, Command},
     sync::atomic::{AtomicU32, Ordering},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use cml::sys::{
@@ -62,19 +66,6 @@ impl Drop for CgroupGuard {
         }
         let _ = cg.remove();
         remove_parent_if_empty(&self.layout, &self.parent);
-    }
-}
-
-fn poll(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(10));
     }
 }
 

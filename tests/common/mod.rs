@@ -7,6 +7,7 @@
 
 pub mod fixture;
 pub mod http;
+pub mod poll;
 
 use std::{
     fs,
