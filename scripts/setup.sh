@@ -12,6 +12,7 @@ PACKAGES=(
   e2fsprogs               # mkfs.ext4
   iproute2                # tests/netlink.rs: `ip route` in a test netns
   nftables                # nft: device.conf nat_uplink (masquerading)
+  mmdebstrap              # tests: the Debian 12 systemd GuestOS (scripts/debian-fixture.sh)
 )
 
 missing=()

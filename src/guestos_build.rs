@@ -97,6 +97,8 @@ pub struct BuildOptions {
     pub data_size: u32,
     /// Whether the guest reports readiness with `READY=1` (`feature_notify_ready`).
     pub notify: bool,
+    /// The stop signal (`stop_signal`), checked here; SIGTERM when unset.
+    pub stop_signal: Option<String>,
     /// Where the daemon fetches this GuestOS's images from.
     pub update_base_url: Option<String>,
     /// English description (default `<name> <version>`).
@@ -119,6 +121,7 @@ impl BuildOptions {
             data_fs: DataFs::Tmpfs,
             data_size: 16,
             notify: false,
+            stop_signal: None,
             update_base_url: None,
             description: None,
         }
@@ -246,6 +249,9 @@ fn validate(opts: &BuildOptions) -> Result<(), BuildError> {
             ),
         ));
     }
+    if let Some(sig) = &opts.stop_signal {
+        guestos::parse_stop_signal(sig).map_err(|e| invalid("stop-signal", e))?;
+    }
     if !guestos::valid_file_name(&opts.hardware) {
         return Err(invalid(
             "hardware",
@@ -340,6 +346,7 @@ fn config_for(opts: &BuildOptions) -> GuestOsConfig {
         },
         update_base_url: opts.update_base_url.clone(),
         feature_notify_ready: opts.notify.then_some(true),
+        stop_signal: opts.stop_signal.clone(),
         ..Default::default()
     }
 }

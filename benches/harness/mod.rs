@@ -12,6 +12,7 @@
 pub mod fixture;
 
 pub mod crun;
+pub mod debian;
 
 use std::{
     fs,
@@ -50,6 +51,8 @@ pub struct Config {
     pub rss_n: usize,
     /// Measure peers (crun).
     pub peers: bool,
+    /// Boot runs of the Debian/systemd guest against systemd-nspawn (0: skipped).
+    pub debian_runs: usize,
 }
 
 impl Config {
@@ -62,6 +65,7 @@ impl Config {
             state_requests: 1000,
             rss_n: 100,
             peers: true,
+            debian_runs: 10,
         }
     }
 
@@ -74,6 +78,7 @@ impl Config {
             state_requests: 10,
             rss_n: 2,
             peers: false,
+            debian_runs: 0,
         }
     }
 }
@@ -178,22 +183,7 @@ impl Bench {
         }
         let mut c = b.client();
         for f in [&plain, &enc] {
-            let mut r = c.call(&ControllerToDaemon {
-                command: Cmd::PushGuestosConfig as i32,
-                guestos_config_file: Some(fs::read(&f.conf).unwrap()),
-                guestos_config_signature: Some(Vec::new()),
-                guestos_config_certificate: Some(Vec::new()),
-                ..Default::default()
-            });
-            // Progress replies (INSTALL_STARTED) come first.
-            while r.response == Some(Response::GuestosMgrInstallStarted as i32) {
-                r = c.recv();
-            }
-            assert_eq!(
-                r.response,
-                Some(Response::GuestosMgrInstallCompleted as i32),
-                "{r:?}"
-            );
+            c.push_guestos(&f.conf);
         }
         b
     }
@@ -247,8 +237,33 @@ pub struct Client(pub UnixStream);
 impl Client {
     /// One request, one reply.
     pub fn call(&mut self, msg: &ControllerToDaemon) -> DaemonToController {
-        self.0.write_all(&encode_frame(msg)).unwrap();
+        self.send(msg);
         self.recv()
+    }
+
+    /// Installs an unsigned GuestOS config (and its images, from its store); asserts success.
+    pub fn push_guestos(&mut self, conf: &std::path::Path) {
+        let mut r = self.call(&ControllerToDaemon {
+            command: Cmd::PushGuestosConfig as i32,
+            guestos_config_file: Some(fs::read(conf).unwrap()),
+            guestos_config_signature: Some(Vec::new()),
+            guestos_config_certificate: Some(Vec::new()),
+            ..Default::default()
+        });
+        // Progress replies (INSTALL_STARTED) come first.
+        while r.response == Some(Response::GuestosMgrInstallStarted as i32) {
+            r = self.recv();
+        }
+        assert_eq!(
+            r.response,
+            Some(Response::GuestosMgrInstallCompleted as i32),
+            "{r:?}"
+        );
+    }
+
+    /// One request; its replies are read with [`recv`](Self::recv).
+    pub fn send(&mut self, msg: &ControllerToDaemon) {
+        self.0.write_all(&encode_frame(msg)).unwrap();
     }
 
     /// The next reply.
@@ -530,7 +545,36 @@ pub fn run(cfg: &Config) -> Vec<Row> {
         c.stop(u, None);
     }
 
-    print_table(&rows, peer.as_ref().map(|p| p.version.as_str()));
+    if cfg.debian_runs > 0 {
+        match debian::fixture() {
+            Ok(fx) => {
+                let (starts, stops) = debian::cml(&b, &fx, cfg.debian_runs);
+                let nspawn = debian::nspawn(&fx, cfg.debian_runs)
+                    .map_err(|e| eprintln!("systemd-nspawn peer not measured: {e}"))
+                    .ok();
+                let peer_of = |i: usize| nspawn.as_ref().map(|p| stats(if i == 0 { &p.0 } else { &p.1 }).0);
+                row(
+                    "debian/systemd start → RUNNING (READY=1)",
+                    1,
+                    &starts,
+                    peer_of(0),
+                    "ms",
+                );
+                row("debian/systemd stop → STOPPED", 1, &stops, peer_of(1), "ms");
+            }
+            Err(e) => eprintln!("Debian fixture not built, its rows are skipped: {e}"),
+        }
+    }
+
+    let mut peers: Vec<String> = peer.iter().map(|p| p.version.clone()).collect();
+    if rows
+        .iter()
+        .any(|r| r.op.starts_with("debian") && r.peer.is_some())
+    {
+        peers.push("debian/systemd rows: systemd-nspawn (same rootfs, --volatile=overlay)".into());
+    }
+    let peers = peers.join("; ");
+    print_table(&rows, (!peers.is_empty()).then_some(peers.as_str()));
     if let Some(path) = std::env::var_os("CML_BENCH_KEEP_LOG") {
         let _ = fs::write(path, b.log());
     }

@@ -95,17 +95,11 @@ pub enum StopFailure {
     Cleanup(String),
 }
 
-/// The number of a stop signal named in a GuestOS: `SIGTERM` (default), any other name, or
-/// `SIGRTMIN+N` (systemd guests use `SIGRTMIN+3`).
+/// The number of a stop signal named in a GuestOS: SIGTERM when none is named (an installed config
+/// was validated, so a name that does not parse — from an older cml — also means SIGTERM).
 pub fn parse_signal(name: Option<&str>) -> i32 {
-    let Some(name) = name else {
-        return Signal::SIGTERM as i32;
-    };
-    if let Some(n) = name.strip_prefix("SIGRTMIN+").and_then(|n| n.parse::<i32>().ok()) {
-        return libc::SIGRTMIN() + n;
-    }
-    name.parse::<Signal>()
-        .map_or(Signal::SIGTERM as i32, |s| s as i32)
+    name.and_then(|n| crate::guestos::parse_stop_signal(n).ok())
+        .unwrap_or(Signal::SIGTERM as i32)
 }
 
 /// Waits for the init to end: from the monitor's channel when there is one, else from its pidfd
@@ -684,9 +678,12 @@ impl Handler<InitExited> for ContainerActor {
             return;
         }
         let cfg = &self.config.config;
+        // A guest that powered itself off (reboot(2) with POWER_OFF or HALT kills its init with
+        // SIGINT) ended as asked: that is no failure.
+        let powered_off = info.signal == Some(Signal::SIGINT as i32);
         let restart = match cfg.restart_policy() {
             RestartPolicy::No => false,
-            RestartPolicy::OnFailure => info.code != Some(0),
+            RestartPolicy::OnFailure => info.code != Some(0) && !powered_off,
             RestartPolicy::Always => true,
         };
         if !restart {

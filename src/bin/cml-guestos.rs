@@ -87,6 +87,9 @@ struct BuildArgs {
     /// The guest reports readiness with READY=1 (BOOTING → RUNNING waits for it).
     #[arg(long)]
     notify: bool,
+    /// The signal `control stop` sends the guest's init (default SIGTERM; systemd: SIGRTMIN+3).
+    #[arg(long)]
+    stop_signal: Option<String>,
     /// Where cmld fetches the images from (file://, http://, https://).
     #[arg(long)]
     update_base_url: Option<String>,
@@ -138,6 +141,7 @@ impl From<BuildArgs> for BuildOptions {
             },
             data_size: a.data_size,
             notify: a.notify,
+            stop_signal: a.stop_signal,
             update_base_url: a.update_base_url,
             description: a.description,
         }

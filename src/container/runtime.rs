@@ -13,7 +13,7 @@ use crate::{
     guestos::GuestOs,
     launcher::{
         Launcher,
-        plan::{IdMap, ImageSpec, MountSource, MountSpec, StartPlan},
+        plan::{CgroupMount, IdMap, ImageSpec, MountSource, MountSpec, StartPlan},
     },
     protocol::pb::{ContainerConfig, guest_os_mount::Type as MountType},
     store::DataDir,
@@ -644,6 +644,8 @@ pub fn prepare(
     let mut env = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
         "container=cml".to_owned(),
+        // systemd takes the machine ID from here when the image's /etc/machine-id is empty.
+        format!("container_uuid={uuid}"),
     ];
     env.extend(os.config.init_env.iter().cloned());
     env.extend(cfg.init_env.iter().cloned());
@@ -673,6 +675,16 @@ pub fn prepare(
         setup,
         userns: idmap,
         volume_key: key.map(|k| crate::launcher::plan::SecretHex::encode(k.bytes())),
+        cgroup_view: cg
+            .guest_view(&rt.layout)
+            .into_iter()
+            .map(|g| CgroupMount {
+                name: g.name,
+                dir: g.dir,
+                writable: g.writable,
+            })
+            .collect(),
+        machine_id: uuid_v.simple().to_string(),
     };
     Ok(Prepared { plan, cgroup: cg })
 }

@@ -72,6 +72,21 @@ pub fn image_mounts(cfg: &GuestOsConfig) -> Vec<&GuestOsMount> {
     out
 }
 
+/// The signal number of a GuestOS `stop_signal`: a name as `kill -l` prints it (`SIGTERM`,
+/// `SIGPWR`, …) or `SIGRTMIN+N` (systemd guests stop cleanly on `SIGRTMIN+3`).
+pub fn parse_stop_signal(name: &str) -> Result<i32, String> {
+    if let Some(n) = name.strip_prefix("SIGRTMIN+") {
+        let max = libc::SIGRTMAX() - libc::SIGRTMIN();
+        return match n.parse::<i32>() {
+            Ok(n) if (0..=max).contains(&n) => Ok(libc::SIGRTMIN() + n),
+            _ => Err(format!("stop_signal {name:?}: SIGRTMIN+N needs 0 <= N <= {max}")),
+        };
+    }
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .map_err(|_| format!("stop_signal {name:?} is not a signal name (e.g. SIGTERM, SIGRTMIN+3)"))
+}
+
 /// Checks a GuestOS config before it is installed: names, versions, image file names and mount
 /// points are path-safe; image-backed mounts carry a size and a SHA-256; the URL scheme is one we
 /// fetch from; in hosted mode, mount types that write physical devices are refused.
@@ -93,6 +108,9 @@ pub fn validate_config(cfg: &GuestOsConfig, hosted: bool) -> Result<(), String> 
     }
     if let Some(url) = &cfg.update_base_url {
         install::check_base_url(url)?;
+    }
+    if let Some(sig) = &cfg.stop_signal {
+        parse_stop_signal(sig)?;
     }
     for (i, m) in cfg.mounts.iter().chain(&cfg.mounts_setup).enumerate() {
         let t = MountType::try_from(m.mount_type)

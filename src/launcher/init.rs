@@ -1,16 +1,24 @@
-//! The container's init process before it becomes the guest init: runs inside the new mount, pid,
-//! uts, ipc (and net) namespaces, as pid 1, and never returns.
+//! The container's init process before it becomes the guest init: runs inside the new mount, uts,
+//! ipc (and net) namespaces and never returns.
 //!
 //! Order (each step's failure is reported as `[step, error]` JSON on the report pipe, then exit):
 //! make every mount private → a scratch tmpfs on the plan's root directory → the GuestOS mounts
-//! under `<scratch>/rootfs`, root first → /proc (its host-wide knobs, /proc/sys and co., bound
-//! read-only), /sys (read-only), /dev (tmpfs with the allowed nodes, devpts, shm), /run → report
-//! `M` and wait for the monitor to put us into the container's cgroups (after the mounts: the
-//! devices controller would refuse the loop block devices) → new cgroup namespace (rooted at the
-//! container's cgroup) → pivot_root into the new root (the `pivot_root(".", ".")` form runc uses,
-//! which needs no directory in a read-only root) and detach the old root → hostname → capability
-//! bounding set → exec. The report pipe is close-on-exec: EOF after `M` without a message means the
-//! exec succeeded.
+//! under `<scratch>/rootfs`, root first (image directories idmapped with a user namespace) →
+//! /proc (without a user namespace; see below), /sys (read-only), /sys/fs/cgroup (the container's
+//! own cgroups), /dev (tmpfs with the allowed nodes, devpts, mqueue, shm), /run, /run/lock, the
+//! machine ID → report `M` and wait for the monitor to put us into the container's cgroups (after
+//! the mounts: the devices controller would refuse the loop block devices) → new cgroup namespace
+//! (rooted at the container's cgroup) → pivot_root into the new root (the `pivot_root(".", ".")`
+//! form runc uses, which needs no directory in a read-only root) and detach the old root →
+//! hostname → capability bounding set → exec. The report pipe is close-on-exec: EOF after `M`
+//! without a message means the exec succeeded.
+//!
+//! Without a user namespace this process was cloned into a new pid namespace and is its pid 1.
+//! With one, the pid namespace must belong to the user namespace (so the guest may reboot itself),
+//! and a pid namespace belongs to the user namespace of the process that creates it: after the
+//! hostname this process joins the user namespace (made by the monitor), creates the pid namespace,
+//! forks the init into it, reports `P` + the init's pid, and exits; the monitor (a child
+//! subreaper) inherits the init, mounts its /proc from inside the pid namespace and releases it.
 
 use std::{
     io::{Read, Write},
@@ -26,7 +34,10 @@ use nix::{
 };
 
 use super::plan::{MountSource, StartPlan};
-use crate::sys::process;
+use crate::sys::{
+    idmap::{self, UserNamespace},
+    process,
+};
 
 type Step<T> = Result<T, (String, String)>;
 
@@ -34,11 +45,18 @@ fn at<T, E: std::fmt::Display>(step: &str, r: Result<T, E>) -> Step<T> {
     r.map_err(|e| (step.to_owned(), e.to_string()))
 }
 
-/// Runs the init sequence; never returns (exec, or exit after reporting the failed step).
-pub fn run(plan: &StartPlan, loops: &[PathBuf], go: OwnedFd, report: OwnedFd) -> ! {
+/// Runs the init sequence; never returns (exec, or exit after reporting the failed step). `userns`
+/// is the container's user namespace (made by the monitor with the plan's mapping), if it has one.
+pub fn run(
+    plan: &StartPlan,
+    loops: &[PathBuf],
+    userns: Option<&UserNamespace>,
+    go: OwnedFd,
+    report: OwnedFd,
+) -> ! {
     let mut report = std::fs::File::from(report);
     let mut go = std::fs::File::from(go);
-    let err = match setup(plan, loops, &mut report, &mut go) {
+    let err = match setup(plan, loops, userns, &mut report, &mut go) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -49,6 +67,7 @@ pub fn run(plan: &StartPlan, loops: &[PathBuf], go: OwnedFd, report: OwnedFd) ->
 fn setup(
     plan: &StartPlan,
     loops: &[PathBuf],
+    userns: Option<&UserNamespace>,
     report: &mut std::fs::File,
     go: &mut std::fs::File,
 ) -> Step<std::convert::Infallible> {
@@ -143,9 +162,10 @@ fn setup(
                 }
             }
             MountSource::SharedDir { source } => {
-                at(&step, bind(source, &target, Some(MsFlags::MS_NODEV)))?;
+                at(&step, bind_image(source, &target, userns))?;
             }
             MountSource::SharedOverlay { lower } => {
+                let lower = &image_layer(scratch, i, lower, userns, &step)?;
                 let rw = scratch.join(format!("rw{i}"));
                 at(&step, std::fs::create_dir(&rw))?;
                 at(
@@ -158,11 +178,12 @@ fn setup(
                         Some("mode=0755"),
                     ),
                 )?;
-                at(&step, std::fs::create_dir(rw.join("upper")))?;
-                at(&step, std::fs::create_dir(rw.join("work")))?;
+                // upper/ is the overlay's root directory: the container's root must own it.
+                overlay_dirs(plan, &rw, &step)?;
                 at(&step, overlay(&target, lower, &rw))?;
             }
             MountSource::OverlayRo { layer } => {
+                let layer = &image_layer(scratch, i, layer, userns, &step)?;
                 // No upper: a read-only overlay, the image above what the target held.
                 let opts = format!("lowerdir={}:{}", layer.display(), target.display());
                 at(
@@ -246,28 +267,10 @@ fn setup(
     }
 
     let nosuid_dev_exec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    at(
-        "mount /proc",
-        mount(
-            Some("proc"),
-            &rootfs.join("proc"),
-            Some("proc"),
-            nosuid_dev_exec,
-            None::<&str>,
-        ),
-    )?;
-    // The procfs files that change the host's kernel (sysctls, the sysrq trigger, IRQ affinity, …)
-    // are not namespaced and only check file permissions, which a container root without a user
-    // namespace passes: bind them read-only, as runc does with its readonlyPaths.
-    for name in PROC_READ_ONLY {
-        let path = rootfs.join("proc").join(name);
-        if !path.exists() {
-            continue; // e.g. a kernel without sysrq
-        }
-        at(
-            &format!("make /proc/{name} read-only"),
-            bind(&path, &path, Some(nosuid_dev_exec)),
-        )?;
+    if userns.is_none() {
+        // We are the pid namespace's init: our /proc shows it. With a user namespace the pid
+        // namespace does not exist yet (see the module doc): the monitor mounts /proc later.
+        mount_proc(&rootfs.join("proc"))?;
     }
     at(
         "mount /sys",
@@ -279,6 +282,7 @@ fn setup(
             None::<&str>,
         ),
     )?;
+    mount_cgroups(plan, &rootfs.join("sys/fs/cgroup"))?;
     populate_dev(plan, &rootfs.join("dev"), &owner)?;
     at(
         "mount /run",
@@ -287,14 +291,41 @@ fn setup(
             &rootfs.join("run"),
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(format!("mode=0755,size=16m{owner}").as_str()),
+            // systemd refuses to re-execute itself with less than 16 MiB free here.
+            Some(format!("mode=0755,size=64m{owner}").as_str()),
+        ),
+    )?;
+    // Debian's systemd treats /run/lock as an API file system it must mount (or find mounted).
+    let lock = rootfs.join("run/lock");
+    at("mount /run/lock", std::fs::create_dir(&lock))?;
+    at(
+        "mount /run/lock",
+        mount(
+            Some("tmpfs"),
+            &lock,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(format!("mode=1777,size=5m{owner}").as_str()),
         ),
     )?;
     if let Some(sock) = &plan.notify_socket {
         let inner = rootfs.join("run/notify");
         at("bind the notify socket", std::fs::write(&inner, b""))?;
         at("bind the notify socket", bind(sock, &inner, None))?;
+        if let Some(m) = plan.userns {
+            // The guest's root sends READY=1 there.
+            let (u, g) = (
+                nix::unistd::Uid::from_raw(m.base),
+                nix::unistd::Gid::from_raw(m.base),
+            );
+            at(
+                "bind the notify socket",
+                nix::unistd::chown(sock, Some(u), Some(g)),
+            )?;
+        }
     }
+
+    machine_id(plan, &rootfs)?;
 
     // Mounted: now the monitor puts us into the container's cgroups.
     at("join the container's cgroups", report.write_all(b"M"))?;
@@ -314,14 +345,16 @@ fn setup(
     if plan.netns {
         at("bring lo up", crate::sys::netif::set_up("lo"))?;
     }
-    if plan.userns.is_some() {
-        // The user namespace comes last: the mount, pid, uts, ipc and net namespaces stay owned by
-        // the host's, so the container's root (an unprivileged host uid) has no power over them.
-        at("create user namespace", unshare(CloneFlags::CLONE_NEWUSER))?;
-        at("create user namespace", report.write_all(b"U"))?;
-        if !matches!(go.read(&mut b), Ok(1)) {
-            process::exit_now(1);
-        }
+    if let Some(ns) = userns {
+        // The user namespace comes last: the mount, uts, ipc, net and cgroup namespaces stay owned
+        // by the host's, so the container's root (an unprivileged host uid) cannot mount, rename
+        // the host or configure the network. The pid namespace is made now, inside it, and so
+        // belongs to it: the guest may reboot(2) itself (the kernel checks CAP_SYS_BOOT over the
+        // pid namespace's owner) and systemd's services may create namespaces of their own.
+        at(
+            "join the user namespace",
+            nix::sched::setns(ns.fd(), CloneFlags::CLONE_NEWUSER),
+        )?;
         let root_gid = nix::unistd::Gid::from_raw(0);
         let root_uid = nix::unistd::Uid::from_raw(0);
         at("become the container's root", nix::unistd::setgroups(&[]))?;
@@ -333,6 +366,22 @@ fn setup(
             "become the container's root",
             nix::unistd::setresuid(root_uid, root_uid, root_uid),
         )?;
+        at("create pid namespace", unshare(CloneFlags::CLONE_NEWPID))?;
+        // The init is pid 1 of the new namespace; we report its pid and leave, and the monitor (a
+        // child subreaper) becomes its parent. It waits until the monitor has mounted its /proc.
+        match at("fork the init", process::fork())? {
+            process::Forked::Parent(pid) => {
+                let mut msg = b"P".to_vec();
+                msg.extend_from_slice(&pid.as_raw().to_ne_bytes());
+                let _ = report.write_all(&msg);
+                process::exit_now(0)
+            }
+            process::Forked::Child => {
+                if !matches!(go.read(&mut b), Ok(1)) {
+                    process::exit_now(1); // the monitor is gone
+                }
+            }
+        }
     }
     at("drop capabilities", super::drop_capabilities(&plan.drop_caps))?;
 
@@ -361,6 +410,163 @@ fn bind(source: &Path, target: &Path, read_only: Option<MsFlags>) -> nix::Result
         mount(None::<&str>, target, None::<&str>, flags, None::<&str>)?;
     }
     Ok(())
+}
+
+/// Mounts the proc file system of the calling process's pid namespace at `dir`, with its host-wide
+/// knobs read-only.
+pub fn mount_proc(dir: &Path) -> Step<()> {
+    let nosuid_dev_exec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    at(
+        "mount /proc",
+        mount(Some("proc"), dir, Some("proc"), nosuid_dev_exec, None::<&str>),
+    )?;
+    // The procfs files that change the host's kernel (sysctls, the sysrq trigger, IRQ affinity, …)
+    // are not namespaced and only check file permissions, which a container root without a user
+    // namespace passes: bind them read-only, as runc does with its readonlyPaths.
+    for name in PROC_READ_ONLY {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue; // e.g. a kernel without sysrq
+        }
+        at(
+            &format!("make /proc/{name} read-only"),
+            bind(&path, &path, Some(nosuid_dev_exec)),
+        )?;
+    }
+    Ok(())
+}
+
+/// Binds a shared GuestOS image directory (read-only) onto `target`; with a user namespace the bind
+/// is idmapped, so the image's files belong to the container's root rather than to `nobody`.
+fn bind_image(source: &Path, target: &Path, userns: Option<&UserNamespace>) -> nix::Result<()> {
+    if let Some(ns) = userns {
+        match idmap::bind_idmapped(source, target, ns.fd(), true) {
+            // A file system without idmapped mounts (EINVAL): its files stay `nobody`'s.
+            Err(nix::errno::Errno::EINVAL) => {}
+            other => return other,
+        }
+    }
+    bind(source, target, Some(MsFlags::MS_NODEV))
+}
+
+/// The lower layer of an overlay from a shared image directory: the directory itself, or, with a
+/// user namespace, an idmapped bind of it at `layer<i>` of the scratch root (overlayfs then shows
+/// the image's files as the container root's, and its root can change them: copy-up).
+fn image_layer(
+    scratch: &Path,
+    i: usize,
+    source: &Path,
+    userns: Option<&UserNamespace>,
+    step: &str,
+) -> Step<PathBuf> {
+    if userns.is_none() {
+        return Ok(source.to_path_buf());
+    }
+    let layer = scratch.join(format!("layer{i}"));
+    at(step, std::fs::create_dir(&layer))?;
+    at(step, bind_image(source, &layer, userns))?;
+    Ok(layer)
+}
+
+/// The guest's `/sys/fs/cgroup`: a tmpfs holding the container's own directory of each hierarchy
+/// (a cgroup2 host: the container's directory itself), read-only except the one its init manages,
+/// which is handed to the container's root with a user namespace. The tmpfs is made read-only
+/// last. Without this a systemd guest cannot start (it must find its own cgroup).
+fn mount_cgroups(plan: &StartPlan, dir: &Path) -> Step<()> {
+    let step = "mount /sys/fs/cgroup";
+    if plan.cgroup_view.is_empty() {
+        return Ok(());
+    }
+    let owner = plan.userns.map(|m| {
+        (
+            nix::unistd::Uid::from_raw(m.base),
+            nix::unistd::Gid::from_raw(m.base),
+        )
+    });
+    let delegate = |cg: &super::plan::CgroupMount| -> Step<()> {
+        let Some((u, g)) = owner.filter(|_| cg.writable) else {
+            return Ok(());
+        };
+        // The directory and the files that move processes and enable controllers (cgroup v2
+        // delegation, cgroups(7)); resource limits stay the host's.
+        at(step, nix::unistd::chown(&cg.dir, Some(u), Some(g)))?;
+        for f in [
+            "cgroup.procs",
+            "tasks",
+            "cgroup.threads",
+            "cgroup.subtree_control",
+            "cgroup.clone_children",
+            "notify_on_release",
+        ] {
+            let path = cg.dir.join(f);
+            if path.exists() {
+                at(step, nix::unistd::chown(&path, Some(u), Some(g)))?;
+            }
+        }
+        Ok(())
+    };
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if let [single] = plan.cgroup_view.as_slice() {
+        if single.name.is_empty() {
+            delegate(single)?;
+            let ro = (!single.writable).then_some(flags);
+            return at(step, bind(&single.dir, dir, ro));
+        }
+    }
+    at(
+        step,
+        mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            flags,
+            Some("mode=0755,size=64k"),
+        ),
+    )?;
+    for cg in &plan.cgroup_view {
+        let target = dir.join(&cg.name);
+        at(step, std::fs::create_dir_all(&target))?;
+        delegate(cg)?;
+        at(step, bind(&cg.dir, &target, (!cg.writable).then_some(flags)))?;
+        // A hierarchy of several controllers (`cpu,cpuacct`) is reached by each name too.
+        if cg.name.contains(',') {
+            for part in cg.name.split(',') {
+                let _ = symlinkat(cg.name.as_str(), nix::fcntl::AT_FDCWD, &dir.join(part));
+            }
+        }
+    }
+    at(
+        step,
+        mount(
+            None::<&str>,
+            dir,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
+            Some("mode=0755,size=64k"),
+        ),
+    )
+}
+
+/// An empty `/etc/machine-id` (how Debian's images ship) gets the container's machine ID, so every
+/// start of the container has the same one: written when `/etc` is writable, else bound read-only
+/// from the run dir. A missing file or `uninitialized` (first boot wanted) is left to the guest.
+fn machine_id(plan: &StartPlan, rootfs: &Path) -> Step<()> {
+    let step = "write /etc/machine-id";
+    let path = rootfs.join("etc/machine-id");
+    let empty = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0);
+    if !empty || plan.machine_id.is_empty() {
+        return Ok(());
+    }
+    let line = format!("{}\n", plan.machine_id);
+    match std::fs::write(&path, &line) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
+            let file = plan.run_dir.join("machine-id");
+            at(step, std::fs::write(&file, &line))?;
+            at(step, bind(&file, &path, Some(MsFlags::empty())))
+        }
+        Err(e) => Err((step.into(), e.to_string())),
+    }
 }
 
 /// Entries of `/proc` bound read-only over themselves (runc's `readonlyPaths`).
@@ -411,7 +617,8 @@ fn populate_dev(plan: &StartPlan, dev: &Path, owner: &str) -> Step<()> {
             dev,
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            Some("mode=0755,size=64k"),
+            // Owned by the container's root: a guest creates links and directories in its /dev.
+            Some(format!("mode=0755,size=64k{owner}").as_str()),
         ),
     )?;
     for (name, major, minor) in &plan.devices {
@@ -458,6 +665,19 @@ fn populate_dev(plan: &StartPlan, dev: &Path, owner: &str) -> Step<()> {
             Some("devpts"),
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
             Some("newinstance,ptmxmode=0666,mode=0620"),
+        ),
+    )?;
+    // POSIX message queues of the container's ipc namespace (systemd's dev-mqueue.mount finds it
+    // mounted; the guest could not mount it itself).
+    at(step, std::fs::create_dir(dev.join("mqueue")))?;
+    at(
+        "mount /dev/mqueue",
+        mount(
+            Some("mqueue"),
+            &dev.join("mqueue"),
+            Some("mqueue"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
         ),
     )?;
     at(step, std::fs::create_dir(dev.join("shm")))?;

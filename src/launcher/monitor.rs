@@ -1,8 +1,10 @@
 //! The per-container monitor: parent of the container's init, for the init's whole life.
 //!
-//! Order: attach loop devices → clone the init into new namespaces (it waits) → put it into the
-//! container's cgroups → record `<run>/state` → let it go → it builds the root and execs the guest
-//! init (a close-on-exec report pipe tells success from failure) → report `Started` (or `Failed`)
+//! Order: attach loop devices → (with a user namespace: create it, with the container's mapping)
+//! → clone the init into new namespaces (it mounts, then waits) → put it into the container's
+//! cgroups → let it go → (with a user namespace: it forks the real init into a new pid namespace
+//! and reports its pid; mount that init's /proc and let it go) → record `<run>/state` → the init
+//! execs the guest init (a close-on-exec report pipe tells success from failure) → report `Started` (or `Failed`)
 //! to cmld → release the loop devices (the mounts hold them; auto-clear detaches them when the
 //! namespace dies) → wait for the init → remove the fscrypt keys of encrypted volumes (held open
 //! since the mounts were made) and check the removal → write `<run>/exit` → report `Exited` → exit.
@@ -30,6 +32,7 @@ use super::{
 use crate::sys::{
     fdpass,
     fscrypt::{self, KeyIdentifier, Removal},
+    idmap::UserNamespace,
     loopdev::LoopDevice,
     process::{self, Forked},
 };
@@ -58,6 +61,8 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
     let mut timings: Vec<(String, u64)> = Vec::new();
     let mut mark = |step: &str| timings.push((step.to_owned(), t0.elapsed().as_micros() as u64));
     fdpass::ignore_sigpipe();
+    // With a user namespace the init is forked by a child of ours that exits: it becomes ours.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
     let mut chan = fds.into_iter().next().map(UnixStream::from);
     // The monitor and the container's init hold nothing of cmld's terminal or log.
     if let Ok(null) = std::fs::OpenOptions::new()
@@ -104,19 +109,28 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
         Ok(p) => p,
         Err(e) => return fail(&mut chan, "create pipes", e.to_string()),
     };
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC;
+    // With a user namespace it exists before the init: the image binds are idmapped through it,
+    // and the init joins it last (see `init`).
+    let userns = match plan.userns.map(|m| UserNamespace::create(m.base, m.count)) {
+        None => None,
+        Some(Ok(ns)) => Some(ns),
+        Some(Err(e)) => return fail(&mut chan, "create the user namespace", e),
+    };
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if userns.is_none() {
+        flags |= CloneFlags::CLONE_NEWPID;
+    }
     if plan.netns {
         flags |= CloneFlags::CLONE_NEWNET;
     }
+    // Without a user namespace this child becomes the init; with one it builds the root, forks the
+    // init into a pid namespace of the user namespace's, and exits.
     let child = match process::fork_into(flags) {
         Ok(Forked::Child) => {
             drop(go_w);
             drop(rep_r);
             drop(chan);
-            init::run(&plan, &loop_paths, go_r, rep_w)
+            init::run(&plan, &loop_paths, userns.as_ref(), go_r, rep_w)
         }
         Ok(Forked::Parent(pid)) => {
             mark("clone");
@@ -129,9 +143,13 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
     drop(go_r);
     drop(rep_w);
 
-    let abort = |chan: &mut Option<UnixStream>, step: &str, error: String| {
-        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-        let _ = waitpid(child, None);
+    // The init's pid once it is known (the builder's while there is none).
+    let mut init_pid = child;
+    let abort = |chan: &mut Option<UnixStream>, step: &str, error: String, init: nix::unistd::Pid| {
+        for pid in [child, init] {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
         fail(chan, step, error)
     };
     // The init mounts first, says `M`, and waits; anything else is its error report.
@@ -150,65 +168,59 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
                         &mut chan,
                         "join the container's cgroups",
                         format!("{}: {e}", procs.display()),
+                        init_pid,
                     );
                 }
             }
             mark("cgroup attach");
             match EncryptedVolume::open_all(&plan, child) {
                 Ok(v) => volumes = v,
-                Err(e) => return abort(&mut chan, "hold the encrypted volumes", e),
+                Err(e) => return abort(&mut chan, "hold the encrypted volumes", e, init_pid),
             }
             if let Some(n) = &plan.net {
                 match network::setup(n, child.as_raw(), &plan.run_dir) {
                     Ok(a) => net = Some(a),
-                    Err(e) => return abort(&mut chan, "set up the network", e),
+                    Err(e) => return abort(&mut chan, "set up the network", e, init_pid),
                 }
             }
             mark("network");
+            if nix::unistd::write(&go_w, b"g").is_err() {
+                return abort(&mut chan, "release the init", "the init is gone".into(), init_pid);
+            }
+            if userns.is_some() {
+                // The builder forks the init into the new pid namespace and reports its pid; its
+                // /proc can only be mounted from inside that namespace.
+                let mut p = [0u8; 5];
+                match rep.read_exact(&mut p) {
+                    Ok(()) if p[0] == b'P' => {
+                        init_pid = nix::unistd::Pid::from_raw(i32::from_ne_bytes([p[1], p[2], p[3], p[4]]));
+                        let _ = waitpid(child, None);
+                        if let Err(e) = mount_proc_of(init_pid) {
+                            return abort(&mut chan, "mount /proc", e, init_pid);
+                        }
+                        mark("proc");
+                        if nix::unistd::write(&go_w, b"g").is_err() {
+                            return abort(&mut chan, "release the init", "the init is gone".into(), init_pid);
+                        }
+                    }
+                    _ => {
+                        first[0] = 0;
+                        msg.extend(p.iter().copied().take_while(|b| *b != 0));
+                    }
+                }
+            }
             let started = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             let state = RunState {
                 monitor_pid: std::process::id() as i32,
-                init_pid: child.as_raw(),
+                init_pid: init_pid.as_raw(),
                 started,
             };
             write_file(
                 &plan.run_dir.join("state"),
                 &serde_json::to_vec(&state).unwrap_or_default(),
             );
-            if nix::unistd::write(&go_w, b"g").is_err() {
-                return abort(&mut chan, "release the init", "the init is gone".into());
-            }
-            if let Some(map) = plan.userns {
-                // The init has created its user namespace: write the mapping, then let it go on.
-                match rep.read(&mut first) {
-                    Ok(1) if first[0] == b'U' => {
-                        let line = format!("0 {} {}\n", map.base, map.count);
-                        for file in ["uid_map", "gid_map"] {
-                            let path = format!("/proc/{}/{file}", child.as_raw());
-                            if let Err(e) = std::fs::write(&path, &line) {
-                                return abort(
-                                    &mut chan,
-                                    "write the user namespace mapping",
-                                    format!("{path}: {e}"),
-                                );
-                            }
-                        }
-                        if nix::unistd::write(&go_w, b"u").is_err() {
-                            return abort(&mut chan, "release the init", "the init is gone".into());
-                        }
-                        first[0] = b'M';
-                    }
-                    Ok(1) => msg.push(first[0]),
-                    _ => {
-                        first[0] = 0;
-                        msg.extend_from_slice(
-                            br#"["create user namespace","the init ended before it was mapped"]"#,
-                        );
-                    }
-                }
-            }
         }
         Ok(1) => msg.push(first[0]),
         _ => {}
@@ -219,11 +231,14 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
     if !msg.is_empty() || first[0] != b'M' {
         let (step, error) = serde_json::from_slice::<(String, String)>(&msg)
             .unwrap_or_else(|_| ("start".into(), String::from_utf8_lossy(&msg).into_owned()));
-        let _ = waitpid(child, None);
+        for pid in [child, init_pid] {
+            let _ = waitpid(pid, None);
+        }
         let _ = std::fs::remove_file(plan.run_dir.join("state"));
         return fail(&mut chan, &step, error);
     }
     mark("exec");
+    let child = init_pid;
     report(
         &mut chan,
         &MonitorEvent::Started {
@@ -285,6 +300,58 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
         report(&mut chan, &MonitorEvent::KeysRemoved);
     }
     0
+}
+
+/// Mounts `/proc` for an init that is pid 1 of a pid namespace owned by the container's user
+/// namespace: proc shows the pid namespace of the process that mounts it, and the mount namespace
+/// is the host's to change, so a helper of ours joins both — the pid namespace takes effect for
+/// its children — and its child mounts.
+fn mount_proc_of(init: nix::unistd::Pid) -> Result<(), String> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+    let helper = match process::fork().map_err(|e| format!("fork: {e}"))? {
+        Forked::Child => {
+            drop(r);
+            let result = (|| -> Result<(), String> {
+                for (ns, flag) in [
+                    ("pid", CloneFlags::CLONE_NEWPID),
+                    ("mnt", CloneFlags::CLONE_NEWNS),
+                ] {
+                    let path = format!("/proc/{}/ns/{ns}", init.as_raw());
+                    let f = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+                    nix::sched::setns(f, flag).map_err(|e| format!("join {path}: {e}"))?;
+                }
+                match process::fork().map_err(|e| format!("fork: {e}"))? {
+                    Forked::Child => match init::mount_proc(std::path::Path::new("/proc")) {
+                        Ok(()) => process::exit_now(0),
+                        Err((step, e)) => {
+                            let _ = nix::unistd::write(&w, format!("{step}: {e}").as_bytes());
+                            process::exit_now(1)
+                        }
+                    },
+                    Forked::Parent(pid) => match waitpid(pid, None) {
+                        Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+                        _ => Err(String::new()),
+                    },
+                }
+            })();
+            if let Err(e) = &result {
+                let _ = nix::unistd::write(&w, e.as_bytes());
+            }
+            process::exit_now(i32::from(result.is_err()))
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(w);
+    let mut msg = String::new();
+    let _ = std::fs::File::from(r).read_to_string(&mut msg);
+    match waitpid(helper, None) {
+        Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+        _ => Err(if msg.is_empty() {
+            "the helper failed".into()
+        } else {
+            msg
+        }),
+    }
 }
 
 /// An encrypted volume the monitor holds open for the container's whole life, so that at the end it

@@ -42,6 +42,24 @@ pub struct StartPlan {
     pub userns: Option<IdMap>,
     /// The container's 64-byte volume key (hex) for its encrypted volumes, if it has one.
     pub volume_key: Option<SecretHex>,
+    /// The container's cgroups as its guest sees them below `/sys/fs/cgroup`.
+    #[serde(default)]
+    pub cgroup_view: Vec<CgroupMount>,
+    /// The guest's machine ID (32 hex digits), written into an empty `/etc/machine-id`.
+    #[serde(default)]
+    pub machine_id: String,
+}
+
+/// One cgroup hierarchy bound into the guest's `/sys/fs/cgroup`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupMount {
+    /// Directory name below `/sys/fs/cgroup` (empty: `/sys/fs/cgroup` itself).
+    pub name: String,
+    /// The container's cgroup directory on the host.
+    pub dir: PathBuf,
+    /// The guest manages this hierarchy: bound writable and, with a user namespace, delegated to
+    /// the container's root.
+    pub writable: bool,
 }
 
 /// A container's interfaces: veth pairs, physical interfaces to move in, masquerading.

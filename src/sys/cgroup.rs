@@ -191,6 +191,12 @@ fn io_err(step: impl Into<String>, path: &Path, source: io::Error) -> CgroupErro
 pub struct Layout {
     controllers: HashMap<Controller, Hierarchy>,
     v2_root: Option<PathBuf>,
+    /// Every v1 hierarchy's mount point, also those that hold none of our controllers (`cpu`,
+    /// `blkio`, the `name=systemd` one): a container gets its directory in each, so that a guest
+    /// init sees its own subtree everywhere and nothing of the host's.
+    v1_roots: Vec<PathBuf>,
+    /// The `name=systemd` hierarchy, the one a systemd guest writes on a v1 host.
+    v1_systemd: Option<PathBuf>,
 }
 
 /// Undoes the octal escapes (`\040` for space, …) mountinfo uses in paths.
@@ -246,6 +252,12 @@ impl Layout {
             let mount_point = unescape(pre[4]);
             match post[0] {
                 "cgroup" => {
+                    if !layout.v1_roots.contains(&mount_point) {
+                        layout.v1_roots.push(mount_point.clone());
+                    }
+                    if post[2].split(',').any(|o| o == "name=systemd") {
+                        layout.v1_systemd = Some(mount_point.clone());
+                    }
                     for opt in post[2].split(',') {
                         if let Some(c) = Controller::all().into_iter().find(|c| c.name() == opt) {
                             layout
@@ -520,6 +532,17 @@ fn write_memory(path: &Path, bytes: u64) -> Result<(), CgroupError> {
     }
 }
 
+/// One hierarchy as a guest sees it below its `/sys/fs/cgroup` (see [`ContainerCgroup::guest_view`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestCgroup {
+    /// Directory name below `/sys/fs/cgroup` (empty: `/sys/fs/cgroup` itself).
+    pub name: String,
+    /// The container's cgroup directory on the host.
+    pub dir: PathBuf,
+    /// The guest may create cgroups and move its processes there.
+    pub writable: bool,
+}
+
 /// What one `create` call made, for the undo.
 #[derive(Default)]
 struct Created {
@@ -556,6 +579,19 @@ impl Created {
     }
 }
 
+/// Removes a cgroup and the cgroups a guest made below it (deepest first); cgroupfs files go with
+/// their directory.
+fn rmdir_tree(dir: &Path) -> Result<(), CgroupError> {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                rmdir_tree(&e.path())?;
+            }
+        }
+    }
+    rmdir_retry(dir)
+}
+
 /// rmdir, retrying EBUSY for up to 100 ms; a missing directory is fine.
 fn rmdir_retry(dir: &Path) -> Result<(), CgroupError> {
     let deadline = Instant::now() + Duration::from_millis(100);
@@ -590,6 +626,14 @@ impl ContainerCgroup {
             }
             cg.by_controller.insert(c, (dir, matches!(h, Hierarchy::V2(_))));
         }
+        for root in &layout.v1_roots {
+            let mut dir = root.clone();
+            dir.extend(parent_levels(parent));
+            dir.push(name);
+            if !cg.dirs.contains(&dir) {
+                cg.dirs.push(dir);
+            }
+        }
         cg
     }
 
@@ -623,16 +667,8 @@ impl ContainerCgroup {
         created: &mut Created,
     ) -> Result<(), CgroupError> {
         let levels = parent_levels(parent);
-        // v1: one pass per distinct hierarchy directory.
-        let mut done: Vec<&Path> = Vec::new();
-        for c in Controller::all() {
-            let Some(Hierarchy::V1(root)) = layout.hierarchy(c) else {
-                continue;
-            };
-            if done.contains(&root.as_path()) {
-                continue;
-            }
-            done.push(root);
+        // v1: one pass per hierarchy (also those without a controller of ours: see `Layout`).
+        for root in &layout.v1_roots {
             let on_this = |x: Controller| layout.hierarchy(x) == Some(&Hierarchy::V1(root.clone()));
             let mut dir = root.clone();
             for level in &levels {
@@ -644,7 +680,9 @@ impl ContainerCgroup {
                 }
             }
             let parent_dir = dir.clone();
-            let Some(leaf) = self.v1_leaf(root) else { continue };
+            let Some(leaf) = self.dirs.iter().find(|d| d.starts_with(root)).cloned() else {
+                continue;
+            };
             created.mkdir(&leaf, true)?;
             if on_this(Controller::Cpuset) {
                 match &limits.cpus {
@@ -686,13 +724,6 @@ impl ContainerCgroup {
             }
         }
         Ok(())
-    }
-
-    fn v1_leaf(&self, root: &Path) -> Option<PathBuf> {
-        self.by_controller
-            .values()
-            .find(|(dir, v2)| !v2 && dir.starts_with(root))
-            .map(|(dir, _)| dir.clone())
     }
 
     fn setup_v2(
@@ -751,6 +782,40 @@ impl ContainerCgroup {
     /// The distinct directories.
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
+    }
+
+    /// What a guest's `/sys/fs/cgroup` shows: for each hierarchy, the name of its directory there
+    /// (the host's mount point name; empty for the single tree of a host without v1 hierarchies),
+    /// the container's directory in it, and whether the guest may write it — only the hierarchy
+    /// its init manages: `name=systemd` on a v1 host (the controllers' limits stay read-only, as
+    /// systemd-nspawn does), or the container's delegated cgroup2 directory on a v2-only host.
+    pub fn guest_view(&self, layout: &Layout) -> Vec<GuestCgroup> {
+        let mut out = Vec::new();
+        for root in &layout.v1_roots {
+            let Some(dir) = self.dirs.iter().find(|d| d.starts_with(root)) else {
+                continue;
+            };
+            out.push(GuestCgroup {
+                name: root
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                dir: dir.clone(),
+                writable: layout.v1_systemd.as_ref() == Some(root),
+            });
+        }
+        if let Some((dir, _)) = self.by_controller.values().find(|(_, v2)| *v2) {
+            out.push(GuestCgroup {
+                name: if layout.v1_roots.is_empty() {
+                    String::new()
+                } else {
+                    "unified".into()
+                },
+                dir: dir.clone(),
+                writable: true,
+            });
+        }
+        out
     }
 
     /// Moves process `pid` (all its threads) into the cgroup in every hierarchy.
@@ -897,7 +962,7 @@ impl ContainerCgroup {
     pub fn remove(&self) -> Result<(), CgroupError> {
         let mut first = None;
         for dir in self.dirs.iter().rev() {
-            if let Err(e) = rmdir_retry(dir) {
+            if let Err(e) = rmdir_tree(dir) {
                 tracing::warn!(error = %e, "cgroup remove");
                 first.get_or_insert(e);
             }
@@ -928,6 +993,7 @@ pub fn remove_parent_if_empty(layout: &Layout, parent: &str) {
     let mut roots: Vec<&Path> = Controller::all()
         .iter()
         .filter_map(|c| layout.hierarchy(*c).map(Hierarchy::path))
+        .chain(layout.v1_roots.iter().map(PathBuf::as_path))
         .collect();
     roots.dedup();
     let mut seen = Vec::new();
@@ -1153,13 +1219,22 @@ mod tests {
             l.describe(),
             "memory=v1 cpuset=v1 pids=v1 devices=missing freezer=v1"
         );
-        // One directory for the co-mounted pair.
+        // One directory for the co-mounted pair; one in cpu,cpuacct too, which holds none of ours.
         let cg = ContainerCgroup::open(&l, "cml", "c1");
-        assert_eq!(cg.dirs().len(), 3);
+        assert_eq!(cg.dirs().len(), 4);
         assert!(
             cg.dirs()
                 .contains(&PathBuf::from("/sys/fs/cgroup/cpuset,memory/cml/c1"))
         );
+        assert!(
+            cg.dirs()
+                .contains(&PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/cml/c1"))
+        );
+        // Without a name=systemd hierarchy the guest may write none of them.
+        let view = cg.guest_view(&l);
+        assert_eq!(view.len(), 4);
+        assert!(view.iter().all(|g| !g.writable));
+        assert!(view.iter().any(|g| g.name == "cpu,cpuacct"));
     }
 
     #[test]
@@ -1178,7 +1253,8 @@ mod tests {
     fn open_paths() {
         let l = Layout::from_mountinfo(HYBRID, |_| Some("hugetlb".into()));
         let cg = ContainerCgroup::open(&l, "cml/containers", "x");
-        assert_eq!(cg.dirs().len(), 5);
+        // The five controllers' hierarchies, then cpu, cpuacct, blkio and name=systemd.
+        assert_eq!(cg.dirs().len(), 9);
         assert_eq!(
             cg.dirs()[0],
             PathBuf::from("/sys/fs/cgroup/memory/cml/containers/x")
@@ -1187,6 +1263,31 @@ mod tests {
             cg.procs_files()[4],
             PathBuf::from("/sys/fs/cgroup/freezer/cml/containers/x/cgroup.procs")
         );
+        assert!(
+            cg.dirs()
+                .contains(&PathBuf::from("/sys/fs/cgroup/systemd/cml/containers/x"))
+        );
+        // The guest sees each hierarchy under its host name; only name=systemd is writable, and
+        // the cgroup2 mount (holding none of ours) is not shown.
+        let view = cg.guest_view(&l);
+        assert_eq!(view.len(), 9);
+        let writable: Vec<&str> = view
+            .iter()
+            .filter(|g| g.writable)
+            .map(|g| g.name.as_str())
+            .collect();
+        assert_eq!(writable, ["systemd"]);
+        assert!(!view.iter().any(|g| g.name == "unified"));
+    }
+
+    #[test]
+    fn a_pure_v2_host_delegates_the_single_tree() {
+        let l = Layout::from_mountinfo(PURE_V2, |_| Some("cpuset cpu memory pids".into()));
+        let cg = ContainerCgroup::open(&l, "cml", "x");
+        let view = cg.guest_view(&l);
+        assert_eq!(view.len(), 1);
+        assert_eq!(view[0].name, "");
+        assert!(view[0].writable);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 pub mod cgroup;
 pub mod fdpass;
 pub mod fscrypt;
+pub mod idmap;
 pub mod loopdev;
 pub mod netif;
 pub mod netlink;

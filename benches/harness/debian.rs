@@ -1,0 +1,158 @@
+//! The Debian/systemd rows of the table: a real distribution booting, cml against systemd-nspawn
+//! booting the same root file system in the same run.
+//!
+//! * The guest: `scripts/debian-fixture.sh` (Debian 12 minbase with systemd, cached under
+//!   `target/fixtures/debian-12`).
+//! * cml: that GuestOS (SHARED_RW squashfs root with a tmpfs overlay, `feature_notify_ready`,
+//!   stop signal SIGRTMIN+3), a container with the default user namespace and no network
+//!   namespace. start: from the request until an EVENT subscription on a second connection sees
+//!   RUNNING — which the guest reaches only with systemd's READY=1 (the start itself replies at
+//!   BOOTING). stop: from the request to its reply (STOPPED).
+//! * nspawn: `systemd-nspawn --register=no --keep-unit --notify-ready=yes --volatile=overlay
+//!   --console=passive -D ROOTFS -b` (a tmpfs overlay over the read-only tree, like SHARED_RW; no
+//!   `-U`, which fails on this hybrid cgroup host; the host's network, like `netns: false`).
+//!   start: from spawning it until it sends `READY=1` to our `NOTIFY_SOCKET` (it forwards the
+//!   guest's). stop: from SIGTERM to nspawn (it asks the guest's systemd to power off with
+//!   SIGRTMIN+3) until nspawn has exited.
+
+use std::{
+    os::unix::net::UnixDatagram,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use cml::protocol::pb::{
+    ContainerState, ControllerToDaemon, controller_to_daemon::Command as Cmd, daemon_to_controller::Code,
+};
+
+use super::{Bench, Client, ms};
+
+/// The fixture's directory (rootfs/ and store/), built on first use.
+pub fn fixture() -> Result<PathBuf, String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("target/fixtures/debian-12");
+    let out = Command::new(root.join("scripts/debian-fixture.sh"))
+        .arg(env!("CARGO_BIN_EXE_cml-guestos"))
+        .arg(&dir)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(dir)
+}
+
+/// Start and stop samples of cml (ms).
+pub fn cml(b: &Bench, fixture: &Path, runs: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut c = b.client();
+    c.push_guestos(&fixture.join("store/debian-12.conf"));
+    let uuid = c.create("name: \"debian\"\nguest_os: \"debian\"\ncolor: 1\ntoken_type: NONE\nnetns: false\n");
+    let mut events = b.client();
+    events.send(&ControllerToDaemon {
+        command: Cmd::SubscribeEvents as i32,
+        ..Default::default()
+    });
+    let (mut starts, mut stops) = (Vec::new(), Vec::new());
+    // One warm-up cycle (the first start mounts the image and makes /data).
+    for i in 0..=runs {
+        std::thread::sleep(Duration::from_millis(300));
+        let t = Instant::now();
+        c.start(&uuid, None);
+        wait_running(&mut events, &uuid);
+        let start = ms(t.elapsed());
+        // systemd has more to do after READY=1 (e.g. gettys); let it settle as a user would.
+        std::thread::sleep(Duration::from_millis(500));
+        let stop = ms(c.stop(&uuid, None));
+        if i > 0 {
+            starts.push(start);
+            stops.push(stop);
+        }
+    }
+    (starts, stops)
+}
+
+/// Reads events until `uuid` is RUNNING.
+fn wait_running(events: &mut Client, uuid: &str) {
+    loop {
+        let e = events.recv();
+        if e.code != Code::Event as i32 {
+            continue;
+        }
+        if let Some(s) = e.container_status.first() {
+            if s.uuid == uuid && s.state == ContainerState::Running as i32 {
+                return;
+            }
+        }
+    }
+}
+
+/// Start and stop samples of systemd-nspawn on the same rootfs (ms).
+pub fn nspawn(fixture: &Path, runs: usize) -> Result<(Vec<f64>, Vec<f64>), String> {
+    let rootfs = fixture.join("rootfs");
+    let work = tempfile::Builder::new()
+        .prefix("cmlbench-nspawn")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let sock_path = work.path().join("notify");
+    let sock = UnixDatagram::bind(&sock_path).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(120)))
+        .map_err(|e| e.to_string())?;
+    let (mut starts, mut stops) = (Vec::new(), Vec::new());
+    for i in 0..=runs {
+        std::thread::sleep(Duration::from_millis(300));
+        let t = Instant::now();
+        let mut child = Command::new("systemd-nspawn")
+            .args([
+                "--quiet",
+                "--register=no",
+                "--keep-unit",
+                "--notify-ready=yes",
+                "--volatile=overlay",
+                "--console=passive",
+                "--machine",
+            ])
+            .arg(format!("cmlbench{}", std::process::id()))
+            .arg("-D")
+            .arg(&rootfs)
+            .arg("-b")
+            .env("NOTIFY_SOCKET", &sock_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("systemd-nspawn: {e}"))?;
+        let mut buf = [0u8; 4096];
+        let ready = loop {
+            match sock.recv(&mut buf) {
+                Ok(n) if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") => {
+                    break Ok(());
+                }
+                Ok(_) => {}
+                Err(e) => break Err(format!("no READY=1 from systemd-nspawn: {e}")),
+            }
+        };
+        let start = ms(t.elapsed());
+        if let Err(e) = ready {
+            let _ = child.kill();
+            let out = child.wait_with_output().map_err(|e| e.to_string())?;
+            return Err(format!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let t = Instant::now();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let status = child.wait().map_err(|e| e.to_string())?;
+        let stop = ms(t.elapsed());
+        if !status.success() {
+            return Err(format!("systemd-nspawn ended with {status}"));
+        }
+        if i > 0 {
+            starts.push(start);
+            stops.push(stop);
+        }
+    }
+    Ok((starts, stops))
+}
