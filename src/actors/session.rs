@@ -238,8 +238,8 @@ impl Session {
                 });
             }
             Command::Create { config, signature } => self.reply_later(ctx, async move {
-                answer("create", s.manager.send(Create { config, signature }).await, |(uuid, cfg)| {
-                    reply::configs(vec![(uuid.to_string(), cfg)])
+                answer("create", s.manager.send(Create { config, signature }).await, |(uuid, cfg, warnings)| {
+                    reply::with_warnings(reply::configs(vec![(uuid.to_string(), cfg)]), &warnings)
                 })
             }),
             Command::UpdateConfig { uuid, config, signature } => self.reply_later(ctx, async move {
@@ -247,11 +247,14 @@ impl Session {
                     Ok(a) => a,
                     Err(e) => return reply::failed(format!("update_config: {e}")),
                 };
+                let warnings = accepted.warnings.clone();
                 let updated = match container(&s, uuid).await {
                     Ok(actor) => actor.send(UpdateConfig(accepted)).await,
                     Err(r) => return r,
                 };
-                answer("update_config", updated, |cfg| reply::configs(vec![(uuid.to_string(), cfg)]))
+                answer("update_config", updated, |cfg| {
+                    reply::with_warnings(reply::configs(vec![(uuid.to_string(), cfg)]), &warnings)
+                })
             }),
             Command::Reload => self.reply_later(ctx, async move {
                 match s.manager.send(Reload { startup: false }).await {
