@@ -311,7 +311,7 @@ impl Session {
                     .into_actor(self),
                 );
             }
-            Command::ExecInput { input, window } => match &self.exec_input {
+            Command::ExecInput { input, window, eof } => match &self.exec_input {
                 // Belongs to the open exec stream and is never answered (SPEC §2).
                 Some(tx) => {
                     if let Some((rows, cols)) = window {
@@ -319,6 +319,9 @@ impl Session {
                     }
                     if !input.is_empty() {
                         let _ = tx.send(super::exec::Input::Data(input));
+                    }
+                    if eof {
+                        let _ = tx.send(super::exec::Input::Eof);
                     }
                 }
                 None => debug!("exec input without an exec stream ignored"),
