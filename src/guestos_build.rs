@@ -13,6 +13,11 @@
 //! modified: squashfs gets the missing directories as pseudo definitions (`-p`), ext4 is built from
 //! a temporary copy.
 //!
+//! The root file system is a directory, used as it is except that every file is owned by root in
+//! a squashfs image (`-all-root`), or a tar archive (see [`tar_import`]), extracted into a private
+//! temporary directory next to the image, whose numeric owners, modes, extended attributes, hard
+//! links and device nodes the image keeps; the temporary directory is removed afterwards.
+//!
 //! Order of writes: the image is built under a temporary name next to its final place and renamed
 //! when complete; the config, which names the image's size and hash, is written last (atomically),
 //! so a config never describes an image that is not there. A stale `<conf>.sig` from an earlier
@@ -26,6 +31,8 @@ use std::{
     process::{Command, Stdio},
     sync::atomic::{AtomicU64, Ordering},
 };
+
+pub mod tar_import;
 
 use crate::{
     crypto::{self, CryptoError},
@@ -70,11 +77,20 @@ pub enum DataFs {
     Ext4,
 }
 
+/// Where the root file system comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootfsSource {
+    /// A directory (read only); its files are owned by root in a squashfs image.
+    Dir(PathBuf),
+    /// A tar archive (plain, gzip or zstd), imported with its owners, modes and attributes.
+    Tar(PathBuf),
+}
+
 /// What to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildOptions {
-    /// The root file system directory (read only).
-    pub rootfs: PathBuf,
+    /// The root file system.
+    pub rootfs: RootfsSource,
     /// GuestOS name.
     pub name: String,
     /// GuestOS version (> 0).
@@ -106,10 +122,10 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
-    /// Options with every default filled in.
+    /// Options with every default filled in, for a root file system directory.
     pub fn new(rootfs: impl Into<PathBuf>, name: &str, version: u64, out: impl Into<PathBuf>) -> Self {
         BuildOptions {
-            rootfs: rootfs.into(),
+            rootfs: RootfsSource::Dir(rootfs.into()),
             name: name.to_owned(),
             version,
             out: out.into(),
@@ -185,6 +201,15 @@ pub enum BuildError {
     /// Hashing the image failed.
     #[error("cannot hash the root image")]
     Hash(#[from] CryptoError),
+    /// The root file system tar could not be imported.
+    #[error("cannot import the root file system from {}", path.display())]
+    Tar {
+        /// The archive.
+        path: PathBuf,
+        /// The cause (names the entry).
+        #[source]
+        source: tar_import::TarImportError,
+    },
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BuildError + 'a {
@@ -217,9 +242,20 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
         .map_err(io_err("create directory", &image_dir))?;
     let image = image_dir.join("root.img");
     let tmp = image_dir.join(format!("{}root.img.{}", store::TMP_PREFIX, unique()));
-    let built = match opts.root_fs {
-        RootFs::Squashfs => make_squashfs(&opts.rootfs, &tmp, &mount_points),
-        RootFs::Ext4 => make_ext4(&opts.rootfs, &tmp, &image_dir, &mount_points),
+    let built = match &opts.rootfs {
+        RootfsSource::Dir(dir) => make_image(opts.root_fs, dir, false, &tmp, &image_dir, &mount_points),
+        RootfsSource::Tar(archive) => {
+            // Private to this build (0700 until the archive's root entry, if any, says otherwise).
+            let extracted = image_dir.join(format!("{}rootfs.{}", store::TMP_PREFIX, unique()));
+            let result = fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&extracted)
+                .map_err(io_err("create directory", &extracted))
+                .and_then(|()| import_tar(archive, &extracted))
+                .and_then(|()| make_image(opts.root_fs, &extracted, true, &tmp, &image_dir, &mount_points));
+            let cleanup = store::remove_tree_if_exists(&extracted).map_err(BuildError::from);
+            result.and(cleanup)
+        }
     }
     .and_then(|()| finish_image(&tmp, &image));
     let (size, sha) = match built {
@@ -290,14 +326,55 @@ fn validate(opts: &BuildOptions) -> Result<(), BuildError> {
     if opts.description.as_deref().is_some_and(str::is_empty) {
         return Err(invalid("description", "must not be empty"));
     }
-    let meta = fs::metadata(&opts.rootfs).map_err(io_err("read root file system", &opts.rootfs))?;
-    if !meta.is_dir() {
+    let (path, want_dir) = match &opts.rootfs {
+        RootfsSource::Dir(p) => (p, true),
+        RootfsSource::Tar(p) => (p, false),
+    };
+    let meta = fs::metadata(path).map_err(io_err("read root file system", path))?;
+    if want_dir && !meta.is_dir() {
         return Err(invalid(
             "root file system",
-            format!("{} is not a directory", opts.rootfs.display()),
+            format!("{} is not a directory", path.display()),
+        ));
+    }
+    if !want_dir && !meta.is_file() {
+        return Err(invalid(
+            "root file system tar",
+            format!("{} is not a file", path.display()),
         ));
     }
     Ok(())
+}
+
+/// Extracts `archive` into the empty directory `dest`. The root directory keeps the archive's
+/// root entry (`./`) if it has one; otherwise it is made root-owned 0755.
+fn import_tar(archive: &Path, dest: &Path) -> Result<(), BuildError> {
+    let fail = |source| BuildError::Tar {
+        path: archive.to_owned(),
+        source,
+    };
+    if !tar_import::extract(archive, dest).map_err(fail)?.root_entry {
+        std::os::unix::fs::chown(dest, Some(0), Some(0)).map_err(io_err("chown", dest))?;
+        fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(io_err("chmod", dest))?;
+    }
+    Ok(())
+}
+
+/// Builds the image `img` from the directory `rootfs`. `imported`: a private directory made from a
+/// tar, whose owners are kept and which may be changed (ext4 builds in place, without a copy).
+fn make_image(
+    fs_type: RootFs,
+    rootfs: &Path,
+    imported: bool,
+    img: &Path,
+    work_dir: &Path,
+    dirs: &[PathBuf],
+) -> Result<(), BuildError> {
+    match fs_type {
+        RootFs::Squashfs => make_squashfs(rootfs, img, dirs, imported),
+        RootFs::Ext4 => make_ext4(rootfs, img, work_dir, dirs, imported),
+    }
 }
 
 /// The config without image size and hash. The root mount is `mounts[0]`.
@@ -381,27 +458,43 @@ fn exists_below(root: &Path, rel: &Path) -> bool {
     root.join(rel).symlink_metadata().is_ok()
 }
 
-fn make_squashfs(rootfs: &Path, img: &Path, dirs: &[PathBuf]) -> Result<(), BuildError> {
+/// `keep_owners`: the files keep their owners (a tar import); otherwise all are root's.
+fn make_squashfs(rootfs: &Path, img: &Path, dirs: &[PathBuf], keep_owners: bool) -> Result<(), BuildError> {
     let mut cmd = Command::new("mksquashfs");
-    cmd.arg(rootfs)
-        .arg(img)
-        .args(["-noappend", "-all-root", "-quiet"]);
+    cmd.arg(rootfs).arg(img).args(["-noappend", "-quiet", "-xattrs"]);
+    if !keep_owners {
+        cmd.arg("-all-root");
+    }
     for dir in dirs.iter().filter(|d| !exists_below(rootfs, d)) {
         cmd.arg("-p").arg(format!("/{} d 755 0 0", dir.display()));
     }
     run(cmd, "mksquashfs", "squashfs-tools")
 }
 
-fn make_ext4(rootfs: &Path, img: &Path, work_dir: &Path, dirs: &[PathBuf]) -> Result<(), BuildError> {
-    let staging = work_dir.join(format!("{}staging.{}", store::TMP_PREFIX, unique()));
+/// `in_place`: `rootfs` is a private directory that may get the missing mount points itself
+/// (a tar import); otherwise it is copied first.
+fn make_ext4(
+    rootfs: &Path,
+    img: &Path,
+    work_dir: &Path,
+    dirs: &[PathBuf],
+    in_place: bool,
+) -> Result<(), BuildError> {
+    let staging = if in_place {
+        rootfs.to_owned()
+    } else {
+        work_dir.join(format!("{}staging.{}", store::TMP_PREFIX, unique()))
+    };
     let result = (|| {
-        fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&staging)
-            .map_err(io_err("create directory", &staging))?;
-        let mut cp = Command::new("cp");
-        cp.arg("-a").arg(rootfs.join(".")).arg(&staging);
-        run(cp, "cp", "coreutils")?;
+        if !in_place {
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&staging)
+                .map_err(io_err("create directory", &staging))?;
+            let mut cp = Command::new("cp");
+            cp.arg("-a").arg(rootfs.join(".")).arg(&staging);
+            run(cp, "cp", "coreutils")?;
+        }
         for dir in dirs.iter().filter(|d| !exists_below(&staging, d)) {
             let path = staging.join(dir);
             fs::DirBuilder::new()
@@ -419,6 +512,9 @@ fn make_ext4(rootfs: &Path, img: &Path, work_dir: &Path, dirs: &[PathBuf]) -> Re
             .arg(format!("{size_mib}M"));
         run(mkfs, "mkfs.ext4", "e2fsprogs")
     })();
+    if in_place {
+        return result;
+    }
     let cleanup = fs::remove_dir_all(&staging).map_err(io_err("remove directory", &staging));
     result.and(cleanup)
 }
@@ -586,7 +682,7 @@ mod tests {
         check(&|o| o.update_base_url = Some("ftp://x".into()), "update base URL");
         let mut o = BuildOptions::new(root.path().join("bin/hello"), "ok", 1, out.path());
         assert!(matches!(build(&o), Err(BuildError::Invalid { .. })));
-        o.rootfs = root.path().join("missing");
+        o.rootfs = RootfsSource::Dir(root.path().join("missing"));
         assert!(matches!(build(&o), Err(BuildError::Io { .. })));
         // Nothing was written.
         assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0);

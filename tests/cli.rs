@@ -142,14 +142,20 @@ fn bad_configs_are_refused_with_position_and_lose_nothing() {
         stderr(&out)
     );
 
-    let missing = d.file("missing.conf", "name: \"x\"\nguest_os: \"busybox\"\n");
-    let out = d.control(&["create", &missing]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("color") && stderr(&out).contains("missing required"),
-        "{}",
-        stderr(&out)
-    );
+    // name and guest_os stay required (color does not: see the next test).
+    for (text, field) in [
+        ("guest_os: \"busybox\"\ncolor: 1\n", "'name'"),
+        ("name: \"x\"\ncolor: 1\n", "'guest_os'"),
+    ] {
+        let missing = d.file("missing.conf", text);
+        let out = d.control(&["create", &missing]);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(
+            stderr(&out).contains(field) && stderr(&out).contains("missing required"),
+            "{}",
+            stderr(&out)
+        );
+    }
 
     let wrong_type = d.file(
         "type.conf",
@@ -203,6 +209,49 @@ fn bad_configs_are_refused_with_position_and_lose_nothing() {
     // Unreadable input file: refused on its merits.
     let out = d.control(&["create", "/nonexistent/file.conf"]);
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// Upstream's shipped configs have no `color` (SPEC §3): created as color 0, with a warning on
+/// stderr and exit status 0; update_config warns the same way.
+#[test]
+fn a_config_without_color_is_color_0_with_a_warning() {
+    let d = Daemon::start();
+    let text = "name: \"nocolor\"\nguest_os: \"busybox\"\ntoken_type: NONE\n";
+    let f = d.file("nocolor.conf", text);
+    let out = d.control(&["create", &f]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("control: warning: the config has no color; using 0"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("color: 0\n"));
+    let stored = d.ok(&["config", "nocolor"]);
+    assert!(stored.contains("\ncolor: 0\n"), "{stored}");
+    assert_eq!(d.ok(&["state", "nocolor"]).trim(), "STOPPED");
+    // The stored file carries color explicitly: it loads without a warning after a restart.
+    let uuid = json(&d.ok(&["--json", "config", "nocolor"]))["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let file = fs::read_to_string(d.data.join(format!("containers/{uuid}.conf"))).unwrap();
+    assert!(file.contains("color: 0\n"), "{file}");
+
+    // --json carries the warning too, stdout stays one JSON document.
+    let out = d.control(&["--json", "update_config", "nocolor", &f]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("has no color"), "{}", stderr(&out));
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(v["warning"], "the config has no color; using 0");
+
+    // With a color there is no warning.
+    let out = d.control(&[
+        "update_config",
+        "nocolor",
+        &d.file("c.conf", &container_conf("nocolor")),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
 }
 
 #[test]

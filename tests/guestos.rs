@@ -334,3 +334,70 @@ fn development_setup_accepts_unsigned_pushes() {
     let st: serde_json::Value = serde_json::from_str(&d.ok(&["--json", "state", &uuid])).unwrap();
     assert_eq!(st["trust_level"], "UNSIGNED");
 }
+
+/// Install progress is real: over a `file://` store, the STARTED replies carry `done_bytes` that
+/// grow while a multi-MiB image is copied, not only 0 before and the total after.
+#[test]
+fn push_reports_progress_while_the_image_arrives() {
+    use cml::protocol::pb::{
+        ControllerToDaemon,
+        controller_to_daemon::Command as Cmd,
+        daemon_to_controller::{Code, Response},
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    // A busybox root plus 6 MiB that squashfs cannot compress.
+    let rootfs = tmp.path().join("rootfs");
+    common::fixture::busybox_rootfs(&rootfs);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..6 * 1024 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(rootfs.join("noise"), noise).unwrap();
+    let store = tmp.path().join("store");
+    let out = std::process::Command::new(common::fixture::CML_GUESTOS)
+        .args(["build", "--rootfs", s(&rootfs), "--name", "big", "--version", "1"])
+        .args(["--out", s(&store), "--init", "/bin/sh"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let image = store.join("operatingsystems/x86/big-1/root.img");
+    let total = fs::metadata(&image).unwrap().len();
+    assert!(total > 6 * 1024 * 1024, "{total}");
+
+    let d = common::dev_daemon(&file_url(&store));
+    let mut c = d.connect();
+    c.send(&ControllerToDaemon {
+        command: Cmd::PushGuestosConfig as i32,
+        guestos_config_file: Some(fs::read(store.join("big-1.conf")).unwrap()),
+        guestos_config_signature: Some(Vec::new()),
+        guestos_config_certificate: Some(Vec::new()),
+        ..Default::default()
+    });
+    let mut done = Vec::new();
+    let last = loop {
+        let r = c.recv();
+        if r.code != Code::Response as i32 || r.response != Some(Response::GuestosMgrInstallStarted as i32) {
+            break r;
+        }
+        let p = r.install_progress.expect("STARTED carries install_progress");
+        assert_eq!(p.total_bytes, Some(total));
+        done.push(p.done_bytes.unwrap());
+    };
+    assert_eq!(
+        last.response,
+        Some(Response::GuestosMgrInstallCompleted as i32),
+        "{last:?}"
+    );
+    assert!(done.windows(2).all(|w| w[0] <= w[1]), "not increasing: {done:?}");
+    assert!(
+        done.iter().any(|&b| b > 0 && b < total),
+        "nothing between 0 and {total}: {done:?}"
+    );
+    assert_eq!(done.last(), Some(&total), "{done:?}");
+    assert_eq!(installed(&d), vec!["big-1"]);
+}

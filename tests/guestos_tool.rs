@@ -318,3 +318,399 @@ fn http_store_serves_and_truncates() {
     // Stopped: nothing listens any more.
     assert!(TcpStream::connect(url.strip_prefix("http://").unwrap()).is_err());
 }
+
+// ---- cml-guestos build --rootfs-tar ----------------------------------------------------------
+
+/// A tar archive written header by header. Names and link targets go into the header as raw
+/// bytes: the tar crate's own setters refuse `..` and absolute names, which the hostile archives
+/// need.
+struct RawTar(tar::Builder<Vec<u8>>);
+
+/// One entry of a [`RawTar`].
+struct Ent<'a> {
+    kind: tar::EntryType,
+    name: &'a str,
+    mode: u32,
+    owner: (u64, u64),
+    mtime: u64,
+    data: &'a [u8],
+    link: &'a str,
+    dev: (u32, u32),
+    xattrs: &'a [(&'a str, &'a [u8])],
+}
+
+impl<'a> Ent<'a> {
+    fn new(kind: tar::EntryType, name: &'a str) -> Self {
+        let mode = if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        };
+        Ent {
+            kind,
+            name,
+            mode,
+            owner: (0, 0),
+            mtime: 1_600_000_000,
+            data: b"",
+            link: "",
+            dev: (0, 0),
+            xattrs: &[],
+        }
+    }
+    fn dir(name: &'a str) -> Self {
+        Self::new(tar::EntryType::Directory, name)
+    }
+    fn file(name: &'a str, data: &'a [u8]) -> Self {
+        Ent {
+            data,
+            ..Self::new(tar::EntryType::Regular, name)
+        }
+    }
+    fn symlink(name: &'a str, target: &'a str) -> Self {
+        Ent {
+            link: target,
+            mode: 0o777,
+            ..Self::new(tar::EntryType::Symlink, name)
+        }
+    }
+    fn hardlink(name: &'a str, target: &'a str) -> Self {
+        Ent {
+            link: target,
+            ..Self::new(tar::EntryType::Link, name)
+        }
+    }
+}
+
+/// One PAX record: "<length> <key>=<value>\n", the length counting itself.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let rest = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    let mut r = format!("{len} {key}=").into_bytes();
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    assert_eq!(r.len(), len);
+    r
+}
+
+impl RawTar {
+    fn new() -> Self {
+        RawTar(tar::Builder::new(Vec::new()))
+    }
+
+    fn header(kind: tar::EntryType, name: &str, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        let field = &mut h.as_old_mut().name;
+        assert!(name.len() < field.len(), "{name}");
+        field[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h
+    }
+
+    fn add(mut self, e: Ent<'_>) -> Self {
+        if !e.xattrs.is_empty() {
+            let records: Vec<u8> = e
+                .xattrs
+                .iter()
+                .flat_map(|(k, v)| pax_record(&format!("SCHILY.xattr.{k}"), v))
+                .collect();
+            let mut h = Self::header(tar::EntryType::XHeader, "PaxHeaders/x", records.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            self.0.append(&h, records.as_slice()).unwrap();
+        }
+        let mut h = Self::header(e.kind, e.name, e.data.len() as u64);
+        h.set_mode(e.mode);
+        h.set_uid(e.owner.0);
+        h.set_gid(e.owner.1);
+        h.set_mtime(e.mtime);
+        if !e.link.is_empty() {
+            let field = &mut h.as_old_mut().linkname;
+            field[..e.link.len()].copy_from_slice(e.link.as_bytes());
+        }
+        h.set_device_major(e.dev.0).unwrap();
+        h.set_device_minor(e.dev.1).unwrap();
+        h.set_cksum();
+        self.0.append(&h, e.data).unwrap();
+        self
+    }
+
+    fn bytes(self) -> Vec<u8> {
+        self.0.into_inner().unwrap()
+    }
+}
+
+/// `security.capability` for cap_net_raw+ep (VFS_CAP_REVISION_2, little endian).
+const CAP_NET_RAW_EP: &[u8] = &[1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// A root file system with everything an import must keep.
+fn feature_tar() -> Vec<u8> {
+    RawTar::new()
+        .add(Ent::dir("./"))
+        .add(Ent::dir("./bin/"))
+        .add(Ent {
+            mode: 0o4755,
+            owner: (1234, 5678),
+            mtime: 1_000_000_000,
+            xattrs: &[
+                ("user.cml.test", b"hello"),
+                ("security.capability", CAP_NET_RAW_EP),
+            ],
+            ..Ent::file("./bin/ping", b"not really ping\n")
+        })
+        .add(Ent::hardlink("./bin/ping6", "./bin/ping"))
+        .add(Ent::symlink("./bin/sh", "busybox"))
+        .add(Ent::file("./bin/busybox", b"#!\n"))
+        .add(Ent {
+            mtime: 1_234_567_890,
+            ..Ent::dir("./etc/")
+        })
+        .add(Ent::symlink("./etc/mtab", "/proc/self/mounts"))
+        .add(Ent {
+            mode: 0o600,
+            ..Ent::new(tar::EntryType::Fifo, "./etc/initctl")
+        })
+        .add(Ent::dir("./dev/"))
+        .add(Ent {
+            mode: 0o666,
+            dev: (1, 3),
+            ..Ent::new(tar::EntryType::Char, "./dev/null")
+        })
+        .add(Ent {
+            mode: 0o660,
+            owner: (0, 6),
+            dev: (7, 9),
+            ..Ent::new(tar::EntryType::Block, "./dev/loop9")
+        })
+        .bytes()
+}
+
+/// A read-only loop mount of an image, undone on drop.
+struct Mounted(tempfile::TempDir);
+
+impl Mounted {
+    fn new(image: &Path, fs_type: &str) -> Mounted {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", fs_type, "-o", "loop,ro"])
+            .arg(image)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount {}: {}",
+            image.display(),
+            stderr(&out)
+        );
+        Mounted(dir)
+    }
+
+    fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.0.path().join(rel)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(self.0.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn build_from_tar(archive: &Path, out: &Path, name: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["build", "--rootfs-tar", archive.to_str().unwrap(), "--name", name];
+    args.extend([
+        "--version",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--init",
+        "/bin/sh",
+    ]);
+    args.extend(extra);
+    tool(&args)
+}
+
+/// Every property of [`feature_tar`] as the image shows it.
+fn check_imported(root: &Mounted) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let ping = fs::symlink_metadata(root.path("bin/ping")).unwrap();
+    assert_eq!((ping.uid(), ping.gid()), (1234, 5678));
+    assert_eq!(ping.mode() & 0o7777, 0o4755, "setuid kept");
+    assert_eq!(ping.mtime(), 1_000_000_000);
+    assert_eq!(fs::read(root.path("bin/ping")).unwrap(), b"not really ping\n");
+    let xattr = |rel: &str, name: &str| cml::sys::xattr::get_nofollow(&root.path(rel), name).unwrap();
+    assert_eq!(xattr("bin/ping", "user.cml.test").as_deref(), Some(&b"hello"[..]));
+    assert_eq!(
+        xattr("bin/ping", "security.capability").as_deref(),
+        Some(CAP_NET_RAW_EP)
+    );
+    let ping6 = fs::symlink_metadata(root.path("bin/ping6")).unwrap();
+    assert_eq!((ping6.ino(), ping6.nlink()), (ping.ino(), 2), "a hard link");
+    assert_eq!(fs::read_link(root.path("bin/sh")).unwrap(), Path::new("busybox"));
+    assert_eq!(
+        fs::read_link(root.path("etc/mtab")).unwrap(),
+        Path::new("/proc/self/mounts")
+    );
+    assert!(
+        fs::symlink_metadata(root.path("etc/initctl"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    let null = fs::symlink_metadata(root.path("dev/null")).unwrap();
+    assert!(null.file_type().is_char_device());
+    assert_eq!((libc::major(null.rdev()), libc::minor(null.rdev())), (1, 3));
+    assert_eq!(null.mode() & 0o7777, 0o666);
+    let lo = fs::symlink_metadata(root.path("dev/loop9")).unwrap();
+    assert!(lo.file_type().is_block_device());
+    assert_eq!(
+        (libc::major(lo.rdev()), libc::minor(lo.rdev()), lo.gid()),
+        (7, 9, 6)
+    );
+    // Directory times survive the entries created inside them.
+    assert_eq!(fs::metadata(root.path("etc")).unwrap().mtime(), 1_234_567_890);
+    // The mount points the GuestOS needs were added.
+    for dir in ["proc", "sys", "dev", "run", "tmp", "data"] {
+        assert!(root.path(dir).is_dir(), "{dir}");
+    }
+}
+
+#[test]
+fn rootfs_tar_keeps_owners_modes_xattrs_links_and_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = feature_tar();
+    let variants = [
+        ("gz", flate2_gzip(&plain), "squashfs"),
+        ("zst", zstd::encode_all(plain.as_slice(), 3).unwrap(), "squashfs"),
+        ("tar", plain.clone(), "ext4"),
+    ];
+    for (ext, bytes, fs_type) in variants {
+        // The file name says nothing: the compression is told by the content.
+        let archive = dir.path().join(format!("rootfs-{ext}.img"));
+        fs::write(&archive, &bytes).unwrap();
+        let out_dir = dir.path().join(format!("out-{ext}"));
+        let name = format!("imp{ext}");
+        let out = build_from_tar(&archive, &out_dir, &name, &["--root-fs", fs_type]);
+        assert!(out.status.success(), "{ext}: {}", stderr(&out));
+        let image_dir = out_dir.join(format!("operatingsystems/x86/{name}-1"));
+        let left: Vec<_> = fs::read_dir(&image_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec!["root.img"], "{ext}: the extracted tree is removed");
+        let conf = load(&out_dir.join(format!("{name}-1.conf")));
+        assert_eq!(conf.mounts[0].fs_type, fs_type);
+        let mounted = Mounted::new(&image_dir.join("root.img"), fs_type);
+        check_imported(&mounted);
+    }
+}
+
+fn flate2_gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+#[test]
+fn hostile_rootfs_tars_are_refused_and_write_nothing_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let abs_canary = format!("{}/canary", outside.display());
+    let out_dir = dir.path().join("out");
+    // Where a `..` from the extraction directory (inside the image directory) would land.
+    let image_dir = out_dir.join("operatingsystems/x86/h-1");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "dotdot",
+            RawTar::new().add(Ent::file("../canary", b"x")).bytes(),
+            "\"../canary\"",
+        ),
+        (
+            "absolute",
+            RawTar::new().add(Ent::file(&abs_canary, b"x")).bytes(),
+            "absolute",
+        ),
+        (
+            "inner dotdot",
+            RawTar::new()
+                .add(Ent::dir("a/"))
+                .add(Ent::file("a/../../canary", b"x"))
+                .bytes(),
+            "\"a/../../canary\"",
+        ),
+        (
+            "write through a symlink",
+            RawTar::new()
+                .add(Ent::symlink("link", outside.to_str().unwrap()))
+                .add(Ent::file("link/canary", b"x"))
+                .bytes(),
+            "\"link/canary\": refused: \"link\" is a symbolic link",
+        ),
+        (
+            "hard link out",
+            RawTar::new()
+                .add(Ent::hardlink("passwd", "../../etc/passwd"))
+                .bytes(),
+            "hard link target \"../../etc/passwd\"",
+        ),
+        (
+            "hard link through a symlink",
+            RawTar::new()
+                .add(Ent::symlink("etc", "/etc"))
+                .add(Ent::hardlink("passwd", "etc/passwd"))
+                .bytes(),
+            "\"etc\" is a symbolic link",
+        ),
+        ("empty", Vec::new(), "no entries"),
+        ("not a tar", b"name: \"x\"\n".repeat(100), "not a tar archive"),
+        (
+            "xz",
+            [&[0xfd, b'7', b'z', b'X', b'Z', 0][..], &[0u8; 64]].concat(),
+            "xz-compressed",
+        ),
+    ];
+    let passwd = fs::read("/etc/passwd").unwrap();
+    for (what, bytes, expect) in cases {
+        let archive = dir.path().join("hostile.tar");
+        fs::write(&archive, bytes).unwrap();
+        let out = build_from_tar(&archive, &out_dir, "h", &[]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", stderr(&out));
+        assert!(stderr(&out).contains(expect), "{what}: {}", stderr(&out));
+        assert!(!outside.join("canary").exists(), "{what}");
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "{what}");
+        assert!(!image_dir.join("canary").exists(), "{what}");
+        assert!(!out_dir.join("operatingsystems/canary").exists(), "{what}");
+        // No image, no config, no extracted tree left.
+        let left: Vec<_> = fs::read_dir(&image_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{what}: {left:?}");
+        assert!(!out_dir.join("h-1.conf").exists(), "{what}");
+    }
+    assert_eq!(fs::read("/etc/passwd").unwrap(), passwd);
+
+    // Neither of --rootfs and --rootfs-tar, or both: usage errors.
+    let out = tool(&["build", "--name", "x", "--version", "1", "--out", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = tool(&[
+        "build",
+        "--rootfs",
+        "/",
+        "--rootfs-tar",
+        "/x",
+        "--name",
+        "x",
+        "--version",
+        "1",
+        "--out",
+        "/o",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -465,6 +465,7 @@ prop_compose! {
             remove_logs: flags.0,
             system_services: flags.1,
             exec_window: window.map(|(rows, cols)| WindowSize { rows, cols }),
+            exec_input_eof: flags.1,
         }
     }
 }

@@ -3,7 +3,8 @@
 //! the real cmld and a busybox container. Checked: the terminal size reaches the command, a resize
 //! (SIGWINCH to `control`) follows, ^C typed on the terminal interrupts the command and not
 //! `control`, and the terminal settings are back as they were when `control` ends — by the
-//! command's end or by a signal to `control`.
+//! command's end or by a signal to `control`. And the other side of `run`: input from a file
+//! (not a terminal) ends, with and without a pty, so `control run C nopty cat < FILE` ends.
 //!
 //! The fixture links no `stty` applet, so the container runs `/bin/busybox stty`.
 
@@ -12,10 +13,12 @@
 mod common;
 
 use std::{
+    fs,
     os::fd::{AsFd, OwnedFd},
     os::unix::process::ExitStatusExt,
     path::Path,
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
@@ -265,4 +268,74 @@ fn a_signal_to_control_restores_the_terminal_and_exits_128_plus_n() {
         assert!(Instant::now() < deadline, "sleep 100 still running: {out:?}");
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `control -s SOCKET ARGS… < file`, its output collected; killed (and the test failed) if it has
+/// not ended after three [`TIMEOUT`]s.
+fn control_with_input(d: &Daemon, args: &[&str], file: &Path) -> Output {
+    let child = Command::new(CONTROL)
+        .arg("-s")
+        .arg(&d.socket)
+        .args(args)
+        .stdin(Stdio::from(fs::File::open(file).unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = Pid::from_raw(child.id() as i32);
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    match rx.recv_timeout(3 * TIMEOUT) {
+        Ok(out) => out,
+        Err(_) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            panic!("control {args:?} < {} did not end", file.display());
+        }
+    }
+}
+
+#[test]
+fn input_from_a_file_ends_and_the_command_sees_its_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = daemon_with_container(tmp.path(), "eof");
+    // ~310 KiB of text (the wire field is a string): more than the pipes hold both ways, so input
+    // and output have to flow at the same time.
+    let text: String = (0..6000)
+        .map(|i| format!("line {i:05} {}\n", "x".repeat(40)))
+        .collect();
+    let file = tmp.path().join("input.txt");
+    fs::write(&file, &text).unwrap();
+
+    // nopty: the end of the file closes the command's stdin.
+    let out = control_with_input(&d, &["run", "eof", "nopty", "cat"], &file);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        out.stdout == text.as_bytes(),
+        "cat returned {} bytes, not the file's {}",
+        out.stdout.len(),
+        text.len()
+    );
+    let out = control_with_input(&d, &["run", "eof", "nopty", "/bin/busybox", "wc", "-c"], &file);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        text.len().to_string()
+    );
+
+    // pty (stdin is not a terminal): the terminal's EOF character, twice here since the input
+    // does not end with a newline (the first hands over "wor"). The pty echoes the input.
+    let partial = tmp.path().join("partial.txt");
+    fs::write(&partial, "hello\nwor").unwrap();
+    let out = control_with_input(&d, &["run", "eof", "/bin/busybox", "wc", "-c"], &partial);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.ends_with("9\r\n"), "{shown:?}");
+    let out = control_with_input(&d, &["run", "eof", "cat"], &file);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    // An empty input ends at once.
+    let empty = tmp.path().join("empty");
+    fs::write(&empty, "").unwrap();
+    let out = control_with_input(&d, &["run", "eof", "nopty", "cat"], &empty);
+    assert_eq!((out.status.code(), out.stdout.len()), (Some(0), 0), "{out:?}");
 }

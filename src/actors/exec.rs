@@ -5,6 +5,11 @@
 //! pty's initial size, and each resize (`Input::Resize`) is applied to the master, which makes the
 //! kernel send SIGWINCH to the command; with pipes resizes are ignored. If the client goes away
 //! first, the command's session gets SIGHUP, then SIGKILL.
+//!
+//! The end of the client's input (`Input::Eof`, our `exec_input_eof`) closes our end of the
+//! command's stdin pipe, so `control run C nopty cat < FILE` ends. A pty cannot be half-closed:
+//! there, the terminal's EOF character is written instead, as a user would type it (see
+//! [`crate::sys::pty::eof_input`]), once. Input after the end is dropped.
 
 use std::{
     io,
@@ -58,6 +63,8 @@ pub enum Input {
         /// Columns.
         cols: u16,
     },
+    /// The client's input has ended.
+    Eof,
 }
 
 /// Kills the command's session if the stream ends before the command did.
@@ -133,9 +140,13 @@ async fn stream(
         let (s1, s2) = (p.slave.try_clone()?, p.slave.try_clone()?);
         (p.master, None, master_in, [p.slave, s1, s2])
     } else {
-        let (in_r, in_w) = nix::unistd::pipe()?;
-        let (out_r, out_w) = nix::unistd::pipe()?;
-        let (err_r, err_w) = nix::unistd::pipe()?;
+        // Close-on-exec: a program cmld runs meanwhile (mkfs) must not hold the write end of
+        // stdin open, or the command would never read the end of its input. The launcher
+        // receives its own copies.
+        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC);
+        let (in_r, in_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
         (out_r, Some(err_r), in_w, [in_r, out_w, err_w])
     };
     let (status_ours, status_theirs) = std::os::unix::net::UnixStream::pair()?;
@@ -145,6 +156,7 @@ async fn stream(
         theirs[2].as_raw_fd(),
         status_theirs.as_raw_fd(),
     ];
+    let pty = plan.pty;
     let req = Request::Exec(plan);
     let rt = s.manager_rt();
     let spawned = actix_rt::task::spawn_blocking(move || rt.launcher.request(&req, &fds))
@@ -167,8 +179,17 @@ async fn stream(
         None => None,
     };
     let mut writer = Some(pipe::Sender::from_owned_fd_unchecked(our_in)?);
-    // Resizes keep coming after a failed stdin write, so the input stream has its own flag.
+    // Resizes keep coming after a failed stdin write or the end of input, so the input stream
+    // has its own flag.
     let mut input_open = true;
+    // Input not yet taken by the command's stdin. It is written only as the pipe (or pty) takes
+    // it, beside reading the output: a write that waited for a command that is itself waiting for
+    // us to read its output would never end.
+    let mut stdin_buf: Vec<u8> = Vec::new();
+    // The client's input ended: stdin is closed once `stdin_buf` is written.
+    let mut stdin_eof = false;
+    // Whether the last input byte did not end a line (see `Input::Eof`).
+    let mut line_pending = false;
     let mut reaper = Reaper { pid: None };
     let mut buf = vec![0u8; 16 * 1024];
     let mut ebuf = vec![0u8; 16 * 1024];
@@ -200,10 +221,34 @@ async fn stream(
                 },
                 _ => { finished = Some((125, Some("the exec helper ended without a status".into()))); }
             },
-            data = input.recv(), if input_open => match data {
+            r = async { match writer.as_mut() { Some(w) => w.write(&stdin_buf).await, None => std::future::pending().await } },
+                if !stdin_buf.is_empty() => match r {
+                Ok(n) => {
+                    stdin_buf.drain(..n);
+                    if stdin_buf.is_empty() && stdin_eof { writer = None; }
+                }
+                // The command closed its stdin (EPIPE): what it did not read is dropped.
+                Err(_) => { writer = None; stdin_buf.clear(); }
+            },
+            data = input.recv(), if input_open && stdin_buf.len() < MAX_STDIN_BUFFER => match data {
                 Some(Input::Data(d)) => {
-                    if let Some(w) = writer.as_mut() {
-                        if w.write_all(d.as_bytes()).await.is_err() { writer = None; }
+                    if writer.is_some() && !stdin_eof && !d.is_empty() {
+                        stdin_buf.extend_from_slice(d.as_bytes());
+                        line_pending = !d.ends_with('\n');
+                    }
+                }
+                Some(Input::Eof) => {
+                    if writer.is_some() && !stdin_eof {
+                        stdin_eof = true;
+                        // With a pty, the EOF character ends the input (the writer is only one of
+                        // the master's descriptors); without, closing the pipe does.
+                        if let (true, Some(fd)) = (pty, resize.as_ref()) {
+                            match crate::sys::pty::eof_input(fd.as_fd(), line_pending) {
+                                Ok(bytes) => stdin_buf.extend_from_slice(&bytes),
+                                Err(e) => debug!(error = %e, "no EOF character for the exec pty"),
+                            }
+                        }
+                        if stdin_buf.is_empty() { writer = None; }
                     }
                 }
                 Some(Input::Resize { rows, cols }) => {
@@ -218,6 +263,7 @@ async fn stream(
                 None => {
                     input_open = false;
                     writer = None;
+                    stdin_buf.clear();
                 }
             },
         }
@@ -228,6 +274,9 @@ async fn stream(
     info!(code, "run finished");
     Ok(())
 }
+
+/// Most input held for a command that does not read it yet; more waits in the session's queue.
+const MAX_STDIN_BUFFER: usize = 256 * 1024;
 
 fn plan_is_pty(err_reader: &Option<pipe::Receiver>) -> bool {
     err_reader.is_none()

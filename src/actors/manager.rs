@@ -129,8 +129,9 @@ impl Handler<Lookup> for Manager {
 }
 
 /// Creates a container from config text (and, for signed configs, its signature and certificate).
+/// Returns its UUID, the stored config and the warnings for the client.
 #[derive(Message)]
-#[rtype(result = "Result<(Uuid, ContainerConfig), ManagerError>")]
+#[rtype(result = "Result<(Uuid, ContainerConfig, Vec<String>), ManagerError>")]
 pub struct Create {
     /// The config as protobuf text.
     pub config: Vec<u8>,
@@ -139,7 +140,7 @@ pub struct Create {
 }
 
 impl Handler<Create> for Manager {
-    type Result = ResponseActFuture<Self, Result<(Uuid, ContainerConfig), ManagerError>>;
+    type Result = ResponseActFuture<Self, Result<(Uuid, ContainerConfig, Vec<String>), ManagerError>>;
 
     fn handle(&mut self, msg: Create, _: &mut Context<Self>) -> Self::Result {
         let prepared = accept(
@@ -170,13 +171,16 @@ impl Handler<Create> for Manager {
         };
         Box::pin(write.into_actor(self).map(move |res: Result<Accepted, ManagerError>, act, _| {
             let accepted = res?;
-            let cfg = accepted.config.clone();
+            let (cfg, warnings) = (accepted.config.clone(), accepted.warnings.clone());
             info!(container = %uuid, name = %cfg.name, guestos = %cfg.guest_os, signed = accepted.signed(), "created");
+            for w in &warnings {
+                warn!(container = %uuid, warning = %w, "config accepted with a warning");
+            }
             // A concurrent reload may have picked the new file up already.
             if !act.containers.contains_key(&uuid) {
                 act.add(uuid, accepted, created);
             }
-            Ok((uuid, cfg))
+            Ok((uuid, cfg, warnings))
         }))
     }
 }

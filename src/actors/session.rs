@@ -238,8 +238,8 @@ impl Session {
                 });
             }
             Command::Create { config, signature } => self.reply_later(ctx, async move {
-                answer("create", s.manager.send(Create { config, signature }).await, |(uuid, cfg)| {
-                    reply::configs(vec![(uuid.to_string(), cfg)])
+                answer("create", s.manager.send(Create { config, signature }).await, |(uuid, cfg, warnings)| {
+                    reply::with_warnings(reply::configs(vec![(uuid.to_string(), cfg)]), &warnings)
                 })
             }),
             Command::UpdateConfig { uuid, config, signature } => self.reply_later(ctx, async move {
@@ -247,11 +247,14 @@ impl Session {
                     Ok(a) => a,
                     Err(e) => return reply::failed(format!("update_config: {e}")),
                 };
+                let warnings = accepted.warnings.clone();
                 let updated = match container(&s, uuid).await {
                     Ok(actor) => actor.send(UpdateConfig(accepted)).await,
                     Err(r) => return r,
                 };
-                answer("update_config", updated, |cfg| reply::configs(vec![(uuid.to_string(), cfg)]))
+                answer("update_config", updated, |cfg| {
+                    reply::with_warnings(reply::configs(vec![(uuid.to_string(), cfg)]), &warnings)
+                })
             }),
             Command::Reload => self.reply_later(ctx, async move {
                 match s.manager.send(Reload { startup: false }).await {
@@ -308,7 +311,7 @@ impl Session {
                     .into_actor(self),
                 );
             }
-            Command::ExecInput { input, window } => match &self.exec_input {
+            Command::ExecInput { input, window, eof } => match &self.exec_input {
                 // Belongs to the open exec stream and is never answered (SPEC §2).
                 Some(tx) => {
                     if let Some((rows, cols)) = window {
@@ -316,6 +319,9 @@ impl Session {
                     }
                     if !input.is_empty() {
                         let _ = tx.send(super::exec::Input::Data(input));
+                    }
+                    if eof {
+                        let _ = tx.send(super::exec::Input::Eof);
                     }
                 }
                 None => debug!("exec input without an exec stream ignored"),

@@ -12,7 +12,7 @@ use std::{
 use clap::{Parser, Subcommand, ValueEnum};
 use cml::{
     crypto,
-    guestos_build::{self, BuildOptions, DataFs, RootFs, RootType},
+    guestos_build::{self, BuildOptions, DataFs, RootFs, RootType, RootfsSource},
     store,
 };
 
@@ -31,7 +31,8 @@ enum Cmd {
         /// Directory to write to (created if missing).
         dir: PathBuf,
     },
-    /// Builds a GuestOS from a root file system directory, laid out as an update store.
+    /// Builds a GuestOS from a root file system directory or tar archive, laid out as an update
+    /// store.
     Build(BuildArgs),
     /// Signs FILE with KEY, writing FILE.sig (the format cmld verifies).
     Sign {
@@ -51,9 +52,20 @@ enum Cmd {
 
 #[derive(Debug, clap::Args)]
 struct BuildArgs {
-    /// Root file system directory (not modified).
-    #[arg(long)]
-    rootfs: PathBuf,
+    /// Root file system directory (not modified; every file root-owned in a squashfs image).
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "rootfs_tar",
+        conflicts_with = "rootfs_tar"
+    )]
+    rootfs: Option<PathBuf>,
+    /// Root file system as a tar archive, plain, gzip or zstd (as written by mmdebstrap, docker
+    /// export, podman export): numeric owners, modes, extended attributes, hard links, symlinks,
+    /// device nodes, fifos and times are kept. Entries that would reach outside the root are
+    /// refused. Needs root.
+    #[arg(long, value_name = "FILE")]
+    rootfs_tar: Option<PathBuf>,
     /// GuestOS name.
     #[arg(long)]
     name: String,
@@ -120,7 +132,12 @@ enum DataFsArg {
 impl From<BuildArgs> for BuildOptions {
     fn from(a: BuildArgs) -> Self {
         BuildOptions {
-            rootfs: a.rootfs,
+            // clap requires exactly one of the two.
+            rootfs: match (a.rootfs, a.rootfs_tar) {
+                (_, Some(tar)) => RootfsSource::Tar(tar),
+                (Some(dir), None) => RootfsSource::Dir(dir),
+                (None, None) => RootfsSource::Dir(PathBuf::new()),
+            },
             name: a.name,
             version: a.version,
             out: a.out,

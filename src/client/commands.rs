@@ -362,11 +362,18 @@ fn config_reply<S: Read + Write>(
         return Err(session.failure(reply));
     };
     let uuid = reply.container_uuids.first().cloned().unwrap_or_default();
+    if let Some(w) = &reply.warning_message {
+        eprintln!("control: warning: {w}");
+    }
     if created {
         eprintln!("created container {} with UUID {uuid}", config.name);
     }
     session.human(&text::print(config))?;
-    session.json(&json!({ "uuid": uuid, "config": text::to_json(config) }))
+    let mut doc = json!({ "uuid": uuid, "config": text::to_json(config) });
+    if let Some(w) = &reply.warning_message {
+        doc["warning"] = serde_json::Value::String(w.clone());
+    }
+    session.json(&doc)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ClientError> {

@@ -76,8 +76,8 @@ pub fn run_with_input(
             send_resize(resizer.clone());
         });
     }
-    // Detached: it ends at EOF or when the socket closes; the process exits without waiting for it.
-    // TODO: with a PTY and piped stdin, the remote side never sees an end of input.
+    // Detached: it ends at EOF (after telling the daemon, see `forward_stdin`) or when the socket
+    // closes; the process exits without waiting for it.
     std::thread::spawn(move || forward_stdin(input, writer));
     loop {
         let reply = session.recv()?;
@@ -174,6 +174,11 @@ impl Write for FrameWriter {
 /// Copies `input` to the daemon as `CONTAINER_EXEC_INPUT` frames until EOF or a write error (the
 /// session is over). The wire field is a string: invalid UTF-8 becomes U+FFFD, but a character
 /// split between two reads is kept whole.
+///
+/// At the end of `input` (or when it cannot be read any more) one last `CONTAINER_EXEC_INPUT`
+/// with our `exec_input_eof` tells the daemon: without a pty it closes the command's stdin, with
+/// one it types the terminal's EOF character. (A terminal in raw mode never reads as ended: its ^D
+/// is forwarded as a byte.) Upstream's daemon ignores the field.
 pub fn forward_stdin(mut input: impl Read, mut writer: impl Write) {
     let mut buf = vec![0u8; INPUT_CHUNK];
     let mut pending: Vec<u8> = Vec::new();
@@ -204,7 +209,18 @@ pub fn forward_stdin(mut input: impl Read, mut writer: impl Write) {
             exec_input: Some(text),
             ..request(Cmd::ContainerExecInput)
         };
-        let _ = writer.write_all(&encode_frame(&msg));
+        if writer.write_all(&encode_frame(&msg)).is_err() {
+            return;
+        }
+    }
+    let _ = writer.write_all(&encode_frame(&eof_request()));
+}
+
+/// The end of the client's input: `CONTAINER_EXEC_INPUT` with `exec_input_eof` and no input.
+pub fn eof_request() -> ControllerToDaemon {
+    ControllerToDaemon {
+        exec_input_eof: Some(true),
+        ..request(Cmd::ContainerExecInput)
     }
 }
 
@@ -267,7 +283,23 @@ mod tests {
             decoded,
             crate::protocol::command::Command::ExecInput {
                 input: String::new(),
-                window: Some((37, 101))
+                window: Some((37, 101)),
+                eof: false,
+            }
+        );
+    }
+
+    #[test]
+    fn the_end_of_input_is_exec_input_with_eof_and_no_input() {
+        let msg = eof_request();
+        assert_eq!((msg.exec_input.as_deref(), msg.exec_window), (None, None));
+        let decoded = crate::protocol::command::Command::try_from(msg).unwrap();
+        assert_eq!(
+            decoded,
+            crate::protocol::command::Command::ExecInput {
+                input: String::new(),
+                window: None,
+                eof: true,
             }
         );
     }
@@ -291,21 +323,23 @@ mod tests {
             })
             .collect();
         let reader = std::thread::spawn(move || {
-            let (mut resizes, mut bytes) = (0, 0);
+            let (mut resizes, mut bytes, mut eofs) = (0, 0, 0);
             while let Some(frame) = read_frame(&mut b).unwrap() {
                 let msg = ControllerToDaemon::decode(frame.as_slice()).unwrap();
-                match msg.exec_input {
-                    Some(i) => bytes += i.len(),
-                    None => resizes += 1,
+                match (msg.exec_input, msg.exec_input_eof) {
+                    (Some(i), None) => bytes += i.len(),
+                    (None, Some(true)) => eofs += 1,
+                    (None, None) => resizes += 1,
+                    other => panic!("unexpected frame {other:?}"),
                 }
             }
-            (resizes, bytes)
+            (resizes, bytes, eofs)
         });
         for t in threads {
             t.join().unwrap();
         }
         drop(w);
-        assert_eq!(reader.join().unwrap(), (50, 50 * 3 * INPUT_CHUNK));
+        assert_eq!(reader.join().unwrap(), (50, 50 * 3 * INPUT_CHUNK, 50));
     }
 
     fn send_frame(mut w: FrameWriter, msg: &ControllerToDaemon) {
@@ -319,9 +353,15 @@ mod tests {
         forward_stdin(input.as_slice(), &mut wire);
         let mut r = wire.as_slice();
         let mut got = String::new();
+        let mut frames = Vec::new();
         while let Some(frame) = read_frame(&mut r).unwrap() {
-            let msg = ControllerToDaemon::decode(frame.as_slice()).unwrap();
+            frames.push(ControllerToDaemon::decode(frame.as_slice()).unwrap());
+        }
+        // The last frame says the input ended, and only that.
+        assert_eq!(frames.pop(), Some(eof_request()));
+        for msg in frames {
             assert_eq!(msg.command, Cmd::ContainerExecInput as i32);
+            assert_eq!(msg.exec_input_eof, None);
             let chunk = msg.exec_input.unwrap();
             assert!(chunk.len() <= INPUT_CHUNK);
             got.push_str(&chunk);

@@ -665,6 +665,8 @@ fn run_streams_output_forwards_input_and_exits_with_the_status() {
         server.write_all(&encode_frame(&statuses())).unwrap();
         let exec = next(&mut server);
         let input = next(&mut server);
+        let eof = next(&mut server);
+        assert_eq!((eof.exec_input, eof.exec_input_eof), (None, Some(true)));
         for chunk in [&b"hello "[..], b"world\n"] {
             let out = DaemonToController {
                 code: Code::ExecOutput as i32,

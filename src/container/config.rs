@@ -52,14 +52,29 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 /// Longest container name: the name becomes the container's hostname (HOST_NAME_MAX).
 pub const MAX_NAME_LEN: usize = 64;
 
+/// Required fields of a container config that may be missing (SPEC §3): upstream's own shipped
+/// configs omit `color` and upstream's parser accepts them, so a missing `color` is 0, with a
+/// warning. `name` and `guest_os` stay required.
+const DEFAULTED_FIELDS: &[&str] = &["color"];
+
 /// Parses and validates a container config, then fills in the fields upstream marks required
 /// (`type`, `token_type`) so that what we store and send back is readable by upstream's parser.
 pub fn load_config(input: &[u8]) -> Result<ContainerConfig, ConfigError> {
-    let mut cfg: ContainerConfig = text::parse(input)?;
+    load_config_with_warnings(input).map(|(cfg, _)| cfg)
+}
+
+/// [`load_config`], also returning a warning for each defaulted required field (see
+/// [`DEFAULTED_FIELDS`]), for the reply to the client.
+pub fn load_config_with_warnings(input: &[u8]) -> Result<(ContainerConfig, Vec<String>), ConfigError> {
+    let (mut cfg, missing) = text::parse_lenient::<ContainerConfig>(input, DEFAULTED_FIELDS)?;
     validate_static(&cfg)?;
     cfg.r#type = Some(cfg.r#type() as i32);
     cfg.token_type = Some(cfg.token_type() as i32);
-    Ok(cfg)
+    let warnings = missing
+        .iter()
+        .map(|f| format!("the config has no {f}; using 0"))
+        .collect();
+    Ok((cfg, warnings))
 }
 
 fn validate_static(cfg: &ContainerConfig) -> Result<(), ConfigError> {
@@ -302,6 +317,8 @@ pub struct Accepted {
     pub text: Vec<u8>,
     /// Signature and certificate chain (PEM) of a signed config.
     pub signature: Option<(Vec<u8>, Vec<u8>)>,
+    /// What the client should be told although the config was accepted (a defaulted field).
+    pub warnings: Vec<String>,
 }
 
 impl Accepted {
@@ -321,7 +338,7 @@ pub fn accept(
     signature: Option<(Vec<u8>, Vec<u8>)>,
     anchors: &[openssl::x509::X509],
 ) -> Result<Accepted, ConfigError> {
-    let config = load_config(bytes)?;
+    let (config, warnings) = load_config_with_warnings(bytes)?;
     match &signature {
         Some((sig, cert)) => {
             crate::crypto::verify_signature(bytes, sig, cert, anchors)
@@ -344,6 +361,7 @@ pub fn accept(
         config,
         text,
         signature,
+        warnings,
     })
 }
 
@@ -392,6 +410,21 @@ mod tests {
         assert!(load_config(b"name: \"a b\" guest_os: \"x\" color: 0").is_err());
         assert!(load_config(b"name: \"\" guest_os: \"x\" color: 0").is_err());
         assert!(load_config(b"name: \"a\" guest_os: \"../x\" color: 0").is_err());
+    }
+
+    #[test]
+    fn a_missing_color_is_zero_with_a_warning() {
+        let (c, w) = load_config_with_warnings(b"name: \"a\" guest_os: \"x\"").unwrap();
+        assert_eq!(c.color, 0);
+        assert_eq!(w, vec!["the config has no color; using 0".to_owned()]);
+        let (_, w) = load_config_with_warnings(b"name: \"a\" guest_os: \"x\" color: 3").unwrap();
+        assert!(w.is_empty());
+        for (text, field) in [("guest_os: \"x\"", "name"), ("name: \"a\"", "guest_os")] {
+            match load_config(text.as_bytes()) {
+                Err(ConfigError::Text(e)) => assert_eq!(e.field.as_deref(), Some(field), "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! directory renamed to `operatingsystems/<name>-<version>`. A failed or interrupted install leaves
 //! at most a staging directory, which is deleted (and swept at daemon start); installed versions are
 //! never touched.
+//!
+//! Progress is reported when an image starts, as its bytes arrive (see [`Throttle`]: every 1 % of
+//! the total but at least 1 MiB, or every 100 ms, whichever comes first), and when it is complete
+//! and verified; the last report has `done == total`.
 
 use std::{
     fs::{self, File},
@@ -80,6 +84,49 @@ pub struct Progress {
     pub done: u64,
     /// Bytes of all images.
     pub total: u64,
+}
+
+/// Decides when the bytes fetched so far are worth a progress report: once `step` more bytes have
+/// arrived since the last report (1 % of the total, at least 1 MiB), or once 100 ms have passed
+/// (a slow download still moves). A local `file://` copy is fast enough that a timer alone
+/// reported nothing between start and end.
+#[derive(Debug)]
+pub struct Throttle {
+    step: u64,
+    last_bytes: u64,
+    last_time: Instant,
+}
+
+impl Throttle {
+    /// Least number of bytes between two reports by size.
+    pub const MIN_STEP: u64 = 1024 * 1024;
+    /// Longest time between two reports while bytes arrive.
+    pub const INTERVAL: Duration = Duration::from_millis(100);
+
+    /// A throttle for an installation of `total` bytes, starting at `done`.
+    pub fn new(total: u64, done: u64) -> Self {
+        Throttle {
+            step: (total / 100).max(Self::MIN_STEP),
+            last_bytes: done,
+            last_time: Instant::now(),
+        }
+    }
+
+    /// Whether `done` bytes should be reported now (and if so, counts it as reported).
+    pub fn due(&mut self, done: u64) -> bool {
+        self.due_at(done, Instant::now())
+    }
+
+    fn due_at(&mut self, done: u64, now: Instant) -> bool {
+        let by_size = done >= self.last_bytes.saturating_add(self.step);
+        if by_size || now.saturating_duration_since(self.last_time) >= Self::INTERVAL {
+            self.last_bytes = done;
+            self.last_time = now;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// What to install.
@@ -183,15 +230,14 @@ fn fill_staging(
         let url = format!("{base}/operatingsystems/{}/{name}/{file}", req.config.hardware);
         let expected = m.image_size.unwrap_or(0);
         let dest = staging.join(&file);
-        let mut last = Instant::now();
+        let mut throttle = Throttle::new(total, done);
         progress(Progress {
             image: file.clone(),
             done,
             total,
         });
         let got = fetch(&url, &dest, expected, &mut |n| {
-            if last.elapsed() >= Duration::from_millis(100) {
-                last = Instant::now();
+            if throttle.due(done + n) {
                 progress(Progress {
                     image: file.clone(),
                     done: done + n,
@@ -397,6 +443,45 @@ mod tests {
         assert_eq!(seen.last().unwrap().done, 11);
         assert!(matches!(install(&req, &mut |_| {}), Err(InstallError::Exists(_))));
         assert_eq!(fs::read_dir(&store).unwrap().count(), 1, "no staging left");
+    }
+
+    #[test]
+    fn progress_is_reported_as_bytes_arrive() {
+        // 5 MiB: more than one size step (1 MiB), so reports fall between start and end.
+        let image: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (d, cfg, url) = setup(&image, &image);
+        let store = d.path().join("store");
+        let req = Request {
+            store: &store,
+            config: &cfg,
+            conf: b"c",
+            sig: b"",
+            cert: b"",
+            base_url: &url,
+        };
+        let mut seen = Vec::new();
+        install(&req, &mut |p| seen.push(p.done)).unwrap();
+        let total = image.len() as u64;
+        assert_eq!(seen.first(), Some(&0));
+        assert_eq!(seen.last(), Some(&total));
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        let between = seen.iter().filter(|&&b| b > 0 && b < total).count();
+        assert!(between >= 4, "{seen:?}");
+    }
+
+    #[test]
+    fn the_throttle_reports_by_size_or_time() {
+        let mut t = Throttle::new(1000 * Throttle::MIN_STEP, 0);
+        let start = t.last_time;
+        let step = 10 * Throttle::MIN_STEP;
+        assert_eq!(t.step, step);
+        assert!(!t.due_at(1, start));
+        assert!(t.due_at(step, start));
+        assert!(!t.due_at(step + 1, start));
+        assert!(t.due_at(step + 2, start + Throttle::INTERVAL));
+        let mut small = Throttle::new(10, 0);
+        assert_eq!(small.step, Throttle::MIN_STEP);
+        assert!(!small.due_at(10, small.last_time));
     }
 
     #[test]

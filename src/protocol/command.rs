@@ -106,10 +106,12 @@ pub enum Command {
         pty: bool,
         window: Option<(u16, u16)>,
     },
-    /// Input for the open exec stream, and/or a new terminal size (rows, cols).
+    /// Input for the open exec stream, and/or a new terminal size (rows, cols), and/or the end of
+    /// the client's input (`eof`, our extension; after `input`).
     ExecInput {
         input: String,
         window: Option<(u16, u16)>,
+        eof: bool,
     },
     UpdateConfig {
         uuid: Uuid,
@@ -329,17 +331,18 @@ impl TryFrom<ControllerToDaemon> for Command {
             }
             Wire::ContainerExecInput => {
                 let window = window(&m);
-                let input = match (m.exec_input, window) {
+                let eof = m.exec_input_eof == Some(true);
+                let input = match (m.exec_input, window.is_some() || eof) {
                     (Some(i), _) => i,
-                    (None, Some(_)) => String::new(),
-                    (None, None) => {
+                    (None, true) => String::new(),
+                    (None, false) => {
                         return Err(RequestError::Invalid {
                             command: name,
                             reason: "missing exec_input".into(),
                         });
                     }
                 };
-                Command::ExecInput { input, window }
+                Command::ExecInput { input, window, eof }
             }
             Wire::ContainerUpdateConfig => {
                 let signature = sig_pair(m.container_config_signature, m.container_config_certificate);

@@ -101,6 +101,17 @@ pub fn configs(entries: Vec<(String, ContainerConfig)>) -> DaemonToController {
     }
 }
 
+/// `reply` with `warnings` (joined by "; ") in `warning_message`; unchanged when there are none.
+pub fn with_warnings(reply: DaemonToController, warnings: &[String]) -> DaemonToController {
+    if warnings.is_empty() {
+        return reply;
+    }
+    DaemonToController {
+        warning_message: Some(bounded(warnings.join("; "))),
+        ..reply
+    }
+}
+
 /// `GUESTOS_CONFIGS_LIST`.
 pub fn guestos_list(configs: Vec<GuestOsConfig>) -> DaemonToController {
     DaemonToController {

@@ -41,6 +41,16 @@ pub fn descriptor_of<T: prost::Name>() -> MessageDescriptor {
 
 /// Loads a protobuf text document into `T`, enforcing required fields.
 pub fn parse<T: prost::Message + prost::Name + Default>(input: &[u8]) -> Result<T, TextError> {
+    parse_lenient(input, &[]).map(|(msg, _)| msg)
+}
+
+/// Loads like [`parse`], except that the top-level required fields named in `optional` may be
+/// missing: they keep their default value, and the names of those missing are returned (in field
+/// order) so the caller can warn. Required fields of nested messages are always enforced.
+pub fn parse_lenient<T: prost::Message + prost::Name + Default>(
+    input: &[u8],
+    optional: &[&str],
+) -> Result<(T, Vec<String>), TextError> {
     let text = std::str::from_utf8(input).map_err(|e| {
         let (line, column) = line_col(
             &String::from_utf8_lossy(&input[..e.valid_up_to()]),
@@ -56,13 +66,15 @@ pub fn parse<T: prost::Message + prost::Name + Default>(input: &[u8]) -> Result<
     check_depth(text)?;
     let desc = descriptor_of::<T>();
     let dynamic = DynamicMessage::parse_text_format(desc, text).map_err(|e| parse_error(text, &e))?;
-    check_required(&dynamic, text)?;
-    T::decode(dynamic.encode_to_vec().as_slice()).map_err(|e| TextError {
+    let mut missing = Vec::new();
+    check_required(&dynamic, text, optional, &mut missing)?;
+    let msg = T::decode(dynamic.encode_to_vec().as_slice()).map_err(|e| TextError {
         line: 1,
         column: 1,
         field: None,
         message: format!("cannot convert the parsed message: {e}"),
-    })
+    })?;
+    Ok((msg, missing))
 }
 
 /// Prints a message in classic protobuf text syntax (see the module documentation).
@@ -193,19 +205,36 @@ fn field_before(text: &str, offset: usize) -> Option<String> {
     (!ident.is_empty()).then_some(ident)
 }
 
-fn check_required(msg: &DynamicMessage, text: &str) -> Result<(), TextError> {
+/// Checks required fields; a missing top-level one named in `optional` is pushed to `missing`
+/// instead of being an error.
+fn check_required(
+    msg: &DynamicMessage,
+    text: &str,
+    optional: &[&str],
+    missing: &mut Vec<String>,
+) -> Result<(), TextError> {
+    for field in msg.descriptor().fields() {
+        if field.cardinality() == Cardinality::Required
+            && !msg.has_field(&field)
+            && optional.contains(&field.name())
+        {
+            missing.push(field.name().to_owned());
+        }
+    }
     let mut path = Vec::new();
-    check_required_at(msg, text, &mut path)
+    check_required_at(msg, text, &mut path, optional)
 }
 
 fn check_required_at(
     msg: &DynamicMessage,
     text: &str,
     path: &mut Vec<(String, usize)>,
+    optional: &[&str],
 ) -> Result<(), TextError> {
     let desc = msg.descriptor();
     for field in desc.fields() {
-        if field.cardinality() == Cardinality::Required && !msg.has_field(&field) {
+        let excused = path.is_empty() && optional.contains(&field.name());
+        if field.cardinality() == Cardinality::Required && !msg.has_field(&field) && !excused {
             let offset = locate_block(text, path).unwrap_or(text.len());
             let (line, column) = line_col(text, offset);
             let mut name = path_string(path);
@@ -226,14 +255,14 @@ fn check_required_at(
         match &*msg.get_field(&field) {
             Value::Message(m) => {
                 path.push((field.name().to_owned(), 0));
-                check_required_at(m, text, path)?;
+                check_required_at(m, text, path, optional)?;
                 path.pop();
             }
             Value::List(items) => {
                 for (i, item) in items.iter().enumerate() {
                     if let Value::Message(m) = item {
                         path.push((field.name().to_owned(), i));
-                        check_required_at(m, text, path)?;
+                        check_required_at(m, text, path, optional)?;
                         path.pop();
                     }
                 }
@@ -432,6 +461,27 @@ mod tests {
         let e = parse::<ContainerConfig>(b"name: \"a\"\nguest_os: \"x\"\n").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("color"));
         assert_eq!((e.line, e.column), (3, 1));
+    }
+
+    #[test]
+    fn lenient_fields_may_be_missing_at_the_top_level_only() {
+        let (c, missing) =
+            parse_lenient::<ContainerConfig>(b"name: \"a\"\nguest_os: \"x\"\n", &["color"]).unwrap();
+        assert_eq!((c.color, missing), (0, vec!["color".to_owned()]));
+        let (c, missing) =
+            parse_lenient::<ContainerConfig>(b"name: \"a\"\nguest_os: \"x\"\ncolor: 7\n", &["color"])
+                .unwrap();
+        assert_eq!((c.color, missing), (7, Vec::<String>::new()));
+        // Other required fields stay required.
+        let e = parse_lenient::<ContainerConfig>(b"guest_os: \"x\"\n", &["color"]).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("name"));
+        // A nested field of the same name is not excused.
+        let e = parse_lenient::<ContainerConfig>(
+            b"name: \"a\"\nguest_os: \"x\"\nvnet_configs { if_name: \"e\" }\n",
+            &["color", "configure"],
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("vnet_configs[0].configure"));
     }
 
     #[test]

@@ -22,3 +22,4 @@ pub mod netlink;
 pub mod pidfd;
 pub mod process;
 pub mod pty;
+pub mod xattr;
