@@ -6,39 +6,9 @@
 
 mod common;
 
-use std::{
-    path::PathBuf,
-    process::{Command, Stdio},
-};
+use std::process::{Command, Stdio};
 
-use common::{Daemon, poll::wait_for};
-
-/// The cached Debian GuestOS store (built on first use; parallel tests wait on its lock).
-fn debian_store() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join("target/fixtures/debian-12");
-    let out = Command::new(root.join("scripts/debian-fixture.sh"))
-        .arg(common::fixture::CML_GUESTOS)
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "debian-fixture.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir.join("store")
-}
-
-/// A development daemon with the Debian GuestOS installed.
-fn debian_daemon() -> Daemon {
-    let store = debian_store();
-    let d = common::dev_daemon(&format!("file://{}", store.display()));
-    let empty = d.file("empty", "");
-    let conf = store.join("debian-12.conf");
-    d.ok(&["push_guestos_config", conf.to_str().unwrap(), &empty, &empty]);
-    d
-}
+use common::{Daemon, debian_daemon, poll::wait_for};
 
 /// Creates a Debian container (`userns` as given, no network namespace needed here).
 fn create(d: &Daemon, name: &str, userns: bool) -> String {
@@ -189,7 +159,8 @@ fn boots_serves_and_stops(userns: bool) {
     let before = d.status(c)["pid"].as_i64().unwrap();
     sh(&d, c, "systemctl reboot");
     wait_for("reboot → RUNNING again", || {
-        d.ok(&["state", c]) == "RUNNING\n" && d.status(c)["pid"].as_i64() != Some(before)
+        let s = d.status(c);
+        s["state"] == "RUNNING" && s["pid"].as_i64() != Some(before)
     });
     assert_eq!(sh(&d, c, "systemctl is-system-running --wait").1, "running\n");
     d.ok(&["stop", c]);

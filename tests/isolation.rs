@@ -1,7 +1,9 @@
 //! Isolation seen from inside a container: what a guest's root must not be able to see or do to the
-//! host. Each test starts its own cmld with the busybox fixture GuestOS (a read-only squashfs root,
-//! a shell as init), proves that `control run` works in the container, and then tries one way out —
-//! with and without a user namespace where the two differ.
+//! host. Each test starts its own cmld, proves that `control run` works in the container, and then
+//! tries one way out — with and without a user namespace where the two differ. Every test runs
+//! against two guests (the modules `busybox` and `debian`): the busybox fixture GuestOS (a
+//! read-only squashfs root, a shell as init) and Debian 12 with systemd as init (a SHARED_RW root,
+//! `scripts/debian-fixture.sh`), whose root owns more (its cgroup, its /dev, a writable root).
 
 #![allow(clippy::unwrap_used)]
 
@@ -53,33 +55,60 @@ const ALWAYS_DROPPED: &[(u32, &str)] = &[
     (CAP_BLOCK_SUSPEND, "BLOCK_SUSPEND"),
 ];
 
-/// A daemon with the busybox GuestOS (tmpfs `/data`).
-fn daemon(tmp: &tempfile::TempDir) -> Daemon {
-    common::busybox_daemon(tmp.path(), &[])
+/// The guest a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guest {
+    /// The busybox fixture: `sh -c` as init, tmpfs `/data`.
+    Busybox,
+    /// Debian 12 with systemd as init, ext4 `/data`.
+    Debian,
+}
+
+impl Guest {
+    fn os(self) -> &'static str {
+        match self {
+            Guest::Busybox => "busybox",
+            Guest::Debian => "debian",
+        }
+    }
+}
+
+/// A daemon with the guest's GuestOS installed.
+fn daemon(tmp: &tempfile::TempDir, g: Guest) -> Daemon {
+    match g {
+        Guest::Busybox => common::busybox_daemon(tmp.path(), &[]),
+        Guest::Debian => common::debian_daemon(),
+    }
 }
 
 /// Creates a container without a user namespace (plus `extra` config lines), starts it and proves
 /// that `run` works in it; returns its UUID.
-fn start_plain(d: &Daemon, name: &str, extra: &str) -> String {
-    let uuid = d.create_container(name, extra);
+fn start_plain(d: &Daemon, g: Guest, name: &str, extra: &str) -> String {
+    let os = g.os();
+    let uuid = d.create_text(
+        name,
+        &format!("name: \"{name}\"\nguest_os: \"{os}\"\ncolor: 1\ntoken_type: NONE\nuserns: false\n{extra}"),
+    );
     start(d, name);
     uuid
 }
 
 /// Creates a container with the default user namespace, starts it and proves that `run` works in
 /// it; returns its UUID.
-fn start_userns(d: &Daemon, name: &str) -> String {
+fn start_userns(d: &Daemon, g: Guest, name: &str) -> String {
+    let os = g.os();
     let uuid = d.create_text(
         name,
-        &format!("name: \"{name}\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: NONE\n"),
+        &format!("name: \"{name}\"\nguest_os: \"{os}\"\ncolor: 1\ntoken_type: NONE\n"),
     );
     start(d, name);
     uuid
 }
 
+/// Starts and waits for RUNNING (a systemd guest gets there with READY=1, after the reply).
 fn start(d: &Daemon, name: &str) {
     d.ok(&["start", name]);
-    assert_eq!(d.ok(&["state", name]), "RUNNING\n");
+    common::poll::wait_for("RUNNING", || d.ok(&["state", name]) == "RUNNING\n");
     assert_eq!(
         d.sh(name, "echo ok"),
         (0, "ok\n".to_owned()),
@@ -155,37 +184,35 @@ fn cgroup_dir(d: &Daemon, ctrl: &str, uuid: &str) -> PathBuf {
         .join(uuid)
 }
 
-#[test]
-fn host_processes_are_invisible() {
+fn host_processes_are_invisible(g: Guest) {
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon(&tmp);
+    let d = daemon(&tmp, g);
     // A host process with an argument nothing in the container uses.
     let host = HostProcess::spawn("sleep", &["86399"]);
     assert!(PathBuf::from(format!("/proc/{}", host.pid())).exists());
-    start_plain(&d, "pidbox", "");
+    start_plain(&d, g, "pidbox", "");
 
-    // The container's /proc lists its own processes only: its init is pid 1, and there are few.
+    // The container's /proc lists its own processes only: its init is pid 1, and there are few
+    // (a systemd guest runs a handful of services).
     let (code, pids) = sh(&d, "pidbox", "cd /proc && for p in [0-9]*; do echo $p; done");
     assert_eq!(code, 0);
     let pids: Vec<u32> = pids.lines().map(|l| l.parse().unwrap()).collect();
     assert!(pids.contains(&1), "{pids:?}");
+    let few = if g == Guest::Busybox { 10 } else { 20 };
     assert!(
-        pids.len() < 10,
+        pids.len() < few,
         "the container sees {} processes: {pids:?}",
         pids.len()
     );
-    assert!(
-        sh(&d, "pidbox", "cat /proc/1/cmdline")
-            .1
-            .starts_with("/bin/sh\0-c\0trap")
-    );
+    let (init, own) = match g {
+        Guest::Busybox => ("/bin/sh\0-c\0trap", "sleep 3600"),
+        Guest::Debian => ("/sbin/init\0", "/sbin/init"),
+    };
+    assert!(sh(&d, "pidbox", "cat /proc/1/cmdline").1.starts_with(init));
     // Neither ps nor /proc shows the host's sleep, and its pid cannot be signalled.
     let (code, ps) = sh(&d, "pidbox", "ps -o pid,args");
     assert_eq!(code, 0);
-    assert!(
-        ps.contains("sleep 3600"),
-        "the container's own sleep is missing: {ps}"
-    );
+    assert!(ps.contains(own), "the container's own {own} is missing: {ps}");
     assert!(!ps.contains("86399"), "a host process is visible: {ps}");
     let (_, cmdlines) = sh(&d, "pidbox", "cat /proc/[0-9]*/cmdline");
     assert!(
@@ -199,12 +226,11 @@ fn host_processes_are_invisible() {
     d.ok(&["stop", "pidbox"]);
 }
 
-#[test]
-fn mounting_is_refused_with_and_without_a_user_namespace() {
+fn mounting_is_refused_with_and_without_a_user_namespace(g: Guest) {
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon(&tmp);
-    start_plain(&d, "plain", "");
-    start_userns(&d, "mapped");
+    let d = daemon(&tmp, g);
+    start_plain(&d, g, "plain", "");
+    start_userns(&d, g, "mapped");
     for c in ["plain", "mapped"] {
         // /tmp lies on the read-only root; a directory on the container's own tmpfs /run is
         // writable, so only the mount itself can fail there.
@@ -223,11 +249,10 @@ fn mounting_is_refused_with_and_without_a_user_namespace() {
     d.ok(&["stop", "mapped"]);
 }
 
-#[test]
-fn dev_mem_and_dev_kmsg_are_absent_and_cannot_be_created() {
+fn dev_mem_and_dev_kmsg_are_absent_and_cannot_be_created(g: Guest) {
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon(&tmp);
-    start_plain(&d, "devbox", "");
+    let d = daemon(&tmp, g);
+    start_plain(&d, g, "devbox", "");
     for dev in ["/dev/mem", "/dev/kmem", "/dev/kmsg", "/dev/port"] {
         assert_ne!(sh(&d, "devbox", &format!("test -e {dev}")).0, 0, "{dev} exists");
         let (code, out) = sh(&d, "devbox", &format!("cat {dev} | head -c 16"));
@@ -252,12 +277,11 @@ fn dev_mem_and_dev_kmsg_are_absent_and_cannot_be_created() {
     d.ok(&["stop", "devbox"]);
 }
 
-#[test]
-fn host_devices_cannot_be_created_or_opened() {
+fn host_devices_cannot_be_created_or_opened(g: Guest) {
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon(&tmp);
-    start_plain(&d, "plain", "");
-    start_userns(&d, "mapped");
+    let d = daemon(&tmp, g);
+    start_plain(&d, g, "plain", "");
+    start_userns(&d, g, "mapped");
     for c in ["plain", "mapped"] {
         // A disk (sda), a loop device (the kind the container's own images are on), a tty.
         for (node, spec) in [("sda", "b 8 0"), ("loop0", "b 7 0"), ("tty1", "c 4 1")] {
@@ -303,17 +327,16 @@ impl Drop for SysctlGuard {
     }
 }
 
-#[test]
-fn proc_sys_and_sys_are_read_only() {
+fn proc_sys_and_sys_are_read_only(g: Guest) {
     // A global (not namespaced) sysctl any writer could change without a capability.
     const SYSCTL: &str = "/proc/sys/kernel/printk_ratelimit_burst";
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon(&tmp);
+    let d = daemon(&tmp, g);
     let before = fs::read_to_string(SYSCTL).unwrap();
     let _restore = SysctlGuard(SYSCTL, before.clone());
     let other = before.trim().parse::<u32>().unwrap() + 1;
-    start_plain(&d, "plain", "");
-    start_userns(&d, "mapped");
+    start_plain(&d, g, "plain", "");
+    start_userns(&d, g, "mapped");
     for c in ["plain", "mapped"] {
         // Readable, as a guest expects.
         assert_eq!(sh(&d, c, &format!("cat {SYSCTL}")), (0, before.clone()), "{c}");
@@ -362,11 +385,10 @@ fn proc_sys_and_sys_are_read_only() {
     d.ok(&["stop", "mapped"]);
 }
 
-#[test]
-fn the_control_socket_is_unreachable() {
+fn the_control_socket_is_unreachable(g: Guest) {
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon(&tmp);
-    start_plain(&d, "sockbox", "");
+    let d = daemon(&tmp, g);
+    start_plain(&d, g, "sockbox", "");
     assert!(d.socket.exists());
     let sock = d.socket.display().to_string();
     let dir = d.socket.parent().unwrap().display().to_string();
@@ -392,12 +414,11 @@ fn the_control_socket_is_unreachable() {
     d.ok(&["stop", "sockbox"]);
 }
 
-#[test]
-fn the_ram_limit_cannot_be_raised_from_inside() {
+fn the_ram_limit_cannot_be_raised_from_inside(g: Guest) {
     const LIMIT: &str = "67108864\n";
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon(&tmp);
-    let uuid = start_plain(&d, "capped", "ram_limit: 64\n");
+    let d = daemon(&tmp, g);
+    let uuid = start_plain(&d, g, "capped", "ram_limit: 64\n");
     let host_limit = cgroup_dir(&d, "memory", &uuid).join("memory.limit_in_bytes");
     assert_eq!(fs::read_to_string(&host_limit).unwrap(), LIMIT);
     for file in [
@@ -409,8 +430,11 @@ fn the_ram_limit_cannot_be_raised_from_inside() {
     ] {
         let (code, out) = sh(&d, "capped", &format!("echo 1073741824 > {file}"));
         assert_ne!(code, 0, "writing {file} succeeded: {out}");
+        // busybox sh and dash say "nonexistent" differently.
         assert!(
-            out.contains("Read-only file system") || out.contains("nonexistent directory"),
+            out.contains("Read-only file system")
+                || out.contains("nonexistent directory")
+                || out.contains("Directory nonexistent"),
             "{file}: {out}"
         );
     }
@@ -431,22 +455,24 @@ fn the_ram_limit_cannot_be_raised_from_inside() {
     d.ok(&["stop", "capped"]);
 }
 
-#[test]
-fn dot_dot_stays_inside_the_container_root() {
+fn dot_dot_stays_inside_the_container_root(g: Guest) {
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon(&tmp);
-    start_plain(&d, "dotdot", "");
+    let d = daemon(&tmp, g);
+    start_plain(&d, g, "dotdot", "");
     let host_hostname = fs::read_to_string("/etc/hostname").unwrap();
     assert!(!host_hostname.trim().is_empty());
     let (_, inside) = sh(&d, "dotdot", "cat /data/../../../../etc/hostname");
     assert_ne!(inside, host_hostname, "the host's /etc/hostname leaked");
-    // That path is the container's /etc, which has no hostname file (the fixture's /etc holds
-    // resolv.conf only).
+    // That path is the container's /etc: the busybox fixture's has no hostname file (it holds
+    // resolv.conf only), Debian's has its own.
     let (_, ids) = sh(&d, "dotdot", "ls -id /etc /data/../../../../etc | cut -d' ' -f1");
     let ids: Vec<&str> = ids.lines().collect();
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert_eq!(ids[0], ids[1]);
-    assert!(inside.contains("No such file"), "{inside}");
+    match g {
+        Guest::Busybox => assert!(inside.contains("No such file"), "{inside}"),
+        Guest::Debian => assert_eq!(inside, sh(&d, "dotdot", "cat /etc/hostname").1),
+    }
     // `..` of the root, of a bind/volume mount and of a nested mount is the container's root.
     let root = sh(&d, "dotdot", "ls -a /");
     assert_eq!(root.0, 0);
@@ -470,11 +496,10 @@ fn dot_dot_stays_inside_the_container_root() {
     d.ok(&["stop", "dotdot"]);
 }
 
-#[test]
-fn user_namespace_root_is_an_unprivileged_uid_on_the_host() {
+fn user_namespace_root_is_an_unprivileged_uid_on_the_host(g: Guest) {
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon(&tmp);
-    let uuid = start_userns(&d, "mapped");
+    let d = daemon(&tmp, g);
+    let uuid = start_userns(&d, g, "mapped");
     assert_eq!(sh(&d, "mapped", "id -u; id -g"), (0, "0\n0\n".to_owned()));
     let status = fs::read_to_string(format!("/proc/{}/status", init_pid(&d, "mapped"))).unwrap();
     for field in ["Uid", "Gid"] {
@@ -558,14 +583,44 @@ fn check_bounding_set(d: &Daemon, c: &str, userns: bool) {
     }
 }
 
-#[test]
-fn the_spec_capabilities_are_dropped() {
+fn the_spec_capabilities_are_dropped(g: Guest) {
     let tmp = tempfile::tempdir().unwrap();
-    let d = daemon(&tmp);
-    start_plain(&d, "plain", "");
-    start_userns(&d, "mapped");
+    let d = daemon(&tmp, g);
+    start_plain(&d, g, "plain", "");
+    start_userns(&d, g, "mapped");
     check_bounding_set(&d, "plain", false);
     check_bounding_set(&d, "mapped", true);
     d.ok(&["stop", "plain"]);
     d.ok(&["stop", "mapped"]);
 }
+
+/// Each test once per guest: `busybox::NAME` and `debian::NAME`.
+macro_rules! each_guest {
+    ($($test:ident),* $(,)?) => {
+        mod busybox {
+            $(#[test]
+            fn $test() {
+                super::$test(super::Guest::Busybox);
+            })*
+        }
+        mod debian {
+            $(#[test]
+            fn $test() {
+                super::$test(super::Guest::Debian);
+            })*
+        }
+    };
+}
+
+each_guest!(
+    host_processes_are_invisible,
+    mounting_is_refused_with_and_without_a_user_namespace,
+    dev_mem_and_dev_kmsg_are_absent_and_cannot_be_created,
+    host_devices_cannot_be_created_or_opened,
+    proc_sys_and_sys_are_read_only,
+    the_control_socket_is_unreachable,
+    the_ram_limit_cannot_be_raised_from_inside,
+    dot_dot_stays_inside_the_container_root,
+    user_namespace_root_is_an_unprivileged_uid_on_the_host,
+    the_spec_capabilities_are_dropped,
+);
