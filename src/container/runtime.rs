@@ -32,6 +32,8 @@ pub struct Runtime {
     pub cgroup_parent: String,
     /// How long a guest gets between the stop signal and SIGKILL.
     pub stop_timeout: Duration,
+    /// Bound of each container's console log in KiB (device.conf `console_log_kib`).
+    pub console_log_kib: u32,
     /// Devices assigned exclusively (`assign_dev`) to a running container: rule → (uuid, name).
     pub claims: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
     /// Serialises user-namespace range allocation.
@@ -673,6 +675,10 @@ pub fn prepare(
         setup,
         userns: idmap,
         volume_key: key.map(|k| crate::launcher::plan::SecretHex::encode(k.bytes())),
+        console: crate::launcher::console::ConsolePlan {
+            log_kib: rt.console_log_kib,
+            tty: None,
+        },
     };
     Ok(Prepared { plan, cgroup: cg })
 }

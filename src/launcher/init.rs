@@ -281,6 +281,10 @@ fn setup(
     )?;
     populate_dev(plan, &rootfs.join("dev"), &owner)?;
     at(
+        "bind /dev/console",
+        super::console::bind_console(plan, &rootfs.join("dev")),
+    )?;
+    at(
         "mount /run",
         mount(
             Some("tmpfs"),
@@ -335,6 +339,8 @@ fn setup(
         )?;
     }
     at("drop capabilities", super::drop_capabilities(&plan.drop_caps))?;
+    // Last before exec: the console pty becomes our controlling terminal and stdio.
+    at("attach the console", super::console::attach_stdio(plan))?;
 
     let argv = super::cstrings(&plan.argv);
     let env = super::cstrings(&plan.env);

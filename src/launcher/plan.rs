@@ -42,6 +42,9 @@ pub struct StartPlan {
     pub userns: Option<IdMap>,
     /// The container's 64-byte volume key (hex) for its encrypted volumes, if it has one.
     pub volume_key: Option<SecretHex>,
+    /// The console: the log bound, and (filled in by the monitor) the pty slave.
+    #[serde(default)]
+    pub console: super::console::ConsolePlan,
 }
 
 /// A container's interfaces: veth pairs, physical interfaces to move in, masquerading.
