@@ -40,7 +40,8 @@ fn loops_backed_by(dir: &Path) -> Vec<String> {
 }
 
 /// Nothing of a container is left: no cgroup below the daemon's parent, no loop device on its
-/// own images, no run directory. (GuestOS images stay mounted, shared, while cmld runs.)
+/// own images, nothing in its run directory but the console log of its last run (kept for
+/// `control logs` until the next start). (GuestOS images stay mounted, shared, while cmld runs.)
 fn assert_clean(d: &Daemon, uuid: &str) {
     for dir in common::cgroup_dirs(&d.cgroup_parent) {
         assert!(
@@ -49,7 +50,13 @@ fn assert_clean(d: &Daemon, uuid: &str) {
             dir.join(uuid).display()
         );
     }
-    assert!(!d.run.join(uuid).exists(), "run dir left");
+    let left: Vec<String> = fs::read_dir(d.run.join(uuid))
+        .map(|r| {
+            r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.iter().all(|f| f == "console.log"), "run dir left: {left:?}");
     let own = d.data.join("containers");
     poll(Duration::from_secs(3), || loops_backed_by(&own).is_empty());
     assert_eq!(loops_backed_by(&own), Vec::<String>::new());

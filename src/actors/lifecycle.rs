@@ -250,7 +250,7 @@ impl ContainerActor {
             // No init was recorded: a start that cmld did not finish before it died (the monitor
             // writes the state once the init is in the cgroup). What that start created would make
             // the next one fail ("cgroup ... already exists"): remove it.
-            if run_dir.exists() || cgroup.dirs().iter().any(|d| d.exists()) {
+            if runtime::run_dir_in_use(&run_dir) || cgroup.dirs().iter().any(|d| d.exists()) {
                 info!(container = %self.uuid, "cleaning up after a start interrupted by a crash");
                 remove_interrupted_start(&cgroup, &run_dir);
             }
@@ -276,9 +276,31 @@ impl ContainerActor {
                 });
                 return;
             }
+            _ if read_exit_file(&run_dir).is_none() && is_monitor(state.monitor_pid) => {
+                // Its init has just ended and its monitor is still taking it down (console,
+                // network, volume keys): its exit file tells how that went. Cleaning up now would
+                // race with it (and leave the exit file it writes next to the console log). ZOMBIE
+                // (no start) until then.
+                let _ = self.set_state(State::Zombie);
+                let (addr, monitor) = (ctx.address(), state.monitor_pid);
+                actix_rt::spawn(async move {
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while read_exit_file(&run_dir).is_none()
+                        && is_monitor(monitor)
+                        && Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    addr.do_send(Adopt);
+                });
+                return;
+            }
             _ => {
                 info!(container = %self.uuid, "cleaning up after a container that ended while cmld was down");
                 let _ = runtime::cleanup(&cgroup, &run_dir);
+                if self.state == State::Zombie {
+                    let _ = self.set_state(State::Stopped);
+                }
                 return;
             }
         };
@@ -321,6 +343,11 @@ impl ContainerActor {
         });
         info!(container = %self.uuid, pid, state = %to, "adopted a running container");
     }
+}
+
+/// Whether `pid` is a container monitor (its process name; a pid may have been reused).
+fn is_monitor(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "cml-monitor")
 }
 
 /// Removes the cgroup and run directory of a start that a crash interrupted. Its monitor outlives
@@ -715,11 +742,9 @@ struct KeysRemoved {
 impl Handler<KeysRemoved> for ContainerActor {
     type Result = ();
     fn handle(&mut self, KeysRemoved { run_dir }: KeysRemoved, _: &mut Context<Self>) {
-        if let Err(e) = std::fs::remove_dir_all(&run_dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                warn!(container = %self.uuid, error = %e, "cannot remove the run directory");
-                return;
-            }
+        if let Err(e) = runtime::clear_run_dir(&run_dir) {
+            warn!(container = %self.uuid, error = %e, "cannot remove the run directory");
+            return;
         }
         info!(container = %self.uuid, "the busy volume key is removed now");
         if self.state == State::Zombie && self.run.is_none() {
