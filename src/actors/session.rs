@@ -369,6 +369,26 @@ impl Session {
                         .map(|(), act, _| act.exec_input = None),
                 );
             }
+            Command::Console { uuid, window } => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.exec_input = Some(tx);
+                let out = self.out.clone();
+                ctx.spawn(
+                    super::console::attach(s, uuid, window, rx, out)
+                        .into_actor(self)
+                        .map(|(), act, _| act.exec_input = None),
+                );
+            }
+            Command::Logs { uuid, tail, follow } => {
+                let logs = super::console::logs(s, uuid, tail, follow, self.out.clone()).into_actor(self);
+                if follow {
+                    // Beside later requests, like a `run` stream; ends with the connection too.
+                    ctx.spawn(logs);
+                } else {
+                    // Whole before the next request's reply.
+                    ctx.wait(logs);
+                }
+            }
             Command::Switch { .. } => self.send(reply::unsupported("CONTAINER_SWITCH has no meaning on a host")),
             Command::Wipe { uuid } => self.reply_later(ctx, async move {
                 let actor = match container(&s, uuid).await {

@@ -174,28 +174,41 @@ impl Write for FrameWriter {
 /// Copies `input` to the daemon as `CONTAINER_EXEC_INPUT` frames until EOF or a write error (the
 /// session is over). The wire field is a string: invalid UTF-8 becomes U+FFFD, but a character
 /// split between two reads is kept whole.
-pub fn forward_stdin(mut input: impl Read, mut writer: impl Write) {
+pub fn forward_stdin(input: impl Read, writer: impl Write) {
+    forward_input(input, writer, None);
+}
+
+/// [`forward_stdin`], stopping at the first `escape` byte (which is not sent): returns whether it
+/// stopped there (rather than at EOF or a write error).
+pub fn forward_input(mut input: impl Read, mut writer: impl Write, escape: Option<u8>) -> bool {
     let mut buf = vec![0u8; INPUT_CHUNK];
     let mut pending: Vec<u8> = Vec::new();
+    let mut escaped = false;
     loop {
-        let n = match input.read(&mut buf[..INPUT_CHUNK - pending.len().min(3)]) {
+        let mut n = match input.read(&mut buf[..INPUT_CHUNK - pending.len().min(3)]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        if let Some(at) = escape.and_then(|e| buf[..n].iter().position(|b| *b == e)) {
+            n = at;
+            escaped = true;
+        }
         pending.extend_from_slice(&buf[..n]);
         let (text, rest) = split_utf8(&pending);
         pending = rest;
-        if text.is_empty() {
-            continue;
+        if !text.is_empty() {
+            let msg = ControllerToDaemon {
+                exec_input: Some(text),
+                ..request(Cmd::ContainerExecInput)
+            };
+            if writer.write_all(&encode_frame(&msg)).is_err() {
+                return false;
+            }
         }
-        let msg = ControllerToDaemon {
-            exec_input: Some(text),
-            ..request(Cmd::ContainerExecInput)
-        };
-        if writer.write_all(&encode_frame(&msg)).is_err() {
-            return;
+        if escaped {
+            return true;
         }
     }
     if !pending.is_empty() {
@@ -206,6 +219,7 @@ pub fn forward_stdin(mut input: impl Read, mut writer: impl Write) {
         };
         let _ = writer.write_all(&encode_frame(&msg));
     }
+    false
 }
 
 /// Splits `bytes` into lossy UTF-8 text and an incomplete character at the end (kept for the next
