@@ -460,8 +460,14 @@ fn a_notify_guest_is_booting_until_it_reports_ready() {
     let tmp = tempfile::tempdir().unwrap();
     let d = common::busybox_daemon(tmp.path(), &["--notify"]);
     let uuid = d.create_container("notifier", "");
-    d.ok(&["start", "notifier"]);
-    assert_eq!(d.ok(&["state", "notifier"]), "BOOTING\n");
+    // The start replies once the guest is RUNNING; meanwhile it is BOOTING.
+    let mut start = std::process::Command::new(common::CONTROL)
+        .arg("-s")
+        .arg(&d.socket)
+        .args(["start", "notifier"])
+        .spawn()
+        .unwrap();
+    common::poll::wait_for("BOOTING", || d.ok(&["state", "notifier"]) == "BOOTING\n");
     // The guest init has NOTIFY_SOCKET and the socket.
     let (_, out) = d.sh(
         "notifier",
@@ -470,12 +476,13 @@ fn a_notify_guest_is_booting_until_it_reports_ready() {
     assert_eq!(out, "NOTIFY_SOCKET=/run/notify\nsocket\n");
     // READY=1 on the socket (sent from the host side here; busybox has no sd_notify).
     let sock = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    assert!(
+        start.try_wait().unwrap().is_none(),
+        "start replied before READY=1"
+    );
     sock.send_to(b"STATUS=up\nREADY=1\n", d.run.join(&uuid).join("notify"))
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while d.ok(&["state", "notifier"]) != "RUNNING\n" && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(10));
-    }
+    assert!(start.wait().unwrap().success());
     assert_eq!(d.ok(&["state", "notifier"]), "RUNNING\n");
     d.ok(&["stop", "notifier"]);
     assert_clean(&d, &uuid);

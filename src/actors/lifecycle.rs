@@ -20,7 +20,7 @@ use actix::{ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Mess
 use nix::sys::signal::Signal;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
-    sync::watch,
+    sync::{oneshot, watch},
 };
 use tracing::{info, warn};
 
@@ -71,7 +71,18 @@ pub struct Run {
     pub stop_signal: i32,
     /// Started in setup mode.
     pub setup: bool,
+    /// The user's start waits for a notify guest's readiness: told `Ok` at READY=1, or why not.
+    pub boot: Option<oneshot::Sender<Result<(), String>>>,
 }
+
+/// What a start of a notify guest leaves to wait for (see [`Start`]): `Ok` once the guest
+/// reported READY=1 (the container is RUNNING), or why it never will (its init ended first: the
+/// exit and the last lines of its console). `None` for a guest that is RUNNING (or SETUP) at once.
+pub type BootWait = Option<oneshot::Receiver<Result<(), String>>>;
+
+/// How long a user's start waits for a notify guest's READY=1 before it replies with the container
+/// still BOOTING (the start itself succeeded).
+pub const BOOT_WAIT: Duration = Duration::from_secs(60);
 
 /// Why a start did not happen.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -207,8 +218,15 @@ impl ContainerActor {
     /// pending config, and moves to `to` (STOPPED, or REBOOTING for a guest reboot) — or ZOMBIE if
     /// the cleanup failed. Idempotent.
     fn finish_run(&mut self, info: ExitInfo, to: State) -> Result<(), String> {
-        let Some(run) = self.run.take() else { return Ok(()) };
+        let Some(mut run) = self.run.take() else {
+            return Ok(());
+        };
         info!(container = %self.uuid, code = ?info.code, signal = ?info.signal, "init ended");
+        // A user's start still waits for this notify guest: it failed. (The log is complete: the
+        // monitor drains the console before it reports the exit.)
+        if let Some(boot) = run.boot.take() {
+            let _ = boot.send(Err(self.boot_failure(info, &run.run_dir)));
+        }
         let errors = if info.keys_busy {
             // The run dir stays: its exit file tells a restarted cmld that the keys are busy.
             run.cgroup.kill_all();
@@ -332,6 +350,7 @@ impl ContainerActor {
             exited,
             stop_signal,
             setup: false,
+            boot: None,
         });
         let to = if frozen { State::Frozen } else { State::Running };
         self.state = to;
@@ -400,7 +419,7 @@ impl ContainerActor {
 
 /// Start the container: by a user (resets the restart counter), or by the supervisor.
 #[derive(Message)]
-#[rtype(result = "Result<(), StartFailure>")]
+#[rtype(result = "Result<BootWait, StartFailure>")]
 pub struct Start {
     /// A user asked (not the supervisor).
     pub by_user: bool,
@@ -556,7 +575,7 @@ async fn launch(
 }
 
 impl Handler<Start> for ContainerActor {
-    type Result = AtomicResponse<Self, Result<(), StartFailure>>;
+    type Result = AtomicResponse<Self, Result<BootWait, StartFailure>>;
 
     fn handle(&mut self, msg: Start, ctx: &mut Context<Self>) -> Self::Result {
         let startable = self.state == State::Stopped || (!msg.by_user && self.state == State::Rebooting);
@@ -587,7 +606,7 @@ impl Handler<Start> for ContainerActor {
             self.ctx.board.update(&self.uuid, |e| e.restart_count = 0);
         }
         let _ = self.set_state(State::Starting);
-        let setup = msg.setup;
+        let (setup, by_user) = (msg.setup, msg.by_user);
         let key = if msg.by_user {
             msg.key.clone()
         } else {
@@ -625,13 +644,15 @@ impl Handler<Start> for ContainerActor {
                         exited,
                         stop_signal,
                         setup,
+                        boot: None,
                     });
                     if setup {
                         let _ = act.set_state(State::Setup);
                         info!(container = %act.uuid, "started in setup mode");
-                        return Ok(());
+                        return Ok(None);
                     }
                     let _ = act.set_state(State::Booting);
+                    let mut boot = None;
                     match l.notify {
                         None => {
                             let _ = act.set_state(State::Running);
@@ -643,10 +664,16 @@ impl Handler<Start> for ContainerActor {
                                     addr.do_send(Ready);
                                 }
                             });
+                            // A user's start replies when the guest is RUNNING, or failed on the way.
+                            if by_user && let Some(run) = act.run.as_mut() {
+                                let (tx, rx) = oneshot::channel();
+                                run.boot = Some(tx);
+                                boot = Some(rx);
+                            }
                         }
                     }
                     info!(container = %act.uuid, pid = act.run.as_ref().map(|r| r.init.pid()), "started");
-                    Ok(())
+                    Ok(boot)
                 }
             },
         )))
@@ -683,9 +710,33 @@ impl Handler<Ready> for ContainerActor {
     fn handle(&mut self, _: Ready, _: &mut Context<Self>) {
         if self.state == State::Booting {
             let _ = self.set_state(State::Running);
+            if let Some(boot) = self.run.as_mut().and_then(|r| r.boot.take()) {
+                let _ = boot.send(Ok(()));
+            }
         }
     }
 }
+
+impl ContainerActor {
+    /// Why a notify guest never reported ready: how its init ended (or that it was stopped), and
+    /// the last lines of its console.
+    fn boot_failure(&self, info: ExitInfo, run_dir: &std::path::Path) -> String {
+        let how = match (self.state, info.code, info.signal) {
+            (State::Shutdown, _, _) => "the container was stopped".to_owned(),
+            (_, Some(code), _) => format!("its init exited with status {code}"),
+            (_, None, Some(sig)) => format!("its init was killed by signal {sig}"),
+            _ => "its init ended".to_owned(),
+        };
+        let console = crate::launcher::console::last_lines(run_dir, BOOT_FAILURE_LINES).map_or_else(
+            || "; its console is empty".to_owned(),
+            |lines| format!("; its console ended with:\n{lines}"),
+        );
+        format!("{how} before the guest reported ready{console}")
+    }
+}
+
+/// Console lines quoted in the reply to a start whose guest died during boot.
+const BOOT_FAILURE_LINES: usize = 10;
 
 /// The init ended (from the watcher).
 #[derive(Message)]
@@ -1096,7 +1147,7 @@ impl Handler<Autostart> for ContainerActor {
                 })
                 .await
             {
-                Ok(Ok(())) => info!(container = %uuid, "autostarted"),
+                Ok(Ok(_)) => info!(container = %uuid, "autostarted"),
                 Ok(Err(e)) => warn!(container = %uuid, error = %e, "autostart failed"),
                 Err(_) => {}
             }

@@ -331,7 +331,22 @@ impl Session {
                         Err(r) => return r,
                     };
                     match started {
-                        Ok(Ok(())) => reply::response(Response::ContainerStartOk),
+                        Ok(Ok(None)) => reply::response(Response::ContainerStartOk),
+                        // A notify guest: the reply waits until it is RUNNING, or why it is not.
+                        Ok(Ok(Some(boot))) => match tokio::time::timeout(lifecycle::BOOT_WAIT, boot).await {
+                            Ok(Ok(Ok(()))) => reply::response(Response::ContainerStartOk),
+                            Ok(Ok(Err(why))) => {
+                                reply::failure(Response::ContainerStartEinternal, format!("start: {why}"))
+                            }
+                            Ok(Err(_)) => reply::failure(
+                                Response::ContainerStartEinternal,
+                                "start: the container ended before the guest reported ready",
+                            ),
+                            Err(_) => {
+                                info!(container = %uuid, "start: no READY=1 yet; replying while it is BOOTING");
+                                reply::response(Response::ContainerStartOk)
+                            }
+                        },
                         Ok(Err(e @ lifecycle::StartFailure::NotStopped(_))) => {
                             reply::failure(Response::ContainerStartEexist, format!("start: {e}"))
                         }
