@@ -376,3 +376,27 @@ fn a_notify_guest_that_dies_during_boot_fails_its_start_with_the_console_quoted(
     assert_eq!(d.ok(&["state", "doomed"]), "STOPPED\n");
     assert_eq!(logs(&d, &["doomed"]), "starting\nboom\n");
 }
+
+#[test]
+fn in_a_user_namespace_the_console_belongs_to_the_containers_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = common::busybox_daemon(tmp.path(), &[]);
+    d.create_text(
+        "mapped",
+        "name: \"mapped\"\nguest_os: \"busybox\"\ncolor: 1\ntoken_type: NONE\n\
+         init_env: \"INIT=echo hello from $(id -u)\"\n",
+    );
+    d.ok(&["start", "mapped"]);
+    wait_for("the init's output", || logs(&d, &["mapped"]).contains("ready"));
+    assert_eq!(logs(&d, &["mapped"]), "hello from 0\nready\n");
+    // Owned by container root (host uid `base`), so it can open and use it; the init's stdio is it.
+    let (code, out) = d.sh(
+        "mapped",
+        "/bin/busybox stat -c '%u %g' /dev/console; [ /proc/1/fd/1 -ef /dev/console ] && echo same",
+    );
+    assert_eq!((code, out.as_str()), (0, "0 0\nsame\n"));
+    let (code, _) = d.sh("mapped", "echo written-by-root > /dev/console");
+    assert_eq!(code, 0);
+    wait_for("the write", || logs(&d, &["mapped"]).ends_with("written-by-root\n"));
+    d.ok(&["stop", "mapped"]);
+}
