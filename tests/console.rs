@@ -397,6 +397,8 @@ fn in_a_user_namespace_the_console_belongs_to_the_containers_root() {
     assert_eq!((code, out.as_str()), (0, "0 0\nsame\n"));
     let (code, _) = d.sh("mapped", "echo written-by-root > /dev/console");
     assert_eq!(code, 0);
-    wait_for("the write", || logs(&d, &["mapped"]).ends_with("written-by-root\n"));
+    wait_for("the write", || {
+        logs(&d, &["mapped"]).ends_with("written-by-root\n")
+    });
     d.ok(&["stop", "mapped"]);
 }

@@ -95,7 +95,24 @@ async fn connect(
     dir: &std::path::Path,
     first: Vec<u8>,
 ) -> std::io::Result<(Frames, tokio::net::unix::OwnedWriteHalf)> {
-    let sock = UnixStream::connect(dir.join(console::SOCKET_FILE)).await?;
+    // The monitor binds the socket right after the init's exec, beside the start's reply: a
+    // request that follows a start at once may be a moment early.
+    let path = dir.join(console::SOCKET_FILE);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let sock = loop {
+        match UnixStream::connect(&path).await {
+            Ok(s) => break s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let (r, mut w) = sock.into_split();
     w.write_all(&first).await?;
     Ok((

@@ -5,15 +5,16 @@
 //! Order (monitor and init):
 //! 1. Before the init is cloned, the monitor opens a pty pair on the host's devpts (`/dev/ptmx`,
 //!    as systemd-nspawn does) with [`Console::open`]: the slave is chowned to the container's root
-//!    when it has a user namespace, `<run>/console.log` is started empty, `<run>/console.sock` is
-//!    bound, and the plan learns the slave ([`ConsolePlan::tty`]).
+//!    when it has a user namespace, and the plan learns the slave ([`ConsolePlan::tty`]).
 //! 2. The init, while it builds `/dev`, creates an empty `dev/console` and binds the slave onto it
 //!    ([`bind_console`]); just before exec it becomes a session leader with the slave as its
 //!    controlling terminal and stdin/stdout/stderr ([`attach_stdio`]).
 //! 3. Once the init is exec'd (the monitor is single-threaded until then, since it forks), the
-//!    monitor starts the pump thread ([`Console::serve`]): one `poll(2)` loop over the master, the
-//!    socket and its clients. It always drains the master — attached or not — so the guest never
-//!    blocks on console output, and appends everything to the log.
+//!    monitor starts the pump thread ([`Console::serve`]). It starts `<run>/console.log` empty and
+//!    binds `<run>/console.sock` — there, off the start's critical path; the pty buffers what the
+//!    guest writes meanwhile — then runs one `poll(2)` loop over the master, the socket and its
+//!    clients. It always drains the master — attached or not — so the guest never blocks on
+//!    console output, and appends everything to the log.
 //! 4. When the init has ended, [`Pump::finish`] closes the monitor's slave and reads the master to
 //!    its end (`EIO` once no slave is open; the kernel hands out what was written first), so the
 //!    log is complete before the monitor reports the exit. Then every client is closed: for cmld
@@ -195,13 +196,14 @@ pub mod wire {
 pub struct Console {
     master: OwnedFd,
     slave: OwnedFd,
-    listener: UnixListener,
-    log: LogRing,
+    run_dir: PathBuf,
+    log_bound: u64,
 }
 
 impl Console {
-    /// Opens the pty, starts an empty log, binds the socket, and tells `plan` (the init's copy of
-    /// it) where the slave is. Called by the monitor before it clones the init.
+    /// Opens the pty and tells `plan` (the init's copy of it) where the slave is. Called by the
+    /// monitor before it clones the init; the log and the socket are made by the pump thread, off
+    /// the start's critical path (the pty buffers what the guest writes meanwhile).
     pub fn open(plan: &mut StartPlan) -> Result<Console, ConsoleError> {
         let pair = pty::open_pair().map_err(io_at("open a pty on /dev/ptmx"))?;
         // A terminal without a size confuses full-screen programs; an attach sets the real one.
@@ -219,19 +221,6 @@ impl Console {
                 source: e.into(),
             })?;
         }
-        let log = LogRing::create(
-            plan.run_dir.join(LOG_FILE),
-            u64::from(plan.console.log_kib) * 1024,
-        )
-        .map_err(io_at(format!("create {}", plan.run_dir.join(LOG_FILE).display())))?;
-        let sock = plan.run_dir.join(SOCKET_FILE);
-        let _ = std::fs::remove_file(&sock);
-        let listener = UnixListener::bind(&sock).map_err(io_at(format!("bind {}", sock.display())))?;
-        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
-            .map_err(io_at(format!("chmod {}", sock.display())))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(io_at("make the console socket non-blocking"))?;
         set_nonblocking(&pair.master).map_err(io_at("make the pty master non-blocking"))?;
         plan.console.tty = Some(ConsoleTty {
             fd: pair.slave.as_raw_fd(),
@@ -240,19 +229,20 @@ impl Console {
         Ok(Console {
             master: pair.master,
             slave: pair.slave,
-            listener,
-            log,
+            run_dir: plan.run_dir.clone(),
+            log_bound: u64::from(plan.console.log_kib) * 1024,
         })
     }
 
-    /// Starts the pump thread. Only once the init is exec'd: the monitor must stay single-threaded
-    /// while it forks.
+    /// Starts the pump thread, which starts an empty log and binds the socket first (without them,
+    /// it still drains the console: the guest must never block on it). Only once the init is
+    /// exec'd: the monitor must stay single-threaded while it forks.
     pub fn serve(self) -> Pump {
         let Console {
             master,
             slave,
-            listener,
-            log,
+            run_dir,
+            log_bound,
         } = self;
         let (stop_r, stop_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
             Ok(p) => (Some(p.0), Some(p.1)),
@@ -261,10 +251,12 @@ impl Console {
         let thread = std::thread::Builder::new()
             .name("console".into())
             .spawn(move || {
+                let log = LogRing::create(run_dir.join(LOG_FILE), log_bound)
+                    .unwrap_or_else(|_| LogRing::none(run_dir.join(LOG_FILE)));
                 Server {
                     master,
                     master_open: true,
-                    listener,
+                    listener: bind(&run_dir.join(SOCKET_FILE)).ok(),
                     stop: stop_r,
                     log,
                     clients: Vec::new(),
@@ -301,6 +293,15 @@ impl Pump {
             let _ = t.join();
         }
     }
+}
+
+/// The console socket: only root may connect (mode 0600), non-blocking.
+fn bind(sock: &Path) -> io::Result<UnixListener> {
+    let _ = std::fs::remove_file(sock);
+    let listener = UnixListener::bind(sock)?;
+    std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 fn set_nonblocking(fd: &impl AsFd) -> io::Result<()> {
@@ -380,6 +381,16 @@ impl LogRing {
             size: 0,
             bound,
         })
+    }
+
+    /// A log that keeps nothing (its file could not be made).
+    fn none(path: PathBuf) -> LogRing {
+        LogRing {
+            path,
+            file: None,
+            size: 0,
+            bound: 0,
+        }
     }
 
     /// Appends `data`; past the bound, keeps the newest half. Errors (a full file system) lose
@@ -507,7 +518,8 @@ struct Server {
     master: OwnedFd,
     /// False once the master reported its end (`EIO`: no slave open any more).
     master_open: bool,
-    listener: UnixListener,
+    /// `None` if the socket could not be bound: no attach, no follower, the log still works.
+    listener: Option<UnixListener>,
     /// Readable when the run is over (`None` if the pipe could not be made: then the pump ends
     /// only with the process).
     stop: Option<OwnedFd>,
@@ -592,13 +604,14 @@ impl Server {
                 master_flags |= PollFlags::POLLOUT;
             }
         }
-        let mut fds = vec![
-            PollFd::new(self.master.as_fd(), master_flags),
-            PollFd::new(
-                self.listener.as_fd(),
+        let mut fds = vec![PollFd::new(self.master.as_fd(), master_flags)];
+        let listen_at = self.listener.as_ref().map(|l| {
+            fds.push(PollFd::new(
+                l.as_fd(),
                 if draining { none } else { PollFlags::POLLIN },
-            ),
-        ];
+            ));
+            fds.len() - 1
+        });
         let stop_at = self.stop.as_ref().map(|s| {
             fds.push(PollFd::new(
                 s.as_fd(),
@@ -625,7 +638,7 @@ impl Server {
         let ev = |fd: &PollFd<'_>| fd.revents().unwrap_or(none);
         Some((
             ev(&fds[0]),
-            ev(&fds[1]),
+            listen_at.map_or(none, |i| ev(&fds[i])),
             stop_at.map_or(none, |i| ev(&fds[i])),
             fds[first_client..].iter().map(ev).collect(),
         ))
@@ -674,8 +687,11 @@ impl Server {
     }
 
     fn accept(&mut self) {
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
         loop {
-            match self.listener.accept() {
+            match listener.accept() {
                 Ok((sock, _)) => {
                     if self.clients.len() >= MAX_CLIENTS || sock.set_nonblocking(true).is_err() {
                         continue; // dropped: closed at once
@@ -909,8 +925,19 @@ mod tests {
         let pump = console.serve();
         nix::unistd::write(&guest, b"hello from the guest\n").unwrap();
 
-        // A follower gets the log so far, then new output.
-        let mut follower = UnixStream::connect(dir.path().join(SOCKET_FILE)).unwrap();
+        // A follower gets the log so far, then new output. (The pump binds the socket first.)
+        let sock = dir.path().join(SOCKET_FILE);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut follower = loop {
+            match UnixStream::connect(&sock) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("connect: {e}"),
+            }
+        };
         follower.write_all(&wire::encode(wire::FOLLOW, b"")).unwrap();
         let mut f = Frames::new(follower.try_clone().unwrap());
         let mut snap = Vec::new();
