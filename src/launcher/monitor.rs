@@ -98,7 +98,7 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
     let loop_paths: Vec<_> = loops.iter().map(LoopDevice::path).collect();
     mark("loop devices");
 
-    // The console pty (the init's stdio and /dev/console) and its log, before the clone.
+    // The console pty (the init's stdio and /dev/console), before the clone.
     let console = match console::Console::open(&mut plan) {
         Ok(c) => c,
         Err(e) => return fail(&mut chan, "open the console", e.to_string()),
