@@ -283,6 +283,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         run_dir: opts.run_dir.clone(),
         cgroup_parent: opts.cgroup_parent.clone(),
         stop_timeout: std::time::Duration::from_secs(u64::from(device.stop_timeout())),
+        console_log_kib: device.console_log_kib(),
         claims: Default::default(),
         id_lock: Default::default(),
         images: crate::container::runtime::SharedImages::new(opts.run_dir.join("images")),

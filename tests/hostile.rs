@@ -440,6 +440,7 @@ prop_compose! {
         blobs in proptest::option::of(vec(any::<u8>(), 0..8)),
         pins in (proptest::option::of(any::<String>()), proptest::option::of(any::<String>())),
         flags in (proptest::option::of(any::<bool>()), proptest::option::of(any::<bool>())),
+        logs in (proptest::option::of(any::<u32>()), proptest::option::of(any::<bool>())),
     ) -> ControllerToDaemon {
         ControllerToDaemon {
             command,
@@ -466,6 +467,8 @@ prop_compose! {
             system_services: flags.1,
             exec_window: window.map(|(rows, cols)| WindowSize { rows, cols }),
             exec_input_eof: flags.1,
+            logs_tail: logs.0,
+            logs_follow: logs.1,
         }
     }
 }
@@ -491,7 +494,9 @@ fn target(cmd: &Command) -> Option<uuid::Uuid> {
         | UpdateConfig { uuid, .. }
         | ChangePin { uuid, .. }
         | HandlesPin { uuid }
-        | DevAccess { uuid, .. } => Some(*uuid),
+        | DevAccess { uuid, .. }
+        | Console { uuid, .. }
+        | Logs { uuid, .. } => Some(*uuid),
         _ => None,
     }
 }

@@ -40,7 +40,8 @@ fn loops_backed_by(dir: &Path) -> Vec<String> {
 }
 
 /// Nothing of a container is left: no cgroup below the daemon's parent, no loop device on its
-/// own images, no run directory. (GuestOS images stay mounted, shared, while cmld runs.)
+/// own images, nothing in its run directory but the console log of its last run (kept for
+/// `control logs` until the next start). (GuestOS images stay mounted, shared, while cmld runs.)
 fn assert_clean(d: &Daemon, uuid: &str) {
     for dir in common::cgroup_dirs(&d.cgroup_parent) {
         assert!(
@@ -49,7 +50,13 @@ fn assert_clean(d: &Daemon, uuid: &str) {
             dir.join(uuid).display()
         );
     }
-    assert!(!d.run.join(uuid).exists(), "run dir left");
+    let left: Vec<String> = fs::read_dir(d.run.join(uuid))
+        .map(|r| {
+            r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.iter().all(|f| f == "console.log"), "run dir left: {left:?}");
     let own = d.data.join("containers");
     poll(Duration::from_secs(3), || loops_backed_by(&own).is_empty());
     assert_eq!(loops_backed_by(&own), Vec::<String>::new());
@@ -453,8 +460,14 @@ fn a_notify_guest_is_booting_until_it_reports_ready() {
     let tmp = tempfile::tempdir().unwrap();
     let d = common::busybox_daemon(tmp.path(), &["--notify"]);
     let uuid = d.create_container("notifier", "");
-    d.ok(&["start", "notifier"]);
-    assert_eq!(d.ok(&["state", "notifier"]), "BOOTING\n");
+    // The start replies once the guest is RUNNING; meanwhile it is BOOTING.
+    let mut start = std::process::Command::new(common::CONTROL)
+        .arg("-s")
+        .arg(&d.socket)
+        .args(["start", "notifier"])
+        .spawn()
+        .unwrap();
+    common::poll::wait_for("BOOTING", || d.ok(&["state", "notifier"]) == "BOOTING\n");
     // The guest init has NOTIFY_SOCKET and the socket.
     let (_, out) = d.sh(
         "notifier",
@@ -463,12 +476,13 @@ fn a_notify_guest_is_booting_until_it_reports_ready() {
     assert_eq!(out, "NOTIFY_SOCKET=/run/notify\nsocket\n");
     // READY=1 on the socket (sent from the host side here; busybox has no sd_notify).
     let sock = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    assert!(
+        start.try_wait().unwrap().is_none(),
+        "start replied before READY=1"
+    );
     sock.send_to(b"STATUS=up\nREADY=1\n", d.run.join(&uuid).join("notify"))
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while d.ok(&["state", "notifier"]) != "RUNNING\n" && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(10));
-    }
+    assert!(start.wait().unwrap().success());
     assert_eq!(d.ok(&["state", "notifier"]), "RUNNING\n");
     d.ok(&["stop", "notifier"]);
     assert_clean(&d, &uuid);

@@ -5,9 +5,9 @@
 //!   `target/fixtures/debian-12`).
 //! * cml: that GuestOS (SHARED_RW squashfs root with a tmpfs overlay, `feature_notify_ready`,
 //!   stop signal SIGRTMIN+3), a container with the default user namespace and no network
-//!   namespace. start: from the request until an EVENT subscription on a second connection sees
-//!   RUNNING — which the guest reaches only with systemd's READY=1 (the start itself replies at
-//!   BOOTING). stop: from the request to its reply (STOPPED).
+//!   namespace. start: from the request to its reply, which for a notify guest comes at RUNNING,
+//!   i.e. when systemd has sent READY=1 (checked with a status request after it). stop: from the
+//!   request to its reply (STOPPED).
 //! * nspawn: `systemd-nspawn --register=no --keep-unit --notify-ready=yes --volatile=overlay
 //!   --console=passive -D ROOTFS -b` (a tmpfs overlay over the read-only tree, like SHARED_RW; no
 //!   `-U`, which fails on this hybrid cgroup host; the host's network, like `netns: false`).
@@ -22,9 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cml::protocol::pb::{
-    ContainerState, ControllerToDaemon, controller_to_daemon::Command as Cmd, daemon_to_controller::Code,
-};
+use cml::protocol::pb::{ContainerState, ControllerToDaemon, controller_to_daemon::Command as Cmd};
 
 use super::{Bench, Client, ms};
 
@@ -48,19 +46,14 @@ pub fn cml(b: &Bench, fixture: &Path, runs: usize) -> (Vec<f64>, Vec<f64>) {
     let mut c = b.client();
     c.push_guestos(&fixture.join("store/debian-12.conf"));
     let uuid = c.create("name: \"debian\"\nguest_os: \"debian\"\ncolor: 1\ntoken_type: NONE\nnetns: false\n");
-    let mut events = b.client();
-    events.send(&ControllerToDaemon {
-        command: Cmd::SubscribeEvents as i32,
-        ..Default::default()
-    });
     let (mut starts, mut stops) = (Vec::new(), Vec::new());
     // One warm-up cycle (the first start mounts the image and makes /data).
     for i in 0..=runs {
         std::thread::sleep(Duration::from_millis(300));
         let t = Instant::now();
         c.start(&uuid, None);
-        wait_running(&mut events, &uuid);
         let start = ms(t.elapsed());
+        assert_running(&mut c, &uuid);
         // systemd has more to do after READY=1 (e.g. gettys); let it settle as a user would.
         std::thread::sleep(Duration::from_millis(500));
         let stop = ms(c.stop(&uuid, None));
@@ -72,19 +65,15 @@ pub fn cml(b: &Bench, fixture: &Path, runs: usize) -> (Vec<f64>, Vec<f64>) {
     (starts, stops)
 }
 
-/// Reads events until `uuid` is RUNNING.
-fn wait_running(events: &mut Client, uuid: &str) {
-    loop {
-        let e = events.recv();
-        if e.code != Code::Event as i32 {
-            continue;
-        }
-        if let Some(s) = e.container_status.first() {
-            if s.uuid == uuid && s.state == ContainerState::Running as i32 {
-                return;
-            }
-        }
-    }
+/// The container is RUNNING (the start replied after READY=1).
+fn assert_running(c: &mut Client, uuid: &str) {
+    let r = c.call(&ControllerToDaemon {
+        command: Cmd::GetContainerStatus as i32,
+        container_uuids: vec![uuid.to_owned()],
+        ..Default::default()
+    });
+    let state = r.container_status.first().map(|s| s.state);
+    assert_eq!(state, Some(ContainerState::Running as i32), "{r:?}");
 }
 
 /// Start and stop samples of systemd-nspawn on the same rootfs (ms).

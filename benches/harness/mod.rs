@@ -237,7 +237,7 @@ pub struct Client(pub UnixStream);
 impl Client {
     /// One request, one reply.
     pub fn call(&mut self, msg: &ControllerToDaemon) -> DaemonToController {
-        self.send(msg);
+        self.0.write_all(&encode_frame(msg)).unwrap();
         self.recv()
     }
 
@@ -259,11 +259,6 @@ impl Client {
             Some(Response::GuestosMgrInstallCompleted as i32),
             "{r:?}"
         );
-    }
-
-    /// One request; its replies are read with [`recv`](Self::recv).
-    pub fn send(&mut self, msg: &ControllerToDaemon) {
-        self.0.write_all(&encode_frame(msg)).unwrap();
     }
 
     /// The next reply.

@@ -97,6 +97,8 @@ fn request(u: &mut Unstructured<'_>) -> Result<ControllerToDaemon> {
         } else {
             None
         },
+        logs_tail: u.arbitrary()?,
+        logs_follow: u.arbitrary()?,
     })
 }
 

@@ -118,6 +118,9 @@ pub fn allowed_when_provisioned(cmd: WireCommand) -> bool {
         | ContainerExecCmd
         | ContainerExecInput
         | ContainerDevAccess
-        | SubscribeEvents => false,
+        | SubscribeEvents
+        // Like `run`: a way into the container (and its output) for whoever holds the socket.
+        | ContainerConsole
+        | ContainerLogs => false,
     }
 }

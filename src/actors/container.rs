@@ -231,6 +231,8 @@ impl Handler<Remove> for ContainerActor {
 
     fn handle(&mut self, _: Remove, _: &mut Context<Self>) -> Self::Result {
         let (uuid, data, state) = (self.uuid, self.ctx.data.clone(), self.state);
+        // What outlived its last run (the console log) goes with it.
+        let run_dir = self.ctx.rt.run_dir.join(uuid.to_string());
         let work = async move {
             if state.is_running() {
                 // Stopping a running container first comes with the runtime.
@@ -240,10 +242,13 @@ impl Handler<Remove> for ContainerActor {
                     what: "remove needs a stopped container",
                 });
             }
-            actix_rt::task::spawn_blocking(move || remove_files(&data, &uuid))
-                .await
-                .map_err(|e| ContainerError::Internal(e.to_string()))?
-                .map_err(|source| ContainerError::Store { uuid, source })
+            actix_rt::task::spawn_blocking(move || {
+                remove_files(&data, &uuid)?;
+                store::remove_tree_if_exists(&run_dir)
+            })
+            .await
+            .map_err(|e| ContainerError::Internal(e.to_string()))?
+            .map_err(|source| ContainerError::Store { uuid, source })
         };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(|res, act, ctx| {
             if res.is_ok() {

@@ -20,7 +20,7 @@ use actix::{ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Mess
 use nix::sys::signal::Signal;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
-    sync::watch,
+    sync::{oneshot, watch},
 };
 use tracing::{info, warn};
 
@@ -71,7 +71,18 @@ pub struct Run {
     pub stop_signal: i32,
     /// Started in setup mode.
     pub setup: bool,
+    /// The user's start waits for a notify guest's readiness: told `Ok` at READY=1, or why not.
+    pub boot: Option<oneshot::Sender<Result<(), String>>>,
 }
+
+/// What a start of a notify guest leaves to wait for (see [`Start`]): `Ok` once the guest
+/// reported READY=1 (the container is RUNNING), or why it never will (its init ended first: the
+/// exit and the last lines of its console). `None` for a guest that is RUNNING (or SETUP) at once.
+pub type BootWait = Option<oneshot::Receiver<Result<(), String>>>;
+
+/// How long a user's start waits for a notify guest's READY=1 before it replies with the container
+/// still BOOTING (the start itself succeeded).
+pub const BOOT_WAIT: Duration = Duration::from_secs(60);
 
 /// Why a start did not happen.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -201,8 +212,15 @@ impl ContainerActor {
     /// pending config, and moves to `to` (STOPPED, or REBOOTING for a guest reboot) — or ZOMBIE if
     /// the cleanup failed. Idempotent.
     fn finish_run(&mut self, info: ExitInfo, to: State) -> Result<(), String> {
-        let Some(run) = self.run.take() else { return Ok(()) };
+        let Some(mut run) = self.run.take() else {
+            return Ok(());
+        };
         info!(container = %self.uuid, code = ?info.code, signal = ?info.signal, "init ended");
+        // A user's start still waits for this notify guest: it failed. (The log is complete: the
+        // monitor drains the console before it reports the exit.)
+        if let Some(boot) = run.boot.take() {
+            let _ = boot.send(Err(self.boot_failure(info, &run.run_dir)));
+        }
         let errors = if info.keys_busy {
             // The run dir stays: its exit file tells a restarted cmld that the keys are busy.
             run.cgroup.kill_all();
@@ -244,7 +262,7 @@ impl ContainerActor {
             // No init was recorded: a start that cmld did not finish before it died (the monitor
             // writes the state once the init is in the cgroup). What that start created would make
             // the next one fail ("cgroup ... already exists"): remove it.
-            if run_dir.exists() || cgroup.dirs().iter().any(|d| d.exists()) {
+            if runtime::run_dir_in_use(&run_dir) || cgroup.dirs().iter().any(|d| d.exists()) {
                 info!(container = %self.uuid, "cleaning up after a start interrupted by a crash");
                 remove_interrupted_start(&cgroup, &run_dir);
             }
@@ -270,9 +288,31 @@ impl ContainerActor {
                 });
                 return;
             }
+            _ if read_exit_file(&run_dir).is_none() && is_monitor(state.monitor_pid) => {
+                // Its init has just ended and its monitor is still taking it down (console,
+                // network, volume keys): its exit file tells how that went. Cleaning up now would
+                // race with it (and leave the exit file it writes next to the console log). ZOMBIE
+                // (no start) until then.
+                let _ = self.set_state(State::Zombie);
+                let (addr, monitor) = (ctx.address(), state.monitor_pid);
+                actix_rt::spawn(async move {
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while read_exit_file(&run_dir).is_none()
+                        && is_monitor(monitor)
+                        && Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    addr.do_send(Adopt);
+                });
+                return;
+            }
             _ => {
                 info!(container = %self.uuid, "cleaning up after a container that ended while cmld was down");
                 let _ = runtime::cleanup(&cgroup, &run_dir);
+                if self.state == State::Zombie {
+                    let _ = self.set_state(State::Stopped);
+                }
                 return;
             }
         };
@@ -304,6 +344,7 @@ impl ContainerActor {
             exited,
             stop_signal,
             setup: false,
+            boot: None,
         });
         let to = if frozen { State::Frozen } else { State::Running };
         self.state = to;
@@ -315,6 +356,11 @@ impl ContainerActor {
         });
         info!(container = %self.uuid, pid, state = %to, "adopted a running container");
     }
+}
+
+/// Whether `pid` is a container monitor (its process name; a pid may have been reused).
+fn is_monitor(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "cml-monitor")
 }
 
 /// Removes the cgroup and run directory of a start that a crash interrupted. Its monitor outlives
@@ -367,7 +413,7 @@ impl ContainerActor {
 
 /// Start the container: by a user (resets the restart counter), or by the supervisor.
 #[derive(Message)]
-#[rtype(result = "Result<(), StartFailure>")]
+#[rtype(result = "Result<BootWait, StartFailure>")]
 pub struct Start {
     /// A user asked (not the supervisor).
     pub by_user: bool,
@@ -523,7 +569,7 @@ async fn launch(
 }
 
 impl Handler<Start> for ContainerActor {
-    type Result = AtomicResponse<Self, Result<(), StartFailure>>;
+    type Result = AtomicResponse<Self, Result<BootWait, StartFailure>>;
 
     fn handle(&mut self, msg: Start, ctx: &mut Context<Self>) -> Self::Result {
         let startable = self.state == State::Stopped || (!msg.by_user && self.state == State::Rebooting);
@@ -554,7 +600,7 @@ impl Handler<Start> for ContainerActor {
             self.ctx.board.update(&self.uuid, |e| e.restart_count = 0);
         }
         let _ = self.set_state(State::Starting);
-        let setup = msg.setup;
+        let (setup, by_user) = (msg.setup, msg.by_user);
         let key = if msg.by_user {
             msg.key.clone()
         } else {
@@ -592,13 +638,15 @@ impl Handler<Start> for ContainerActor {
                         exited,
                         stop_signal,
                         setup,
+                        boot: None,
                     });
                     if setup {
                         let _ = act.set_state(State::Setup);
                         info!(container = %act.uuid, "started in setup mode");
-                        return Ok(());
+                        return Ok(None);
                     }
                     let _ = act.set_state(State::Booting);
+                    let mut boot = None;
                     match l.notify {
                         None => {
                             let _ = act.set_state(State::Running);
@@ -610,10 +658,16 @@ impl Handler<Start> for ContainerActor {
                                     addr.do_send(Ready);
                                 }
                             });
+                            // A user's start replies when the guest is RUNNING, or failed on the way.
+                            if by_user && let Some(run) = act.run.as_mut() {
+                                let (tx, rx) = oneshot::channel();
+                                run.boot = Some(tx);
+                                boot = Some(rx);
+                            }
                         }
                     }
                     info!(container = %act.uuid, pid = act.run.as_ref().map(|r| r.init.pid()), "started");
-                    Ok(())
+                    Ok(boot)
                 }
             },
         )))
@@ -650,9 +704,33 @@ impl Handler<Ready> for ContainerActor {
     fn handle(&mut self, _: Ready, _: &mut Context<Self>) {
         if self.state == State::Booting {
             let _ = self.set_state(State::Running);
+            if let Some(boot) = self.run.as_mut().and_then(|r| r.boot.take()) {
+                let _ = boot.send(Ok(()));
+            }
         }
     }
 }
+
+impl ContainerActor {
+    /// Why a notify guest never reported ready: how its init ended (or that it was stopped), and
+    /// the last lines of its console.
+    fn boot_failure(&self, info: ExitInfo, run_dir: &std::path::Path) -> String {
+        let how = match (self.state, info.code, info.signal) {
+            (State::Shutdown, _, _) => "the container was stopped".to_owned(),
+            (_, Some(code), _) => format!("its init exited with status {code}"),
+            (_, None, Some(sig)) => format!("its init was killed by signal {sig}"),
+            _ => "its init ended".to_owned(),
+        };
+        let console = crate::launcher::console::last_lines(run_dir, BOOT_FAILURE_LINES).map_or_else(
+            || "; its console is empty".to_owned(),
+            |lines| format!("; its console ended with:\n{lines}"),
+        );
+        format!("{how} before the guest reported ready{console}")
+    }
+}
+
+/// Console lines quoted in the reply to a start whose guest died during boot.
+const BOOT_FAILURE_LINES: usize = 10;
 
 /// The init ended (from the watcher).
 #[derive(Message)]
@@ -712,11 +790,9 @@ struct KeysRemoved {
 impl Handler<KeysRemoved> for ContainerActor {
     type Result = ();
     fn handle(&mut self, KeysRemoved { run_dir }: KeysRemoved, _: &mut Context<Self>) {
-        if let Err(e) = std::fs::remove_dir_all(&run_dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                warn!(container = %self.uuid, error = %e, "cannot remove the run directory");
-                return;
-            }
+        if let Err(e) = runtime::clear_run_dir(&run_dir) {
+            warn!(container = %self.uuid, error = %e, "cannot remove the run directory");
+            return;
         }
         info!(container = %self.uuid, "the busy volume key is removed now");
         if self.state == State::Zombie && self.run.is_none() {
@@ -1068,7 +1144,7 @@ impl Handler<Autostart> for ContainerActor {
                 })
                 .await
             {
-                Ok(Ok(())) => info!(container = %uuid, "autostarted"),
+                Ok(Ok(_)) => info!(container = %uuid, "autostarted"),
                 Ok(Err(e)) => warn!(container = %uuid, error = %e, "autostart failed"),
                 Err(_) => {}
             }

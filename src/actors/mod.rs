@@ -11,6 +11,7 @@
 
 pub mod acceptor;
 pub mod board;
+pub mod console;
 pub mod container;
 pub mod exec;
 pub mod guestos;

@@ -337,7 +337,22 @@ impl Session {
                         Err(r) => return r,
                     };
                     match started {
-                        Ok(Ok(())) => reply::response(Response::ContainerStartOk),
+                        Ok(Ok(None)) => reply::response(Response::ContainerStartOk),
+                        // A notify guest: the reply waits until it is RUNNING, or why it is not.
+                        Ok(Ok(Some(boot))) => match tokio::time::timeout(lifecycle::BOOT_WAIT, boot).await {
+                            Ok(Ok(Ok(()))) => reply::response(Response::ContainerStartOk),
+                            Ok(Ok(Err(why))) => {
+                                reply::failure(Response::ContainerStartEinternal, format!("start: {why}"))
+                            }
+                            Ok(Err(_)) => reply::failure(
+                                Response::ContainerStartEinternal,
+                                "start: the container ended before the guest reported ready",
+                            ),
+                            Err(_) => {
+                                info!(container = %uuid, "start: no READY=1 yet; replying while it is BOOTING");
+                                reply::response(Response::ContainerStartOk)
+                            }
+                        },
                         Ok(Err(e @ lifecycle::StartFailure::NotStopped(_))) => {
                             reply::failure(Response::ContainerStartEexist, format!("start: {e}"))
                         }
@@ -374,6 +389,26 @@ impl Session {
                         .into_actor(self)
                         .map(|(), act, _| act.exec_input = None),
                 );
+            }
+            Command::Console { uuid, window } => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.exec_input = Some(tx);
+                let out = self.out.clone();
+                ctx.spawn(
+                    super::console::attach(s, uuid, window, rx, out)
+                        .into_actor(self)
+                        .map(|(), act, _| act.exec_input = None),
+                );
+            }
+            Command::Logs { uuid, tail, follow } => {
+                let logs = super::console::logs(s, uuid, tail, follow, self.out.clone()).into_actor(self);
+                if follow {
+                    // Beside later requests, like a `run` stream; ends with the connection too.
+                    ctx.spawn(logs);
+                } else {
+                    // Whole before the next request's reply.
+                    ctx.wait(logs);
+                }
             }
             Command::Switch { .. } => self.send(reply::unsupported("CONTAINER_SWITCH has no meaning on a host")),
             Command::Wipe { uuid } => self.reply_later(ctx, async move {

@@ -140,6 +140,22 @@ pub enum Command {
         )]
         command: Vec<String>,
     },
+    /// Attach to a container's console (its init's terminal, /dev/console); detach with Ctrl-]
+    Console {
+        /// Container UUID or name
+        container: String,
+    },
+    /// Print what a container's console printed (its last run's when stopped)
+    Logs {
+        /// Container UUID or name
+        container: String,
+        /// Keep printing new output until the container stops
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only the last N lines
+        #[arg(short = 'n', long, value_name = "N")]
+        tail: Option<u32>,
+    },
     /// Move a host network interface into a container
     AssignIface(IfaceArgs),
     /// Give a container's network interface back to the host

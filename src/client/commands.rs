@@ -1,4 +1,4 @@
-//! The exchanges of each command (except `run`, see `exec`): which requests go out, which replies
+//! The exchanges of each command (except `run` and `console`, see `exec` and `console`): which requests go out, which replies
 //! count as success, and what is printed.
 
 use std::fs;
@@ -276,7 +276,12 @@ pub fn dispatch<S: Read + Write>(
             session.human(&format::key_value_lines(&stats))?;
             session.json(&stats)?;
         }
-        Command::Run { .. } | Command::Completions { .. } | Command::Man => {
+        Command::Logs {
+            container,
+            follow,
+            tail,
+        } => return super::console::logs(session, container, *tail, *follow),
+        Command::Run { .. } | Command::Console { .. } | Command::Completions { .. } | Command::Man => {
             return Err(ClientError::Internal("command is not handled by dispatch"));
         }
     }

@@ -179,28 +179,54 @@ impl Write for FrameWriter {
 /// with our `exec_input_eof` tells the daemon: without a pty it closes the command's stdin, with
 /// one it types the terminal's EOF character. (A terminal in raw mode never reads as ended: its ^D
 /// is forwarded as a byte.) Upstream's daemon ignores the field.
-pub fn forward_stdin(mut input: impl Read, mut writer: impl Write) {
+pub fn forward_stdin(input: impl Read, mut writer: impl Write) {
+    if forward_input(input, &mut writer, None) == InputEnd::Ended {
+        let _ = writer.write_all(&encode_frame(&eof_request()));
+    }
+}
+
+/// How [`forward_input`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputEnd {
+    /// The input ended (EOF, or it could not be read any more).
+    Ended,
+    /// The escape byte was typed.
+    Escaped,
+    /// Writing to the daemon failed: the session is over.
+    Closed,
+}
+
+/// Copies `input` as [`forward_stdin`] does, without the end-of-input message, stopping at the
+/// first `escape` byte (which is not sent).
+pub fn forward_input(mut input: impl Read, mut writer: impl Write, escape: Option<u8>) -> InputEnd {
     let mut buf = vec![0u8; INPUT_CHUNK];
     let mut pending: Vec<u8> = Vec::new();
+    let mut escaped = false;
     loop {
-        let n = match input.read(&mut buf[..INPUT_CHUNK - pending.len().min(3)]) {
+        let mut n = match input.read(&mut buf[..INPUT_CHUNK - pending.len().min(3)]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        if let Some(at) = escape.and_then(|e| buf[..n].iter().position(|b| *b == e)) {
+            n = at;
+            escaped = true;
+        }
         pending.extend_from_slice(&buf[..n]);
         let (text, rest) = split_utf8(&pending);
         pending = rest;
-        if text.is_empty() {
-            continue;
+        if !text.is_empty() {
+            let msg = ControllerToDaemon {
+                exec_input: Some(text),
+                ..request(Cmd::ContainerExecInput)
+            };
+            if writer.write_all(&encode_frame(&msg)).is_err() {
+                return InputEnd::Closed;
+            }
         }
-        let msg = ControllerToDaemon {
-            exec_input: Some(text),
-            ..request(Cmd::ContainerExecInput)
-        };
-        if writer.write_all(&encode_frame(&msg)).is_err() {
-            return;
+        if escaped {
+            return InputEnd::Escaped;
         }
     }
     if !pending.is_empty() {
@@ -210,10 +236,10 @@ pub fn forward_stdin(mut input: impl Read, mut writer: impl Write) {
             ..request(Cmd::ContainerExecInput)
         };
         if writer.write_all(&encode_frame(&msg)).is_err() {
-            return;
+            return InputEnd::Closed;
         }
     }
-    let _ = writer.write_all(&encode_frame(&eof_request()));
+    InputEnd::Ended
 }
 
 /// The end of the client's input: `CONTAINER_EXEC_INPUT` with `exec_input_eof` and no input.

@@ -1,7 +1,8 @@
 //! The `control` client: a synchronous (std `UnixStream`) client of the daemon's control socket.
 //!
-//! One connection per invocation; requests and replies strictly alternate, except in `run`, where
-//! the daemon streams output while a background thread forwards stdin (see [`exec`]). Container
+//! One connection per invocation; requests and replies strictly alternate, except in `run` and
+//! `console`, where the daemon streams output while a background thread forwards stdin (see
+//! [`exec`], [`console`]), and in `logs` and `events`, where it streams output. Container
 //! arguments are names or UUIDs, resolved with `GET_CONTAINER_STATUS` first
 //! ([`format::resolve_container`]).
 //!
@@ -12,6 +13,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod console;
 pub mod exec;
 pub mod format;
 pub mod progress;
@@ -209,6 +211,11 @@ pub fn execute(cli: &Cli) -> Result<u8, ClientError> {
         }
         Command::Run { container, command } => {
             run_command(cli, container, command, &mut out).map_err(|e| ClientError::Run(Box::new(e)))
+        }
+        Command::Console { container } => {
+            let stream = connect(&cli.socket)?;
+            let mut session = Session::new(stream, cli.mode(), &mut out);
+            console::attach(&mut session, container)
         }
         other => {
             let (result, json_written) = command(cli, other, &mut out);

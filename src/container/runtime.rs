@@ -32,6 +32,8 @@ pub struct Runtime {
     pub cgroup_parent: String,
     /// How long a guest gets between the stop signal and SIGKILL.
     pub stop_timeout: Duration,
+    /// Bound of each container's console log in KiB (device.conf `console_log_kib`).
+    pub console_log_kib: u32,
     /// Devices assigned exclusively (`assign_dev`) to a running container: rule → (uuid, name).
     pub claims: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
     /// Serialises user-namespace range allocation.
@@ -272,19 +274,68 @@ impl Prepared {
     }
 }
 
-/// Removes a container's cgroup and run directory (also for an adopted container).
+/// Removes a container's cgroup and run directory (also for an adopted container) — all but its
+/// console log, see [`clear_run_dir`].
 pub fn cleanup(cg: &ContainerCgroup, run_dir: &Path) -> Vec<String> {
     let mut errors = Vec::new();
     cg.kill_all();
     if let Err(e) = cg.remove() {
         errors.push(e.to_string());
     }
-    if let Err(e) = fs::remove_dir_all(run_dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            errors.push(format!("remove {}: {e}", run_dir.display()));
-        }
+    if let Err(e) = clear_run_dir(run_dir) {
+        errors.push(format!("remove {}: {e}", run_dir.display()));
     }
     errors
+}
+
+/// Files of a run directory that outlive the run: the console log stays readable (`control logs`)
+/// until the next start clears the directory, also across a cmld restart.
+pub const KEPT_AFTER_RUN: &[&str] = &[crate::launcher::console::LOG_FILE];
+
+/// Empties a run directory except for [`KEPT_AFTER_RUN`]; an empty log is removed too, and the
+/// directory with it when nothing is left.
+pub fn clear_run_dir(run_dir: &Path) -> std::io::Result<()> {
+    let entries = match fs::read_dir(run_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut kept = false;
+    for e in entries {
+        let e = e?;
+        let path = e.path();
+        let keep = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| KEPT_AFTER_RUN.contains(&n))
+            && e.metadata().is_ok_and(|m| m.is_file() && m.len() > 0);
+        if keep {
+            kept = true;
+        } else if e.file_type()?.is_dir() {
+            fs::remove_dir_all(&path)?;
+        } else {
+            fs::remove_file(&path)?;
+        }
+    }
+    if !kept {
+        match fs::remove_dir(run_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether a run directory holds more than what outlives a run (see [`KEPT_AFTER_RUN`]): the
+/// traces of a run or of a start.
+pub fn run_dir_in_use(run_dir: &Path) -> bool {
+    fs::read_dir(run_dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.file_name()
+                .to_str()
+                .is_none_or(|n| !KEPT_AFTER_RUN.contains(&n))
+        })
+    })
 }
 
 fn size_of_empty(cfg: &ContainerConfig, m: &crate::protocol::pb::GuestOsMount) -> u32 {
@@ -685,6 +736,10 @@ pub fn prepare(
             })
             .collect(),
         machine_id: uuid_v.simple().to_string(),
+        console: crate::launcher::console::ConsolePlan {
+            log_kib: rt.console_log_kib,
+            tty: None,
+        },
     };
     Ok(Prepared { plan, cgroup: cg })
 }

@@ -285,6 +285,10 @@ fn setup(
     mount_cgroups(plan, &rootfs.join("sys/fs/cgroup"))?;
     populate_dev(plan, &rootfs.join("dev"), &owner)?;
     at(
+        "bind /dev/console",
+        super::console::bind_console(plan, &rootfs.join("dev")),
+    )?;
+    at(
         "mount /run",
         mount(
             Some("tmpfs"),
@@ -384,6 +388,8 @@ fn setup(
         }
     }
     at("drop capabilities", super::drop_capabilities(&plan.drop_caps))?;
+    // Last before exec: the console pty becomes our controlling terminal and stdio.
+    at("attach the console", super::console::attach_stdio(plan))?;
 
     let argv = super::cstrings(&plan.argv);
     let env = super::cstrings(&plan.env);

@@ -16,6 +16,7 @@
 //! [`plan::MonitorEvent`], [`plan::ExecStatus`]). No worker gets a parent-death signal: containers
 //! outlive cmld. The launcher exits when cmld's end of the socket closes.
 
+pub mod console;
 pub mod exec;
 pub mod init;
 pub mod monitor;

@@ -1,13 +1,15 @@
 //! The per-container monitor: parent of the container's init, for the init's whole life.
 //!
-//! Order: attach loop devices → (with a user namespace: create it, with the container's mapping)
-//! → clone the init into new namespaces (it mounts, then waits) → put it into the container's
-//! cgroups → let it go → (with a user namespace: it forks the real init into a new pid namespace
-//! and reports its pid; mount that init's /proc and let it go) → record `<run>/state` → the init
-//! execs the guest init (a close-on-exec report pipe tells success from failure) → report `Started` (or `Failed`)
-//! to cmld → release the loop devices (the mounts hold them; auto-clear detaches them when the
-//! namespace dies) → wait for the init → remove the fscrypt keys of encrypted volumes (held open
-//! since the mounts were made) and check the removal → write `<run>/exit` → report `Exited` → exit.
+//! Order: attach loop devices → open the console pty (see [`super::console`]) → (with a user
+//! namespace: create it, with the container's mapping) → clone the init into new namespaces (it
+//! mounts, then waits) → put it into the container's cgroups → let it go → (with a user namespace:
+//! it forks the real init into a new pid namespace and reports its pid; mount that init's /proc and
+//! let it go) → record `<run>/state` → the init execs the guest init (a close-on-exec report pipe
+//! tells success from failure) → report `Started` (or `Failed`) to cmld → release the loop devices
+//! (the mounts hold them; auto-clear detaches them when the namespace dies) → start the console
+//! pump → wait for the init → drain the console into its log → remove the fscrypt keys of
+//! encrypted volumes (held open since the mounts were made) and check the removal → write
+//! `<run>/exit` → report `Exited` → exit.
 //!
 //! The monitor outlives cmld: it has no parent-death signal, ignores SIGPIPE, and keeps the exit
 //! status in the run dir for a restarted cmld.
@@ -26,7 +28,7 @@ use nix::{
 };
 
 use super::{
-    init, network,
+    console, init, network,
     plan::{MonitorEvent, MountSource, RunState, StartPlan},
 };
 use crate::sys::{
@@ -100,6 +102,12 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
     }
     let loop_paths: Vec<_> = loops.iter().map(LoopDevice::path).collect();
     mark("loop devices");
+
+    // The console pty (the init's stdio and /dev/console), before the clone.
+    let console = match console::Console::open(&mut plan) {
+        Ok(c) => c,
+        Err(e) => return fail(&mut chan, "open the console", e.to_string()),
+    };
 
     let (go_r, go_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
@@ -247,6 +255,8 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
         },
     );
     drop(loops);
+    // Exec'd: the monitor forks no more, so the console pump may run in a thread.
+    let console = console.serve();
     // Do not reap the init before cmld holds a pidfd on it (a pid is only unambiguous while the
     // process or its zombie exists): wait for cmld's acknowledgement, bounded in case cmld is gone.
     if let Some(c) = chan.as_mut() {
@@ -263,6 +273,8 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
             Err(_) => break (None, None),
         }
     };
+    // The console's last output goes into the log before anyone hears of the exit.
+    console.finish();
     // Physical interfaces go back to the host before the network namespace is released.
     drop(net);
     // The container's processes are gone and its mount namespace with them: our descriptors are

@@ -48,6 +48,9 @@ pub struct StartPlan {
     /// The guest's machine ID (32 hex digits), written into an empty `/etc/machine-id`.
     #[serde(default)]
     pub machine_id: String,
+    /// The console: the log bound, and (filled in by the monitor) the pty slave.
+    #[serde(default)]
+    pub console: super::console::ConsolePlan,
 }
 
 /// One cgroup hierarchy bound into the guest's `/sys/fs/cgroup`.

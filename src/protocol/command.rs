@@ -131,6 +131,17 @@ pub enum Command {
         rule: String,
     },
     SubscribeEvents,
+    /// Attach to the container's console; `window`: the client's terminal size (rows, cols).
+    Console {
+        uuid: Uuid,
+        window: Option<(u16, u16)>,
+    },
+    /// The container's console log: the last `tail` lines, and with `follow` what comes next.
+    Logs {
+        uuid: Uuid,
+        tail: Option<u32>,
+        follow: bool,
+    },
 }
 
 /// A request that cannot become a [`Command`].
@@ -359,6 +370,15 @@ impl TryFrom<ControllerToDaemon> for Command {
             },
             Wire::ContainerCmldHandlesPin => Command::HandlesPin { uuid: id()? },
             Wire::SubscribeEvents => Command::SubscribeEvents,
+            Wire::ContainerConsole => Command::Console {
+                uuid: id()?,
+                window: window(&m),
+            },
+            Wire::ContainerLogs => Command::Logs {
+                uuid: id()?,
+                tail: m.logs_tail,
+                follow: m.logs_follow(),
+            },
             Wire::ContainerDevAccess => Command::DevAccess {
                 uuid: id()?,
                 rule: required(name, "dev_rule", m.dev_rule)?,

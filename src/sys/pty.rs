@@ -1,13 +1,100 @@
-//! Pseudo-terminal window sizes (`TIOCGWINSZ` / `TIOCSWINSZ`) and the end-of-input character.
+//! Pseudo-terminals: window sizes (`TIOCGWINSZ` / `TIOCSWINSZ`), a new pair on the host's devpts
+//! ([`open_pair`], for a container's console), and taking a terminal as controlling terminal and
+//! stdio ([`become_stdio`]), and the end-of-input character.
 //!
 //! On a pty either side may be passed: the kernel applies both ioctls (and `tcgetattr`) to the
 //! slave's settings. Setting a size that differs from the current one sends SIGWINCH to the
 //! terminal's foreground process group (which is how a resized `control run` reaches the command
 //! in the container). All calls are quick ioctls that never wait.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 
 use nix::errno::Errno;
+
+/// A pseudo-terminal pair. Both descriptors are close-on-exec; the slave was opened with
+/// `O_NOCTTY`, so it is nobody's controlling terminal yet.
+#[derive(Debug)]
+pub struct PtyPair {
+    /// The master side.
+    pub master: OwnedFd,
+    /// The slave side.
+    pub slave: OwnedFd,
+    /// The slave's path in the devpts instance behind `/dev/ptmx` (`/dev/pts/N`).
+    pub slave_path: PathBuf,
+}
+
+/// Opens a new pair on the host's devpts through `/dev/ptmx` (as systemd-nspawn does for a
+/// container's console): unlocks it and opens the slave with `TIOCGPTPEER`, which needs no path
+/// lookup and so always finds the devpts instance the master belongs to.
+pub fn open_pair() -> std::io::Result<PtyPair> {
+    let master: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open("/dev/ptmx")?
+        .into();
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int through the pointer, which points to a live local;
+    // `master` is an open pty master.
+    let ret = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCSPTLCK,
+            &unlock as *const libc::c_int,
+        )
+    };
+    Errno::result(ret)?;
+    let mut number: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes one unsigned int through the pointer, which points to a live local
+    // we own exclusively.
+    let ret = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTN,
+            &mut number as *mut libc::c_uint,
+        )
+    };
+    Errno::result(ret)?;
+    // SAFETY: TIOCGPTPEER takes the open flags as an integer argument and returns a new descriptor
+    // (or -1); no memory is passed.
+    let fd = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    let fd = Errno::result(fd)?;
+    // SAFETY: the ioctl returned a new descriptor that nothing else owns.
+    let slave = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(PtyPair {
+        master,
+        slave,
+        slave_path: PathBuf::from(format!("/dev/pts/{number}")),
+    })
+}
+
+/// Makes the terminal `fd` the calling process's controlling terminal and its stdin, stdout and
+/// stderr: a new session first (unless the caller leads one already), then `TIOCSCTTY` (without
+/// stealing: the terminal must not be another session's), then `dup2` onto 0, 1 and 2. `fd` itself
+/// stays open (close-on-exec descriptors vanish at the next exec).
+pub fn become_stdio(fd: RawFd) -> nix::Result<()> {
+    // EPERM: already a process group (and so possibly session) leader; TIOCSCTTY tells.
+    let _ = nix::unistd::setsid();
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal) and changes only the calling
+    // process's session; `fd` is a descriptor the caller keeps open for the call.
+    let ret = unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
+    Errno::result(ret)?;
+    for target in 0..=2 {
+        // SAFETY: dup2 onto the standard descriptors, which the caller hands over to the terminal
+        // (whatever they were is closed by dup2); `fd` is open.
+        let ret = unsafe { libc::dup2(fd, target) };
+        Errno::result(ret)?;
+    }
+    Ok(())
+}
 
 /// Sets the window size of the terminal `fd` (rows, columns; the pixel sizes are cleared).
 pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> nix::Result<()> {
@@ -115,6 +202,24 @@ mod tests {
         let mut buf = [0u8; 64];
         assert_eq!(slave.read(&mut buf).unwrap(), 7, "the partial line");
         assert_eq!(slave.read(&mut buf).unwrap(), 0, "then the end of input");
+    }
+
+    #[test]
+    fn a_new_pair_has_a_devpts_slave_that_is_not_a_controlling_terminal() {
+        let p = open_pair().unwrap();
+        assert!(p.slave_path.starts_with("/dev/pts/"), "{:?}", p.slave_path);
+        // Same terminal: a size set on the master shows on the slave.
+        set_window_size(p.master.as_fd(), 24, 80).unwrap();
+        assert_eq!(window_size(p.slave.as_fd()).unwrap(), (24, 80));
+        // Bytes written on the slave come out of the master.
+        nix::unistd::write(&p.slave, b"x").unwrap();
+        let mut b = [0u8; 8];
+        assert_eq!(nix::unistd::read(&p.master, &mut b).unwrap(), 1);
+        // Close-on-exec both.
+        for fd in [&p.master, &p.slave] {
+            let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+            assert_ne!(flags & libc::FD_CLOEXEC, 0);
+        }
     }
 
     #[test]
