@@ -75,6 +75,7 @@ impl UserNamespace {
 
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
@@ -90,7 +91,8 @@ fn cpath(p: &Path) -> Result<CString, Errno> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
 }
 
-/// Binds `source` (recursively) onto `target`, idmapped through `userns`, read-only if asked.
+/// Binds `source` onto `target`, idmapped through `userns`, without device nodes, read-only if
+/// asked.
 pub fn bind_idmapped(
     source: &Path,
     target: &Path,
@@ -109,7 +111,7 @@ pub fn bind_idmapped(
     // SAFETY: `fd` was just returned by open_tree and nothing else owns it.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP | if read_only { MOUNT_ATTR_RDONLY } else { 0 },
+        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV | if read_only { MOUNT_ATTR_RDONLY } else { 0 },
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,
