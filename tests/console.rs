@@ -12,18 +12,13 @@ mod common;
 use std::{
     fs,
     io::{BufRead, BufReader},
-    os::fd::{AsFd, OwnedFd},
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
 
-use common::{CONTROL, Daemon, poll::wait_for};
-use nix::{
-    poll::{PollFd, PollFlags, PollTimeout, poll},
-    sys::termios::{LocalFlags, Termios, tcgetattr},
-};
+use common::{CONTROL, Daemon, poll::wait_for, terminal::Terminal};
 
 /// Every wait of these tests (only bounds a hang).
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -222,81 +217,6 @@ fn the_log_is_bounded_and_keeps_the_newest_lines() {
     assert!(fs::metadata(&file).unwrap().len() <= 4096);
 }
 
-/// The test's terminal: `control` gets the slave, the test reads and types on the master.
-struct Terminal {
-    master: OwnedFd,
-    slave: OwnedFd,
-    seen: Vec<u8>,
-}
-
-impl Terminal {
-    fn open() -> Terminal {
-        let p = nix::pty::openpty(None, None).unwrap();
-        cml::sys::pty::set_window_size(p.slave.as_fd(), 24, 80).unwrap();
-        Terminal {
-            master: p.master,
-            slave: p.slave,
-            seen: Vec::new(),
-        }
-    }
-
-    fn settings(&self) -> Termios {
-        tcgetattr(&self.slave).unwrap()
-    }
-
-    fn control(&self, d: &Daemon, args: &[&str]) -> Child {
-        Command::new(CONTROL)
-            .arg("-s")
-            .arg(&d.socket)
-            .args(args)
-            .stdin(Stdio::from(self.slave.try_clone().unwrap()))
-            .stdout(Stdio::from(self.slave.try_clone().unwrap()))
-            .stderr(Stdio::from(self.slave.try_clone().unwrap()))
-            .spawn()
-            .unwrap()
-    }
-
-    /// Reads the master until `needle` shows up after byte `from`; returns the index past it.
-    fn expect(&mut self, from: usize, needle: &str) -> usize {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let hay = &self.seen[from.min(self.seen.len())..];
-            if let Some(i) = hay.windows(needle.len()).position(|w| w == needle.as_bytes()) {
-                return from + i + needle.len();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "no {needle:?} on the terminal; it shows {:?}",
-                String::from_utf8_lossy(&self.seen)
-            );
-            let mut fds = [PollFd::new(self.master.as_fd(), PollFlags::POLLIN)];
-            if poll(&mut fds, PollTimeout::from(left.as_millis().min(1000) as u16)).unwrap() == 0 {
-                continue;
-            }
-            let mut buf = [0u8; 4096];
-            let n = nix::unistd::read(&self.master, &mut buf).unwrap();
-            self.seen.extend_from_slice(&buf[..n]);
-        }
-    }
-
-    fn type_bytes(&self, bytes: &[u8]) {
-        assert_eq!(nix::unistd::write(&self.master, bytes).unwrap(), bytes.len());
-    }
-
-    fn wait_raw(&self) {
-        let deadline = Instant::now() + TIMEOUT;
-        while self
-            .settings()
-            .local_flags
-            .intersects(LocalFlags::ECHO | LocalFlags::ICANON | LocalFlags::ISIG)
-        {
-            assert!(Instant::now() < deadline, "control never made the terminal raw");
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
 #[test]
 fn console_attach_types_into_the_guest_detaches_refuses_a_second_user_and_ends_at_stop() {
     let tmp = tempfile::tempdir().unwrap();
@@ -305,7 +225,7 @@ fn console_attach_types_into_the_guest_detaches_refuses_a_second_user_and_ends_a
     d.create_container("shell", "init_env: \"INIT=exec sh -i\"\n");
     d.ok(&["start", "shell"]);
 
-    let mut term = Terminal::open();
+    let mut term = Terminal::open(24, 80);
     let before = term.settings();
     let mut control = term.control(&d, &["console", "shell"]);
     let mut at = term.expect(0, "attached to the console of shell");

@@ -14,7 +14,7 @@ mod common;
 
 use std::{
     fs,
-    os::fd::{AsFd, OwnedFd},
+    os::fd::AsFd,
     os::unix::process::ExitStatusExt,
     path::Path,
     process::{Child, Command, ExitStatus, Output, Stdio},
@@ -24,12 +24,11 @@ use std::{
 };
 
 use cml::sys::pty::{set_window_size, window_size};
-use common::{CONTROL, Daemon};
+use common::{CONTROL, Daemon, terminal::Terminal};
 use nix::{
-    poll::{PollFd, PollFlags, PollTimeout, poll},
     sys::{
         signal::{Signal, kill},
-        termios::{LocalFlags, Termios, tcgetattr},
+        termios::{LocalFlags, Termios},
     },
     unistd::Pid,
 };
@@ -44,88 +43,6 @@ fn daemon_with_container(tmp: &Path, name: &str) -> Daemon {
     d.create_container(name, "");
     d.ok(&["start", name]);
     d
-}
-
-/// The test's terminal: `control` gets the slave, the test reads and types on the master.
-struct Terminal {
-    master: OwnedFd,
-    slave: OwnedFd,
-    /// Everything read from the master so far.
-    seen: Vec<u8>,
-}
-
-impl Terminal {
-    fn open(rows: u16, cols: u16) -> Terminal {
-        let p = nix::pty::openpty(None, None).unwrap();
-        set_window_size(p.slave.as_fd(), rows, cols).unwrap();
-        Terminal {
-            master: p.master,
-            slave: p.slave,
-            seen: Vec::new(),
-        }
-    }
-
-    fn settings(&self) -> Termios {
-        tcgetattr(&self.slave).unwrap()
-    }
-
-    /// `control -s SOCKET ARGS…` with the slave as its stdin, stdout and stderr.
-    fn control(&self, d: &Daemon, args: &[&str]) -> Child {
-        Command::new(CONTROL)
-            .arg("-s")
-            .arg(&d.socket)
-            .args(args)
-            .stdin(Stdio::from(self.slave.try_clone().unwrap()))
-            .stdout(Stdio::from(self.slave.try_clone().unwrap()))
-            .stderr(Stdio::from(self.slave.try_clone().unwrap()))
-            .spawn()
-            .unwrap()
-    }
-
-    /// Reads the master until `needle` shows up after byte `from` of [`Terminal::seen`] (panics
-    /// after [`TIMEOUT`]); returns the index just past it.
-    fn expect(&mut self, from: usize, needle: &str) -> usize {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(i) = find(&self.seen[from.min(self.seen.len())..], needle.as_bytes()) {
-                return from + i + needle.len();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "no {needle:?} on the terminal within {TIMEOUT:?}; it shows {:?}",
-                String::from_utf8_lossy(&self.seen)
-            );
-            let mut fds = [PollFd::new(self.master.as_fd(), PollFlags::POLLIN)];
-            let ms = PollTimeout::from(left.as_millis().min(1000) as u16);
-            if poll(&mut fds, ms).unwrap() == 0 {
-                continue;
-            }
-            let mut buf = [0u8; 4096];
-            match nix::unistd::read(&self.master, &mut buf) {
-                Ok(n) if n > 0 => self.seen.extend_from_slice(&buf[..n]),
-                // EIO: no slave is open any more (we keep one, so this means a bug).
-                r => panic!(
-                    "terminal read: {r:?}; it shows {:?}",
-                    String::from_utf8_lossy(&self.seen)
-                ),
-            }
-        }
-    }
-
-    /// Types `bytes` on the terminal.
-    fn type_bytes(&self, bytes: &[u8]) {
-        assert_eq!(nix::unistd::write(&self.master, bytes).unwrap(), bytes.len());
-    }
-
-    /// The test's own copy of what was shown, lossily decoded.
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.seen).into_owned()
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Waits for `child` to exit (killing it after [`TIMEOUT`]).

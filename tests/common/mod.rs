@@ -8,6 +8,7 @@
 pub mod fixture;
 pub mod http;
 pub mod poll;
+pub mod terminal;
 
 use std::{
     fs,
