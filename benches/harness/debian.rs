@@ -1,8 +1,8 @@
 //! The Debian/systemd rows of the table: a real distribution booting, cml against systemd-nspawn
 //! booting the same root file system in the same run.
 //!
-//! * The guest: `scripts/debian-fixture.sh` (Debian 12 minbase with systemd, cached under
-//!   `target/fixtures/debian-12`).
+//! * The guest: `scripts/debian-fixture.sh` through `fixture::debian` (Debian 12 minbase with
+//!   systemd, cached under `target/fixtures/debian-12`).
 //! * cml: that GuestOS (SHARED_RW squashfs root with a tmpfs overlay, `feature_notify_ready`,
 //!   stop signal SIGRTMIN+3), a container with the default user namespace and no network
 //!   namespace. start: from the request to its reply, which for a notify guest comes at RUNNING,
@@ -17,7 +17,7 @@
 
 use std::{
     os::unix::net::UnixDatagram,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -25,21 +25,6 @@ use std::{
 use cml::protocol::pb::{ContainerState, ControllerToDaemon, controller_to_daemon::Command as Cmd};
 
 use super::{Bench, Client, ms};
-
-/// The fixture's directory (rootfs/ and store/), built on first use.
-pub fn fixture() -> Result<PathBuf, String> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join("target/fixtures/debian-12");
-    let out = Command::new(root.join("scripts/debian-fixture.sh"))
-        .arg(env!("CARGO_BIN_EXE_cml-guestos"))
-        .arg(&dir)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    Ok(dir)
-}
 
 /// Start and stop samples of cml (ms).
 pub fn cml(b: &Bench, fixture: &Path, runs: usize) -> (Vec<f64>, Vec<f64>) {

@@ -541,7 +541,7 @@ pub fn run(cfg: &Config) -> Vec<Row> {
     }
 
     if cfg.debian_runs > 0 {
-        match debian::fixture() {
+        match fixture::debian() {
             Ok(fx) => {
                 let (starts, stops) = debian::cml(&b, &fx, cfg.debian_runs);
                 let nspawn = debian::nspawn(&fx, cfg.debian_runs)

@@ -200,3 +200,23 @@ pub fn busybox_guestos(dir: &Path, name: &str, version: u64, extra_build_args: &
         version,
     }
 }
+
+/// The Debian 12 fixture of `scripts/debian-fixture.sh` (`rootfs/` and an unsigned `store/` with
+/// `debian-12.conf`), built on first use and cached under `target/fixtures/debian-12`; parallel
+/// callers wait on its lock.
+pub fn debian() -> Result<PathBuf, String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("target/fixtures/debian-12");
+    let out = Command::new(root.join("scripts/debian-fixture.sh"))
+        .arg(CML_GUESTOS)
+        .arg(&dir)
+        .output()
+        .map_err(|e| format!("scripts/debian-fixture.sh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "scripts/debian-fixture.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(dir)
+}

@@ -358,28 +358,10 @@ pub fn busybox_daemon(tmp: &Path, build_args: &[&str]) -> Daemon {
     d
 }
 
-/// The Debian 12 GuestOS store of `scripts/debian-fixture.sh` (built on first use, cached under
-/// `target/fixtures/debian-12`; parallel tests wait on its lock).
-pub fn debian_store() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join("target/fixtures/debian-12");
-    let out = Command::new(root.join("scripts/debian-fixture.sh"))
-        .arg(fixture::CML_GUESTOS)
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "debian-fixture.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir.join("store")
-}
-
 /// A development daemon (signatures off, 2 s stop timeout) with the Debian GuestOS (`debian`:
 /// systemd, SHARED_RW root, ext4 `/data`) installed.
 pub fn debian_daemon() -> Daemon {
-    let store = debian_store();
+    let store = fixture::debian().unwrap().join("store");
     let d = dev_daemon(&format!("file://{}", store.display()));
     let empty = d.file("empty", "");
     let conf = store.join("debian-12.conf");
