@@ -322,3 +322,38 @@ fn in_a_user_namespace_the_console_belongs_to_the_containers_root() {
     });
     d.ok(&["stop", "mapped"]);
 }
+
+#[test]
+fn a_console_whose_cmld_dies_ends_with_status_3_and_restores_the_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = common::busybox_daemon(tmp.path(), &[]);
+    d.create_container("shell", "init_env: \"INIT=exec sh -i\"\n");
+    d.ok(&["start", "shell"]);
+
+    let mut term = Terminal::open(24, 80);
+    let before = term.settings();
+    let mut control = term.control(&d, &["console", "shell"]);
+    let at = term.expect(0, "attached to the console of shell");
+    term.wait_raw();
+    term.type_bytes(b"echo alive-$((20+1))\r");
+    let at = term.expect(at, "alive-21");
+
+    // cmld is gone: control says the connection was lost (exit 3) and gives the terminal back.
+    d.kill9();
+    let st = wait(&mut control, "after cmld died");
+    assert_eq!(st.code(), Some(3), "{st}");
+    assert_eq!(term.settings(), before, "terminal settings not restored");
+
+    // The guest outlived cmld; a new cmld adopts it and its console works again.
+    let d = d.restart();
+    assert_eq!(d.ok(&["state", "shell"]), "RUNNING\n");
+    let mut control = term.control(&d, &["console", "shell"]);
+    let at = term.expect(at, "attached to the console of shell");
+    term.wait_raw();
+    term.type_bytes(b"echo again-$((40+2))\r");
+    term.expect(at, "again-42");
+    term.type_bytes(&[0x1d]);
+    assert!(wait(&mut control, "after the escape").success());
+    assert_eq!(term.settings(), before, "terminal settings not restored");
+    d.ok(&["stop", "shell"]);
+}
