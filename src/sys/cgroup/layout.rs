@@ -1,0 +1,130 @@
+//! Which hierarchy each controller uses on this host, read from `/proc/self/mountinfo` (see the
+//! parent module's "Detection").
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// Which hierarchy each controller uses on this host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layout {
+    controllers: HashMap<Controller, Hierarchy>,
+    v2_root: Option<PathBuf>,
+    /// Every v1 hierarchy's mount point, also those that hold none of our controllers (`cpu`,
+    /// `blkio`, the `name=systemd` one): a container gets its directory in each, so that a guest
+    /// init sees its own subtree everywhere and nothing of the host's.
+    pub(super) v1_roots: Vec<PathBuf>,
+    /// The `name=systemd` hierarchy, the one a systemd guest writes on a v1 host.
+    pub(super) v1_systemd: Option<PathBuf>,
+}
+
+/// Undoes the octal escapes (`\040` for space, …) mountinfo uses in paths.
+fn unescape(field: &str) -> PathBuf {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        // At most \377: the first digit is 0-3, so the value fits a byte.
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && (b'0'..=b'3').contains(&b[i + 1])
+            && b[i + 2..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+impl Layout {
+    /// Detects the layout of this host from `/proc/self/mountinfo` and the v2 root's `cgroup.controllers`.
+    pub fn detect() -> Result<Layout, CgroupError> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::Mountinfo)?;
+        Ok(Layout::from_mountinfo(&mountinfo, |root| {
+            fs::read_to_string(root.join("cgroup.controllers")).ok()
+        }))
+    }
+
+    /// Builds the layout from mountinfo text; `v2_controllers` returns the content of
+    /// `cgroup.controllers` at a cgroup2 mount point (None when unreadable).
+    pub fn from_mountinfo(mountinfo: &str, v2_controllers: impl Fn(&Path) -> Option<String>) -> Layout {
+        let mut layout = Layout::default();
+        for line in mountinfo.lines() {
+            // id parent maj:min root mountpoint options [optional…] - fstype source superoptions
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let post: Vec<&str> = post.split(' ').collect();
+            if pre.len() < 5 || post.len() < 3 {
+                continue;
+            }
+            // A mount of a subtree (root != "/", e.g. inside a container) is not a hierarchy root.
+            if pre[3] != "/" {
+                continue;
+            }
+            let mount_point = unescape(pre[4]);
+            match post[0] {
+                "cgroup" => {
+                    if !layout.v1_roots.contains(&mount_point) {
+                        layout.v1_roots.push(mount_point.clone());
+                    }
+                    if post[2].split(',').any(|o| o == "name=systemd") {
+                        layout.v1_systemd = Some(mount_point.clone());
+                    }
+                    for opt in post[2].split(',') {
+                        if let Some(c) = Controller::all().into_iter().find(|c| c.name() == opt) {
+                            layout
+                                .controllers
+                                .entry(c)
+                                .or_insert_with(|| Hierarchy::V1(mount_point.clone()));
+                        }
+                    }
+                }
+                "cgroup2" if layout.v2_root.is_none() => layout.v2_root = Some(mount_point),
+                _ => {}
+            }
+        }
+        if let Some(root) = layout.v2_root.clone() {
+            let listed = v2_controllers(&root).unwrap_or_default();
+            let listed: Vec<&str> = listed.split_whitespace().collect();
+            for c in Controller::all() {
+                if !layout.controllers.contains_key(&c) && (c.implicit_on_v2() || listed.contains(&c.name()))
+                {
+                    layout.controllers.insert(c, Hierarchy::V2(root.clone()));
+                }
+            }
+        }
+        layout
+    }
+
+    /// Where `c` is used, if this host has it.
+    pub fn hierarchy(&self, c: Controller) -> Option<&Hierarchy> {
+        self.controllers.get(&c)
+    }
+
+    /// The cgroup2 mount point, if any (also on a hybrid host, where it may hold none of ours).
+    pub fn v2_root(&self) -> Option<&Path> {
+        self.v2_root.as_deref()
+    }
+
+    /// One line for the start-up log: `memory=v1 cpuset=v1 pids=v1 devices=v1 freezer=v1`.
+    pub fn describe(&self) -> String {
+        Controller::all()
+            .iter()
+            .map(|c| {
+                let kind = match self.hierarchy(*c) {
+                    Some(Hierarchy::V1(_)) => "v1",
+                    Some(Hierarchy::V2(_)) => "v2",
+                    None => "missing",
+                };
+                format!("{c}={kind}")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
