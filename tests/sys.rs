@@ -339,3 +339,37 @@ fn loop_concurrent_attaches_get_distinct_devices() {
         "still attached"
     );
 }
+
+/// Unmounts (detaching) on drop.
+struct MountGuard(PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn idmapped_binds_give_files_to_the_namespace_root_and_a_file_system_without_support_is_told() {
+    use cml::sys::idmap::{UserNamespace, bind_idmapped, can_idmap};
+    use std::os::unix::fs::MetadataExt;
+    let ns = UserNamespace::create(100_000, 65_536).unwrap();
+    // The test's directory lies on this machine's ext4 (idmappable since Linux 5.12); procfs never is.
+    let src = tempfile::tempdir().unwrap();
+    fs::write(src.path().join("f"), "x").unwrap();
+    assert_eq!(fs::metadata(src.path().join("f")).unwrap().uid(), 0);
+    assert!(can_idmap(src.path(), ns.fd()));
+    assert!(!can_idmap(Path::new("/proc"), ns.fd()));
+
+    let dst = tempfile::tempdir().unwrap();
+    bind_idmapped(src.path(), dst.path(), ns.fd(), true).unwrap();
+    let _guard = MountGuard(dst.path().to_path_buf());
+    // Root's file, seen through the mapping: the namespace's root, i.e. host uid 100000.
+    let m = fs::metadata(dst.path().join("f")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (100_000, 100_000));
+    assert_eq!(fs::read_to_string(dst.path().join("f")).unwrap(), "x");
+    // Read-only as asked; the source is untouched.
+    let err = fs::write(dst.path().join("g"), "y").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    assert!(!src.path().join("g").exists());
+}

@@ -124,6 +124,10 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
         Some(Ok(ns)) => Some(ns),
         Some(Err(e)) => return fail(&mut chan, "create the user namespace", e),
     };
+    let warnings = userns
+        .as_ref()
+        .map(|ns| not_idmappable(&plan, ns))
+        .unwrap_or_default();
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if userns.is_none() {
         flags |= CloneFlags::CLONE_NEWPID;
@@ -252,6 +256,7 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
         &MonitorEvent::Started {
             init_pid: child.as_raw(),
             timings,
+            warnings,
         },
     );
     drop(loops);
@@ -312,6 +317,28 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
         report(&mut chan, &MonitorEvent::KeysRemoved);
     }
     0
+}
+
+/// The shared image directories of the plan whose file system the kernel cannot idmap: the init
+/// binds them plainly, so their files appear as `nobody`'s in the container (see `init`).
+fn not_idmappable(plan: &StartPlan, ns: &UserNamespace) -> Vec<String> {
+    plan.mounts
+        .iter()
+        .filter_map(|m| match &m.source {
+            MountSource::SharedDir { source }
+            | MountSource::SharedOverlay { lower: source }
+            | MountSource::OverlayRo { layer: source } => (!crate::sys::idmap::can_idmap(source, ns.fd()))
+                .then(|| {
+                    format!(
+                        "the image at {} cannot be idmapped by this kernel (squashfs needs Linux 6.2): \
+                         its files belong to nobody in the container, and a writable root over it is \
+                         not writable by the container's root; build the GuestOS with --root-fs ext4",
+                        m.target
+                    )
+                }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Mounts `/proc` for an init that is pid 1 of a pid namespace owned by the container's user

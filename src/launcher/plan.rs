@@ -286,6 +286,9 @@ pub enum MonitorEvent {
         /// log (profiling the start path).
         #[serde(default)]
         timings: Vec<(String, u64)>,
+        /// What the daemon should log as warnings (e.g. an image that could not be idmapped).
+        #[serde(default)]
+        warnings: Vec<String>,
     },
     /// A start step failed; nothing of the container remains.
     Failed {

@@ -91,6 +91,12 @@ fn cpath(p: &Path) -> Result<CString, Errno> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
 }
 
+/// Whether the file system at `source` can be idmapped through `userns`: a detached copy of the
+/// mount is given the mapping and thrown away; nothing is attached anywhere.
+pub fn can_idmap(source: &Path, userns: BorrowedFd<'_>) -> bool {
+    idmapped_tree(source, userns, false).is_ok()
+}
+
 /// Binds `source` onto `target`, idmapped through `userns`, without device nodes, read-only if
 /// asked.
 pub fn bind_idmapped(
@@ -99,8 +105,31 @@ pub fn bind_idmapped(
     userns: BorrowedFd<'_>,
     read_only: bool,
 ) -> nix::Result<()> {
-    let src = cpath(source)?;
+    let tree = idmapped_tree(source, userns, read_only)?;
     let dst = cpath(target)?;
+    let empty = c"";
+    // SAFETY: move_mount attaches the detached tree of `tree` at `dst` (a NUL-terminated path that
+    // outlives the call); both descriptors are valid.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// A detached copy of the mount at `source` with `userns`'s mapping, without device nodes and
+/// read-only if asked; `EINVAL` when its file system cannot be idmapped.
+fn idmapped_tree(source: &Path, userns: BorrowedFd<'_>, read_only: bool) -> nix::Result<OwnedFd> {
+    let src = cpath(source)?;
     let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
     // SAFETY: open_tree takes a dirfd, a NUL-terminated path that outlives the call and flags; it
     // returns a new descriptor we own.
@@ -110,8 +139,9 @@ pub fn bind_idmapped(
     }
     // SAFETY: `fd` was just returned by open_tree and nothing else owns it.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let ro = if read_only { MOUNT_ATTR_RDONLY } else { 0 };
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV | if read_only { MOUNT_ATTR_RDONLY } else { 0 },
+        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV | ro,
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,
@@ -132,20 +162,5 @@ pub fn bind_idmapped(
     if r < 0 {
         return Err(Errno::last());
     }
-    // SAFETY: move_mount attaches the detached tree of `tree` at `dst` (a NUL-terminated path that
-    // outlives the call); both descriptors are valid.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_FDCWD,
-            dst.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if r < 0 {
-        return Err(Errno::last());
-    }
-    Ok(())
+    Ok(tree)
 }

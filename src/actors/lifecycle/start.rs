@@ -133,8 +133,15 @@ async fn launch(
         _ => None,
     };
     match event {
-        Some(MonitorEvent::Started { init_pid, timings }) => match PidFd::open(init_pid) {
+        Some(MonitorEvent::Started {
+            init_pid,
+            timings,
+            warnings,
+        }) => match PidFd::open(init_pid) {
             Ok(p) => Ok({
+                for w in &warnings {
+                    warn!(container = %uuid_for_log, "{w}");
+                }
                 tracing::debug!(
                     container = %uuid_for_log,
                     prepare_us = prepared_at.as_micros() as u64,
