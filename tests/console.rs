@@ -12,13 +12,17 @@ mod common;
 use std::{
     fs,
     io::{BufRead, BufReader},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, Command, Stdio},
     sync::mpsc,
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use common::{CONTROL, Daemon, poll::wait_for, terminal::Terminal};
+use common::{
+    CONTROL, Daemon,
+    poll::wait_for,
+    terminal::{Terminal, wait},
+};
 
 /// Every wait of these tests (only bounds a hang).
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -108,22 +112,6 @@ fn follow(d: &Daemon, c: &str) -> (Child, mpsc::Receiver<String>) {
         }
     });
     (child, rx)
-}
-
-/// Waits for `child` to exit (killing it after [`TIMEOUT`]).
-fn wait(child: &mut Child, what: &str) -> ExitStatus {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("control did not exit within {TIMEOUT:?} ({what})");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// The tick number of a `tick-N` line.

@@ -17,14 +17,17 @@ use std::{
     os::fd::AsFd,
     os::unix::process::ExitStatusExt,
     path::Path,
-    process::{Child, Command, ExitStatus, Output, Stdio},
+    process::{Child, Command, Output, Stdio},
     sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
 
 use cml::sys::pty::{set_window_size, window_size};
-use common::{CONTROL, Daemon, terminal::Terminal};
+use common::{
+    CONTROL, Daemon,
+    terminal::{Terminal, wait},
+};
 use nix::{
     sys::{
         signal::{Signal, kill},
@@ -43,22 +46,6 @@ fn daemon_with_container(tmp: &Path, name: &str) -> Daemon {
     d.create_container(name, "");
     d.ok(&["start", name]);
     d
-}
-
-/// Waits for `child` to exit (killing it after [`TIMEOUT`]).
-fn wait(child: &mut Child, what: &str) -> ExitStatus {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("control did not exit within {TIMEOUT:?} ({what})");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn signal(child: &Child, sig: Signal) {

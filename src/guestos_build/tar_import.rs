@@ -269,13 +269,7 @@ impl Extractor {
                 "a PAX sparse file (GNU.sparse.*), which is not supported: create the archive without --sparse".into(),
             ));
         }
-        let fail = |op: &'static str| {
-            move |e: Errno| TarImportError::Extract {
-                entry: name.to_owned(),
-                op,
-                source: e.into(),
-            }
-        };
+        let fail = |op| extract_error(name, op);
         // An old-style archive marks directories only by a trailing slash.
         let is_dir = matches!(kind, EntryType::Directory)
             || (matches!(kind, EntryType::Regular) && path.ends_with(b"/") && entry.size() == 0);
@@ -435,13 +429,7 @@ impl Extractor {
         times: bool,
         name: &str,
     ) -> Result<(), TarImportError> {
-        let fail = |op: &'static str| {
-            move |e: Errno| TarImportError::Extract {
-                entry: name.to_owned(),
-                op,
-                source: e.into(),
-            }
-        };
+        let fail = |op| extract_error(name, op);
         fchown(fd, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
             .map_err(fail("set the owner"))?;
         fchmod(fd, Mode::from_bits_truncate(meta.mode & 0o7777)).map_err(fail("set the mode"))?;
@@ -464,13 +452,7 @@ impl Extractor {
         mode: bool,
         name: &str,
     ) -> Result<(), TarImportError> {
-        let fail = |op: &'static str| {
-            move |e: Errno| TarImportError::Extract {
-                entry: name.to_owned(),
-                op,
-                source: e.into(),
-            }
-        };
+        let fail = |op| extract_error(name, op);
         fchownat(
             dir,
             file,
@@ -514,6 +496,15 @@ impl Extractor {
             })?;
         }
         Ok(self.done)
+    }
+}
+
+/// The error of syscall `op` on archive entry `entry`.
+fn extract_error<'a>(entry: &'a str, op: &'static str) -> impl Fn(Errno) -> TarImportError + 'a {
+    move |e: Errno| TarImportError::Extract {
+        entry: entry.to_owned(),
+        op,
+        source: e.into(),
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::{
     os::fd::{AsFd, OwnedFd},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -114,5 +114,21 @@ impl Terminal {
             assert!(Instant::now() < deadline, "control never made the terminal raw");
             thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+/// Waits for `child` to exit (killing it after [`TIMEOUT`]).
+pub fn wait(child: &mut Child, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("control did not exit within {TIMEOUT:?} ({what})");
+        }
+        thread::sleep(Duration::from_millis(10));
     }
 }
