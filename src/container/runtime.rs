@@ -565,6 +565,35 @@ impl Planner<'_> {
     }
 }
 
+/// The file in a container's run directory that lists its device rules in force, in order, one
+/// per line (`[deny ]c 1:3 rwm`): the v2 device program is made from the whole list, so a rule
+/// added at run time (also after cmld restarted and adopted the container) needs the others.
+fn device_rules_file(run_dir: &Path) -> PathBuf {
+    run_dir.join("devices")
+}
+
+/// Records the device rules of a running container (see [`device_rules_file`]).
+pub fn save_device_rules(run_dir: &Path, rules: &[DeviceRule]) -> std::io::Result<()> {
+    let text: String = rules.iter().map(|r| format!("{r}\n")).collect();
+    let file = device_rules_file(run_dir);
+    let tmp = file.with_extension("new");
+    fs::write(&tmp, text)?;
+    fs::rename(&tmp, &file)
+}
+
+/// The device rules a running container was given (see [`device_rules_file`]).
+pub fn load_device_rules(run_dir: &Path) -> Result<Vec<DeviceRule>, String> {
+    let file = device_rules_file(run_dir);
+    let text = fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            l.parse::<DeviceRule>()
+                .map_err(|e| format!("{}:{}: {e}", file.display(), i + 1))
+        })
+        .collect()
+}
+
 /// Prepares a start: checks the GuestOS images, creates per-container images on first use, the run
 /// directory and the cgroup, and builds the plan. On error nothing it created remains.
 pub fn prepare(
@@ -660,6 +689,11 @@ pub fn prepare(
         rt.release_devices(uuid);
         StartError::at("create cgroup", e)
     })?;
+    if let Err(e) = save_device_rules(&run_dir, &limits.devices) {
+        let _ = cleanup(&cg, &run_dir);
+        rt.release_devices(uuid);
+        return Err(StartError::at("record the device rules", e));
+    }
 
     let net = if cfg.netns() {
         match rt.net.plan(data, &uuid_v, cfg) {
@@ -713,7 +747,13 @@ pub fn prepare(
         images,
         netns: cfg.netns(),
         net,
-        cgroup_procs: cg.procs_files(),
+        // On a v2-only host the init is cloned straight into its cgroup (CLONE_INTO_CGROUP).
+        cgroup_procs: if cg.single_v2_dir().is_some() {
+            Vec::new()
+        } else {
+            cg.procs_files()
+        },
+        cgroup_into: cg.single_v2_dir().map(Path::to_path_buf),
         devices: DEVICE_NODES
             .iter()
             .map(|(n, a, b)| ((*n).to_owned(), *a, *b))

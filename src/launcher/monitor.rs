@@ -137,14 +137,29 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
     }
     // Without a user namespace this child becomes the init; with one it builds the root, forks the
     // init into a pid namespace of the user namespace's, and exits.
-    let child = match process::fork_into(flags) {
+    // A v2-only host: the init starts in its cgroup.
+    let cgroup_dir = match plan.cgroup_into.as_ref().map(|d| {
+        nix::fcntl::open(
+            d,
+            nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("{}: {e}", d.display()))
+    }) {
+        None => None,
+        Some(Ok(fd)) => Some(fd),
+        Some(Err(e)) => return fail(&mut chan, "open the container's cgroup", e),
+    };
+    let child = match process::fork_into_cgroup(flags, cgroup_dir.as_ref().map(std::os::fd::AsFd::as_fd)) {
         Ok(Forked::Child) => {
+            drop(cgroup_dir);
             drop(go_w);
             drop(rep_r);
             drop(chan);
             init::run(&plan, &loop_paths, userns.as_ref(), go_r, rep_w)
         }
         Ok(Forked::Parent(pid)) => {
+            drop(cgroup_dir);
             mark("clone");
             pid
         }

@@ -26,6 +26,10 @@ pub struct StartPlan {
     pub net: Option<NetPlan>,
     /// `cgroup.procs` files the init joins before anything else happens.
     pub cgroup_procs: Vec<PathBuf>,
+    /// The cgroup2 directory the init is cloned into (`CLONE_INTO_CGROUP`; then `cgroup_procs` is
+    /// empty): a v2-only host.
+    #[serde(default)]
+    pub cgroup_into: Option<PathBuf>,
     /// Character devices to create in `/dev`: (name, major, minor).
     pub devices: Vec<(String, u32, u32)>,
     /// Capabilities dropped from the bounding set (numbers as in linux/capability.h).

@@ -4,6 +4,8 @@
 //! the parent's memory, already inside the requested new namespaces. Like `fork`, it must only be
 //! called from a single-threaded process (the launcher and its workers are).
 
+use std::os::fd::{AsRawFd, BorrowedFd};
+
 use nix::{sched::CloneFlags, unistd::Pid};
 
 /// Which side of a fork we are on.
@@ -31,11 +33,21 @@ struct CloneArgs {
     cgroup: u64,
 }
 
+/// `CLONE_INTO_CGROUP` (linux/sched.h, Linux ≥ 5.7): a clone3-only flag, beyond `CloneFlags`.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
 /// Forks into new namespaces (`flags`: `CLONE_NEW*`); the child gets SIGCHLD semantics like `fork`.
 pub fn fork_into(flags: CloneFlags) -> nix::Result<Forked> {
+    fork_into_cgroup(flags, None)
+}
+
+/// [`fork_into`], the child starting in the cgroup2 directory `cgroup` (an fd of the directory)
+/// instead of the caller's: no later move into the cgroup, so no cgroup attach lock to wait for.
+pub fn fork_into_cgroup(flags: CloneFlags, cgroup: Option<BorrowedFd<'_>>) -> nix::Result<Forked> {
     let args = CloneArgs {
-        flags: flags.bits() as u64,
+        flags: flags.bits() as u64 | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
         exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.map_or(0, |fd| fd.as_raw_fd() as u64),
         ..Default::default()
     };
     // SAFETY: clone3 without CLONE_VM or a new stack duplicates the calling process like fork(2);

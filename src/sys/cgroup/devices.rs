@@ -130,3 +130,73 @@ pub fn default_devices() -> Vec<DeviceRule> {
     .map(|(major, minor)| DeviceRule::allow_char(major, minor))
     .collect()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_rules_parse() {
+        let r: DeviceRule = "c 116:* rw".parse().unwrap();
+        assert_eq!(
+            r,
+            DeviceRule {
+                allow: true,
+                kind: 'c',
+                major: Some(116),
+                minor: None,
+                access: "rw".into()
+            }
+        );
+        assert_eq!(r.to_v1(), "c 116:* rw");
+        let r: DeviceRule = "deny b 8:0 rwm".parse().unwrap();
+        assert!(!r.allow);
+        assert_eq!(r.to_v1(), "b 8:0 rwm");
+        assert_eq!(r.to_string(), "deny b 8:0 rwm");
+        assert_eq!("  c *:*   m ".parse::<DeviceRule>().unwrap().to_v1(), "c *:* m");
+        assert_eq!("a *:* rwm".parse::<DeviceRule>().unwrap().to_v1(), "a *:* rwm");
+        for bad in [
+            "",
+            "deny",
+            "c 116 rw",
+            "x 1:3 rw",
+            "c 1:3",
+            "c 1:3 rwx",
+            "c 1:3 rr",
+            "c a:3 r",
+            "c -1:3 r",
+            "c 1:3 r extra",
+            "allow c 1:3 r",
+            "c 99999999999:1 r",
+            "a 1:3 rwm",
+            "deny deny c 1:3 r",
+        ] {
+            let err = bad.parse::<DeviceRule>().unwrap_err();
+            assert!(matches!(err, CgroupError::DeviceRule { .. }), "{bad}");
+            assert!(err.to_string().contains("invalid device rule"), "{err}");
+        }
+    }
+
+    #[test]
+    fn default_devices_are_the_safe_set() {
+        let v1: Vec<String> = default_devices().iter().map(DeviceRule::to_v1).collect();
+        assert_eq!(
+            v1,
+            [
+                "c 1:3 rwm",
+                "c 1:5 rwm",
+                "c 1:7 rwm",
+                "c 1:8 rwm",
+                "c 1:9 rwm",
+                "c 5:0 rwm",
+                "c 5:1 rwm",
+                "c 5:2 rwm",
+                "c 136:* rwm",
+                "c 10:229 rwm",
+                "c 10:200 rwm"
+            ]
+        );
+        assert!(default_devices().iter().all(|r| r.allow));
+    }
+}

@@ -128,3 +128,80 @@ impl Layout {
             .join(" ")
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::sys::cgroup::testdata::{HYBRID, PURE_V2, v1};
+
+    #[test]
+    fn hybrid_host_uses_v1_for_everything() {
+        let seen = std::cell::RefCell::new(Vec::new());
+        let l = Layout::from_mountinfo(HYBRID, |root| {
+            seen.borrow_mut().push(root.to_path_buf());
+            Some("hugetlb\n".into())
+        });
+        assert_eq!(seen.into_inner(), vec![PathBuf::from("/sys/fs/cgroup/unified")]);
+        assert_eq!(l.v2_root(), Some(Path::new("/sys/fs/cgroup/unified")));
+        for c in Controller::all() {
+            let expect = format!("/sys/fs/cgroup/{}", c.name());
+            assert_eq!(l.hierarchy(c), v1(&expect), "{c}");
+        }
+        assert_eq!(l.describe(), "memory=v1 cpuset=v1 pids=v1 devices=v1 freezer=v1");
+    }
+
+    #[test]
+    fn hybrid_host_would_use_v2_for_a_controller_only_on_v2() {
+        // Same host, but memory not mounted as v1 and enabled in the v2 root.
+        let mi: String = HYBRID
+            .lines()
+            .filter(|l| !l.contains("rw,memory"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let l = Layout::from_mountinfo(&mi, |_| Some("hugetlb memory".into()));
+        assert_eq!(
+            l.hierarchy(Controller::Memory),
+            Some(&Hierarchy::V2("/sys/fs/cgroup/unified".into()))
+        );
+        assert_eq!(l.hierarchy(Controller::Pids), v1("/sys/fs/cgroup/pids"));
+    }
+
+    #[test]
+    fn pure_v2() {
+        let l = Layout::from_mountinfo(PURE_V2, |_| {
+            Some("cpuset cpu io memory hugetlb pids rdma misc\n".into())
+        });
+        for c in Controller::all() {
+            assert_eq!(
+                l.hierarchy(c),
+                Some(&Hierarchy::V2("/sys/fs/cgroup".into())),
+                "{c}"
+            );
+        }
+        assert_eq!(l.describe(), "memory=v2 cpuset=v2 pids=v2 devices=v2 freezer=v2");
+    }
+
+    #[test]
+    fn v2_controller_not_enabled_is_missing() {
+        let l = Layout::from_mountinfo(PURE_V2, |_| Some("cpu memory".into()));
+        assert_eq!(l.hierarchy(Controller::Cpuset), None);
+        assert_eq!(l.hierarchy(Controller::Pids), None);
+        assert_eq!(
+            l.describe(),
+            "memory=v2 cpuset=missing pids=missing devices=v2 freezer=v2"
+        );
+    }
+
+    #[test]
+    fn subtree_mounts_are_ignored_and_paths_unescaped() {
+        let mi = "\
+40 31 0:37 /docker/abc /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+41 31 0:38 / /mnt/my\\040cgroups rw - cgroup cgroup rw,memory
+42 31 0:39 / /mnt/odd\\777 rw - cgroup cgroup rw,pids
+";
+        let l = Layout::from_mountinfo(mi, |_| None);
+        assert_eq!(l.hierarchy(Controller::Memory), v1("/mnt/my cgroups"));
+        assert_eq!(l.hierarchy(Controller::Pids), v1("/mnt/odd\\777"));
+    }
+}

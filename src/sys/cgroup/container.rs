@@ -1,0 +1,401 @@
+//! A container's cgroup: one interface over the v1 and v2 backends, chosen per controller by the
+//! host's [`Layout`].
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// A container's cgroup: one directory per v1 hierarchy used, or one v2 directory (or both on a hybrid
+/// host that splits controllers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerCgroup {
+    /// The distinct directories, in creation order.
+    dirs: Vec<PathBuf>,
+    /// Controller → (its directory, whether it is v2).
+    by_controller: HashMap<Controller, (PathBuf, bool)>,
+    /// The v2 directory, when some controller of ours is on v2.
+    v2_dir: Option<PathBuf>,
+}
+
+/// One hierarchy as a guest sees it below its `/sys/fs/cgroup` (see [`ContainerCgroup::guest_view`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestCgroup {
+    /// Directory name below `/sys/fs/cgroup` (empty: `/sys/fs/cgroup` itself).
+    pub name: String,
+    /// The container's cgroup directory on the host.
+    pub dir: PathBuf,
+    /// The guest may create cgroups and move its processes there.
+    pub writable: bool,
+}
+
+impl ContainerCgroup {
+    /// The container's paths in every hierarchy, without touching the file system.
+    pub fn open(layout: &Layout, parent: &str, name: &str) -> ContainerCgroup {
+        let mut cg = ContainerCgroup {
+            dirs: Vec::new(),
+            by_controller: HashMap::new(),
+            v2_dir: None,
+        };
+        for c in Controller::all() {
+            let Some(h) = layout.hierarchy(c) else { continue };
+            let mut dir = h.path().to_path_buf();
+            dir.extend(parent_levels(parent));
+            dir.push(name);
+            if !cg.dirs.contains(&dir) {
+                cg.dirs.push(dir.clone());
+            }
+            let v2 = matches!(h, Hierarchy::V2(_));
+            if v2 {
+                cg.v2_dir = Some(dir.clone());
+            }
+            cg.by_controller.insert(c, (dir, v2));
+        }
+        for root in &layout.v1_roots {
+            let mut dir = root.clone();
+            dir.extend(parent_levels(parent));
+            dir.push(name);
+            if !cg.dirs.contains(&dir) {
+                cg.dirs.push(dir);
+            }
+        }
+        cg
+    }
+
+    /// Creates `<hierarchy>/<parent>/<name>` for every controller this host has and applies `limits`.
+    /// On error, removes what it created and returns the error.
+    pub fn create(
+        layout: &Layout,
+        parent: &str,
+        name: &str,
+        limits: &Limits,
+    ) -> Result<ContainerCgroup, CgroupError> {
+        let cg = ContainerCgroup::open(layout, parent, name);
+        let mut created = Created::default();
+        match cg.setup(layout, parent, limits, &mut created) {
+            Ok(()) => {
+                tracing::debug!(dirs = ?cg.dirs, "cgroup created");
+                Ok(cg)
+            }
+            Err(e) => {
+                created.undo();
+                Err(e)
+            }
+        }
+    }
+
+    fn setup(
+        &self,
+        layout: &Layout,
+        parent: &str,
+        limits: &Limits,
+        created: &mut Created,
+    ) -> Result<(), CgroupError> {
+        let levels = parent_levels(parent);
+        // v1: one pass per hierarchy (also those without a controller of ours: see `Layout`).
+        for root in &layout.v1_roots {
+            let on_this: Vec<Controller> = Controller::all()
+                .into_iter()
+                .filter(|c| layout.hierarchy(*c) == Some(&Hierarchy::V1(root.clone())))
+                .collect();
+            let leaf = self.dirs.iter().find(|d| d.starts_with(root));
+            v1::setup(
+                root,
+                &levels,
+                leaf.map(PathBuf::as_path),
+                &on_this,
+                limits,
+                created,
+            )?;
+        }
+        // v2: one directory for everything that is v2.
+        if let (Some(root), Some(leaf)) = (layout.v2_root(), &self.v2_dir) {
+            let on_v2: Vec<Controller> = Controller::all()
+                .into_iter()
+                .filter(|c| matches!(layout.hierarchy(*c), Some(Hierarchy::V2(_))))
+                .collect();
+            v2::setup(root, &levels, leaf, &on_v2, limits, created)?;
+        }
+        Ok(())
+    }
+
+    /// Each directory's `cgroup.procs`.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// The distinct directories.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// The container's cgroup2 directory when every hierarchy it has is that one (a v2-only host):
+    /// a process cloned into it (`CLONE_INTO_CGROUP`) needs no attach.
+    pub fn single_v2_dir(&self) -> Option<&Path> {
+        match (self.dirs.as_slice(), &self.v2_dir) {
+            ([only], Some(v2)) if only == v2 => Some(v2),
+            _ => None,
+        }
+    }
+
+    /// What a guest's `/sys/fs/cgroup` shows: for each hierarchy, the name of its directory there
+    /// (the host's mount point name; empty for the single tree of a host without v1 hierarchies),
+    /// the container's directory in it, and whether the guest may write it — only the hierarchy
+    /// its init manages: `name=systemd` on a v1 host (the controllers' limits stay read-only, as
+    /// systemd-nspawn does), or the container's delegated cgroup2 directory on a v2-only host.
+    pub fn guest_view(&self, layout: &Layout) -> Vec<GuestCgroup> {
+        let mut out = Vec::new();
+        for root in &layout.v1_roots {
+            let Some(dir) = self.dirs.iter().find(|d| d.starts_with(root)) else {
+                continue;
+            };
+            out.push(GuestCgroup {
+                name: root
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                dir: dir.clone(),
+                writable: layout.v1_systemd.as_ref() == Some(root),
+            });
+        }
+        if let Some(dir) = &self.v2_dir {
+            out.push(GuestCgroup {
+                name: if layout.v1_roots.is_empty() {
+                    String::new()
+                } else {
+                    "unified".into()
+                },
+                dir: dir.clone(),
+                writable: true,
+            });
+        }
+        out
+    }
+
+    /// Moves process `pid` (all its threads) into the cgroup in every hierarchy.
+    pub fn attach(&self, pid: i32) -> Result<(), CgroupError> {
+        for f in self.procs_files() {
+            write_file(&f, &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn controller(&self, c: Controller) -> Result<(&Path, bool), CgroupError> {
+        self.by_controller
+            .get(&c)
+            .map(|(d, v2)| (d.as_path(), *v2))
+            .ok_or(CgroupError::NoController(c))
+    }
+
+    /// Installs the device rules of a container created with `rules` (v1: those rules; v2: the
+    /// list the program is made from) plus `rule`, at run time: v1 writes one `devices.allow` /
+    /// `devices.deny` line; v2 replaces the container's device program atomically with one made
+    /// from `rules` followed by `rule`.
+    pub fn add_device_rule(&self, rules: &[DeviceRule], rule: &DeviceRule) -> Result<(), CgroupError> {
+        match self.controller(Controller::Devices)? {
+            (dir, false) => v1::write_device_rule(dir, rule),
+            (dir, true) => {
+                let mut all = rules.to_vec();
+                all.push(rule.clone());
+                v2::set_devices(dir, &all)
+            }
+        }
+    }
+
+    /// The device rules in effect, one per line: v1 `devices.list`; v2 the ids of the programs
+    /// attached to the container's cgroup.
+    pub fn device_list(&self) -> Result<String, CgroupError> {
+        match self.controller(Controller::Devices)? {
+            (dir, false) => read_file(&dir.join("devices.list")),
+            (dir, true) => v2::device_programs(dir),
+        }
+    }
+
+    /// Requests a freeze; poll [`freezer_state`](Self::freezer_state) for `Frozen`.
+    pub fn freeze(&self) -> Result<(), CgroupError> {
+        match self.controller(Controller::Freezer)? {
+            (dir, false) => v1::set_frozen(dir, true),
+            (dir, true) => v2::set_frozen(dir, true),
+        }
+    }
+
+    /// Thaws.
+    pub fn thaw(&self) -> Result<(), CgroupError> {
+        match self.controller(Controller::Freezer)? {
+            (dir, false) => v1::set_frozen(dir, false),
+            (dir, true) => v2::set_frozen(dir, false),
+        }
+    }
+
+    /// The current freezer state.
+    pub fn freezer_state(&self) -> Result<FreezerState, CgroupError> {
+        match self.controller(Controller::Freezer)? {
+            (dir, false) => v1::freezer_state(dir),
+            (dir, true) => v2::freezer_state(dir),
+        }
+    }
+
+    /// The processes in the cgroup and the cgroups a guest made below it (union over all
+    /// directories, sorted); unreadable files count as empty.
+    pub fn pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for dir in &self.dirs {
+            procs_below(dir, &mut pids);
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// SIGKILLs every process in the cgroup (v2: `cgroup.kill` when the kernel has it). Does not wait;
+    /// a few rounds catch children forked while signalling. A frozen cgroup is thawed afterwards so the
+    /// killed tasks can die.
+    pub fn kill_all(&self) {
+        if let Some(dir) = &self.v2_dir {
+            match v2::kill(dir) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "cgroup.kill failed, signalling each pid"),
+            }
+        }
+        for _ in 0..3 {
+            let pids = self.pids();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                match kill(Pid::from_raw(pid), Signal::SIGKILL) {
+                    Ok(()) | Err(Errno::ESRCH) => {}
+                    Err(e) => tracing::warn!(pid, error = %e, "kill"),
+                }
+            }
+        }
+        if matches!(
+            self.freezer_state(),
+            Ok(FreezerState::Frozen | FreezerState::Freezing)
+        ) {
+            if let Err(e) = self.thaw() {
+                tracing::warn!(error = %e, "thaw after kill");
+            }
+        }
+    }
+
+    /// Removes every directory and what a guest made below it (retrying `EBUSY` for up to 100 ms
+    /// each). Tries all and returns the first error; directories that are already gone are fine.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        let mut first = None;
+        for dir in self.dirs.iter().rev() {
+            if let Err(e) = rmdir_tree(dir) {
+                tracing::warn!(error = %e, "cgroup remove");
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// Appends the pids in `dir`'s `cgroup.procs` and in every cgroup below it.
+fn procs_below(dir: &Path, pids: &mut Vec<i32>) {
+    if let Ok(s) = fs::read_to_string(dir.join("cgroup.procs")) {
+        pids.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                procs_below(&e.path(), pids);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::sys::cgroup::testdata::{HYBRID, PURE_V1_COMOUNTED, PURE_V2, v1};
+
+    #[test]
+    fn pure_v1_comounted_and_missing_devices() {
+        let l = Layout::from_mountinfo(PURE_V1_COMOUNTED, |_| panic!("no v2 mount"));
+        assert_eq!(
+            l.hierarchy(Controller::Memory),
+            v1("/sys/fs/cgroup/cpuset,memory")
+        );
+        assert_eq!(
+            l.hierarchy(Controller::Cpuset),
+            v1("/sys/fs/cgroup/cpuset,memory")
+        );
+        assert_eq!(l.hierarchy(Controller::Devices), None);
+        assert_eq!(l.v2_root(), None);
+        assert_eq!(
+            l.describe(),
+            "memory=v1 cpuset=v1 pids=v1 devices=missing freezer=v1"
+        );
+        // One directory for the co-mounted pair; one in cpu,cpuacct too, which holds none of ours.
+        let cg = ContainerCgroup::open(&l, "cml", "c1");
+        assert_eq!(cg.dirs().len(), 4);
+        assert!(
+            cg.dirs()
+                .contains(&PathBuf::from("/sys/fs/cgroup/cpuset,memory/cml/c1"))
+        );
+        assert!(
+            cg.dirs()
+                .contains(&PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/cml/c1"))
+        );
+        // Without a name=systemd hierarchy the guest may write none of them.
+        let view = cg.guest_view(&l);
+        assert_eq!(view.len(), 4);
+        assert!(view.iter().all(|g| !g.writable));
+        assert!(view.iter().any(|g| g.name == "cpu,cpuacct"));
+    }
+
+    #[test]
+    fn open_paths() {
+        let l = Layout::from_mountinfo(HYBRID, |_| Some("hugetlb".into()));
+        let cg = ContainerCgroup::open(&l, "cml/containers", "x");
+        // The five controllers' hierarchies, then cpu, cpuacct, blkio and name=systemd.
+        assert_eq!(cg.dirs().len(), 9);
+        assert_eq!(
+            cg.dirs()[0],
+            PathBuf::from("/sys/fs/cgroup/memory/cml/containers/x")
+        );
+        assert_eq!(
+            cg.procs_files()[4],
+            PathBuf::from("/sys/fs/cgroup/freezer/cml/containers/x/cgroup.procs")
+        );
+        assert!(
+            cg.dirs()
+                .contains(&PathBuf::from("/sys/fs/cgroup/systemd/cml/containers/x"))
+        );
+        // The guest sees each hierarchy under its host name; only name=systemd is writable, and
+        // the cgroup2 mount (holding none of ours) is not shown.
+        let view = cg.guest_view(&l);
+        assert_eq!(view.len(), 9);
+        let writable: Vec<&str> = view
+            .iter()
+            .filter(|g| g.writable)
+            .map(|g| g.name.as_str())
+            .collect();
+        assert_eq!(writable, ["systemd"]);
+        assert!(!view.iter().any(|g| g.name == "unified"));
+    }
+
+    #[test]
+    fn a_pure_v2_host_delegates_the_single_tree() {
+        let l = Layout::from_mountinfo(PURE_V2, |_| Some("cpuset cpu memory pids".into()));
+        let cg = ContainerCgroup::open(&l, "cml", "x");
+        let view = cg.guest_view(&l);
+        assert_eq!(view.len(), 1);
+        assert_eq!(view[0].name, "");
+        assert!(view[0].writable);
+    }
+
+    #[test]
+    fn freeze_without_freezer_is_an_error() {
+        let l = Layout::from_mountinfo(
+            "32 22 0:28 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n",
+            |_| None,
+        );
+        let cg = ContainerCgroup::open(&l, "cml", "c");
+        let err = cg.freeze().unwrap_err();
+        assert_eq!(err.to_string(), "no freezer controller on this host");
+    }
+}
