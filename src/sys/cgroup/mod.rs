@@ -186,9 +186,11 @@ fn io_err(step: impl Into<String>, path: &Path, source: io::Error) -> CgroupErro
     }
 }
 
+mod bpf;
 mod devices;
 mod layout;
 
+pub use bpf::{Insn, device_filter_program};
 pub use devices::{DeviceRule, default_devices};
 pub use layout::Layout;
 
