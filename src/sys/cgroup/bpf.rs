@@ -22,8 +22,498 @@
 //! instructions; its tests run them in a small interpreter against a plain Rust version of the
 //! semantics above). Rules that a later rule shadows completely are left out of it, so a list that
 //! grows at run time by toggling the same rules stays small; about 8000 rules that do not shadow
-//! each other fit through the kernel's verifier.
+//! each other fit through the kernel's verifier, more fail with [`BpfError::Verifier`].
+//!
+//! **Replacing without a gap.** [`apply_device_filter`] loads a new program named
+//! [`DEVICE_FILTER_NAME`] (that name is how ours are recognised), queries the programs attached
+//! directly to the cgroup, and if one of ours is there replaces it in one step
+//! (`BPF_PROG_ATTACH` with `BPF_F_ALLOW_MULTI | BPF_F_REPLACE`): at no moment is the cgroup without a
+//! filter or with both. Otherwise it attaches with `BPF_F_ALLOW_MULTI`. Programs that are not ours
+//! are left alone (with `BPF_F_ALLOW_MULTI` they all run, and all must allow). If two of ours are
+//! found (two first attaches raced), one is replaced and the others detached. A cgroup holding a
+//! program attached *without* `BPF_F_ALLOW_MULTI` cannot take ours next to it:
+//! [`BpfError::Exclusive`], and nothing is changed.
+//!
+//! **Lifetime.** An attached program belongs to the cgroup, not to our file descriptors: it stays
+//! when they close (or cmld exits) and goes away with the cgroup's `rmdir`.
+//!
+//! **Kernel.** Linux ≥ 5.6 (`BPF_F_REPLACE`, else the replace fails with `EINVAL`; `BPF_JMP32`
+//! needs 5.1), `CONFIG_CGROUP_BPF`, and `CAP_SYS_ADMIN` (or `CAP_BPF` with `CAP_NET_ADMIN`; reading
+//! another program's name by id needs `CAP_SYS_ADMIN`). `EPERM` from `BPF_PROG_ATTACH` means a
+//! missing capability or an ancestor cgroup holding a device program attached without
+//! `BPF_F_ALLOW_MULTI` or `BPF_F_ALLOW_OVERRIDE`.
+//!
+//! **The attr buffer.** bpf(2) takes a prefix of `union bpf_attr` and its size, but the kernel
+//! writes some results into the caller's union at their offsets whatever size was passed (Linux 6.x
+//! writes `query.revision` 56 bytes in, past the query fields older kernels had). So every call goes
+//! through a zeroed buffer larger than the union, not through the bare fields.
+
+use std::{
+    ffi::CStr,
+    fs, io,
+    os::{
+        fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        unix::fs::OpenOptionsExt,
+    },
+    path::{Path, PathBuf},
+};
+
+use super::DeviceRule;
 
 mod program;
 
 pub use program::{Insn, device_filter_program};
+
+/// The name our programs are loaded with (at most 15 bytes): how we recognise ours in a cgroup.
+pub const DEVICE_FILTER_NAME: &str = "cml_devices";
+
+// bpf(2) commands.
+const BPF_PROG_LOAD: u32 = 5;
+const BPF_PROG_ATTACH: u32 = 8;
+const BPF_PROG_DETACH: u32 = 9;
+const BPF_PROG_GET_FD_BY_ID: u32 = 13;
+const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
+const BPF_PROG_QUERY: u32 = 16;
+
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+const BPF_CGROUP_DEVICE: u32 = 6;
+const BPF_F_ALLOW_MULTI: u32 = 2;
+const BPF_F_REPLACE: u32 = 4;
+const BPF_OBJ_NAME_LEN: usize = 16;
+
+/// Size of the verifier log buffer, used only to explain a failed load.
+const LOG_SIZE: usize = 1 << 16;
+/// How much of the log goes into the error: the verifier says why at the end.
+const LOG_LINES: usize = 20;
+
+/// A cgroup v2 device filter operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    /// A bpf(2) call or opening the cgroup failed.
+    #[error("{step}: {path}")]
+    Sys {
+        /// What was being done, with the bpf(2) command.
+        step: String,
+        /// The cgroup directory.
+        path: PathBuf,
+        /// The cause, with the errno.
+        #[source]
+        source: io::Error,
+    },
+    /// The verifier rejected the program.
+    #[error("load device filter for {path} ({insns} instructions), end of the verifier log:\n{log}")]
+    Verifier {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// Program length.
+        insns: usize,
+        /// The last lines of what the verifier said.
+        log: String,
+        /// The errno of the load.
+        #[source]
+        source: io::Error,
+    },
+    /// A device program is attached to the cgroup without `BPF_F_ALLOW_MULTI`, so ours cannot be
+    /// attached next to it (the kernel would say `EPERM`).
+    #[error("{path}: device programs {ids:?} are attached with flags {flags:#x}, not BPF_F_ALLOW_MULTI")]
+    Exclusive {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// The cgroup's attach flags for device programs.
+        flags: u32,
+        /// The ids of the programs attached there.
+        ids: Vec<u32>,
+    },
+}
+
+impl BpfError {
+    /// The errno of a failed syscall, if that is what this is.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            BpfError::Sys { source, .. } | BpfError::Verifier { source, .. } => source.raw_os_error(),
+            BpfError::Exclusive { .. } => None,
+        }
+    }
+}
+
+fn sys_err(step: impl Into<String>, path: &Path, source: io::Error) -> BpfError {
+    BpfError::Sys {
+        step: step.into(),
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A device program attached directly to a cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachedProgram {
+    /// The kernel's program id.
+    pub id: u32,
+    /// The name it was loaded with (empty if none).
+    pub name: String,
+}
+
+impl AttachedProgram {
+    /// Whether cml attached it.
+    pub fn is_ours(&self) -> bool {
+        self.name == DEVICE_FILTER_NAME
+    }
+}
+
+/// Loads the filter for `rules` and attaches it to the cgroup v2 directory `cgroup_dir`, atomically
+/// replacing the one attached before (see the module doc).
+pub fn apply_device_filter(cgroup_dir: &Path, rules: &[DeviceRule]) -> Result<(), BpfError> {
+    let path = cgroup_dir;
+    let insns = device_filter_program(rules);
+    let prog = load(&insns, path)?;
+    let cgroup = open_cgroup(path)?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (flags, programs) = attached_with_fds(cgroup.as_fd(), path)?;
+        if !programs.is_empty() && flags & BPF_F_ALLOW_MULTI == 0 {
+            return Err(BpfError::Exclusive {
+                path: path.to_path_buf(),
+                flags,
+                ids: programs.iter().map(|(p, _)| p.id).collect(),
+            });
+        }
+        let mut ours = programs.into_iter().filter(|(p, _)| p.is_ours());
+        let Some((old, old_fd)) = ours.next() else {
+            attach(cgroup.as_fd(), prog.as_fd(), None)
+                .map_err(|e| sys_err("attach device filter (BPF_PROG_ATTACH)", path, e))?;
+            tracing::debug!(
+                path = %path.display(),
+                rules = rules.len(),
+                insns = insns.len(),
+                "device filter attached"
+            );
+            return Ok(());
+        };
+        match attach(cgroup.as_fd(), prog.as_fd(), Some(old_fd.as_fd())) {
+            Ok(()) => {}
+            // Someone replaced or detached it since the query: look again.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && attempt < 3 => continue,
+            Err(e) => {
+                let step = format!(
+                    "replace device filter {} (BPF_PROG_ATTACH with BPF_F_REPLACE)",
+                    old.id
+                );
+                return Err(sys_err(step, path, e));
+            }
+        }
+        // More than one of ours: the one just replaced holds the rules, the others go.
+        for (extra, fd) in ours {
+            match detach(cgroup.as_fd(), fd.as_fd()) {
+                Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
+                    let step = format!("detach extra device filter {} (BPF_PROG_DETACH)", extra.id);
+                    return Err(sys_err(step, path, e));
+                }
+                _ => {}
+            }
+        }
+        tracing::debug!(
+            path = %path.display(),
+            rules = rules.len(),
+            insns = insns.len(),
+            replaced = old.id,
+            "device filter replaced"
+        );
+        return Ok(());
+    }
+}
+
+/// The device programs attached directly to the cgroup v2 directory `cgroup_dir` (ours and others),
+/// in the kernel's order.
+pub fn device_filters(cgroup_dir: &Path) -> Result<Vec<AttachedProgram>, BpfError> {
+    let cgroup = open_cgroup(cgroup_dir)?;
+    let (_, programs) = attached_with_fds(cgroup.as_fd(), cgroup_dir)?;
+    Ok(programs.into_iter().map(|(p, _)| p).collect())
+}
+
+fn open_cgroup(path: &Path) -> Result<OwnedFd, BpfError> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| sys_err("open cgroup", path, e))
+}
+
+/// Room for the kernel's whole `union bpf_attr`, with some to spare; see the module doc.
+#[repr(C, align(8))]
+struct AttrBuf([u8; 256]);
+
+/// bpf(2) with `attr` as the leading fields of `union bpf_attr` for `cmd`; what the kernel writes
+/// into those fields is copied back into `attr`. Returns the syscall's non-negative result.
+///
+/// # Safety
+///
+/// `T` must be a `#[repr(C)]` struct without padding, of integers and integer arrays (so any bytes
+/// are a valid `T`), laid out as the kernel's fields for `cmd`. Every address in it must point to
+/// memory that stays valid during the call for the length given next to it, and writable where
+/// the kernel writes.
+unsafe fn sys_bpf<T: Copy>(cmd: u32, attr: &mut T) -> io::Result<i32> {
+    const { assert!(size_of::<T>() <= size_of::<AttrBuf>() && align_of::<T>() <= 8) };
+    let mut buf = AttrBuf([0; 256]);
+    let ptr = buf.0.as_mut_ptr().cast::<T>();
+    // SAFETY: the buffer is 8-aligned and at least as large as T (asserted above).
+    unsafe { ptr.write(*attr) };
+    // SAFETY: the buffer is a zeroed union bpf_attr whose first size_of::<T>() bytes are the fields
+    // for `cmd` (caller's contract); the kernel reads that many and writes only inside the union,
+    // which the buffer covers. Addresses inside are valid per the caller's contract.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_int,
+            ptr,
+            size_of::<T>() as libc::c_uint,
+        )
+    };
+    let err = io::Error::last_os_error();
+    // SAFETY: the buffer still holds a T (any bytes are a valid T, caller's contract).
+    *attr = unsafe { ptr.read() };
+    if ret < 0 {
+        Err(err)
+    } else {
+        i32::try_from(ret).map_err(|_| io::Error::from_raw_os_error(libc::ERANGE))
+    }
+}
+
+/// A file descriptor bpf(2) just returned.
+fn owned(fd: i32) -> OwnedFd {
+    // SAFETY: bpf(2) returned a new descriptor (O_CLOEXEC) that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn raw(fd: BorrowedFd<'_>) -> u32 {
+    // A valid descriptor is never negative.
+    fd.as_raw_fd() as u32
+}
+
+/// The fields of `union bpf_attr` for `BPF_PROG_LOAD`, up to `expected_attach_type`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; BPF_OBJ_NAME_LEN],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// Loads the program. A failed load is repeated with the verifier log on, to say why.
+fn load(insns: &[Insn], path: &Path) -> Result<OwnedFd, BpfError> {
+    let mut name = [0u8; BPF_OBJ_NAME_LEN];
+    name[..DEVICE_FILTER_NAME.len()].copy_from_slice(DEVICE_FILTER_NAME.as_bytes());
+    let step = format!("load device filter (BPF_PROG_LOAD, {} instructions)", insns.len());
+    let count = u32::try_from(insns.len()).map_err(|_| {
+        let e = io::Error::from_raw_os_error(libc::E2BIG);
+        sys_err(step.as_str(), path, e)
+    })?;
+    let try_load = |log: &mut [u8]| -> io::Result<OwnedFd> {
+        let mut attr = ProgLoadAttr {
+            prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+            insn_cnt: count,
+            insns: insns.as_ptr() as u64,
+            license: c"GPL".as_ptr() as u64,
+            log_level: u32::from(!log.is_empty()),
+            log_size: log.len() as u32,
+            log_buf: if log.is_empty() {
+                0
+            } else {
+                log.as_mut_ptr() as u64
+            },
+            prog_name: name,
+            ..ProgLoadAttr::default()
+        };
+        // SAFETY: ProgLoadAttr is the kernel's BPF_PROG_LOAD prefix of u32/u64/byte fields without
+        // padding; `insns` points to `count` instructions, `license` to a NUL-terminated string,
+        // `log_buf` (if set) to `log_size` writable bytes, all alive for the call.
+        unsafe { sys_bpf(BPF_PROG_LOAD, &mut attr) }.map(owned)
+    };
+    let first = match try_load(&mut []) {
+        Ok(fd) => return Ok(fd),
+        Err(e) => e,
+    };
+    let mut log = vec![0u8; LOG_SIZE];
+    if let Ok(fd) = try_load(&mut log) {
+        // Loaded on the second try: whatever failed first has passed.
+        return Ok(fd);
+    }
+    let log = CStr::from_bytes_until_nul(&log)
+        .map(|s| last_lines(&s.to_string_lossy(), LOG_LINES))
+        .unwrap_or_default();
+    if log.is_empty() {
+        Err(sys_err(step, path, first))
+    } else {
+        Err(BpfError::Verifier {
+            path: path.to_path_buf(),
+            insns: insns.len(),
+            log,
+            source: first,
+        })
+    }
+}
+
+/// The last `n` lines of `text`, trimmed.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `BPF_PROG_ATTACH` / `BPF_PROG_DETACH` fields.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct AttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+}
+
+fn attach(cgroup: BorrowedFd<'_>, prog: BorrowedFd<'_>, replace: Option<BorrowedFd<'_>>) -> io::Result<()> {
+    let mut attr = AttachAttr {
+        target_fd: raw(cgroup),
+        attach_bpf_fd: raw(prog),
+        attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: BPF_F_ALLOW_MULTI | replace.map_or(0, |_| BPF_F_REPLACE),
+        replace_bpf_fd: replace.map_or(0, raw),
+    };
+    // SAFETY: AttachAttr is the kernel's BPF_PROG_ATTACH prefix of u32 fields; it holds no addresses,
+    // and the descriptors are borrowed for the call.
+    unsafe { sys_bpf(BPF_PROG_ATTACH, &mut attr) }.map(drop)
+}
+
+fn detach(cgroup: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = AttachAttr {
+        target_fd: raw(cgroup),
+        attach_bpf_fd: raw(prog),
+        attach_type: BPF_CGROUP_DEVICE,
+        ..AttachAttr::default()
+    };
+    // SAFETY: as in `attach`: u32 fields only, no addresses, descriptors borrowed for the call.
+    unsafe { sys_bpf(BPF_PROG_DETACH, &mut attr) }.map(drop)
+}
+
+/// `BPF_PROG_QUERY` fields, up to `prog_cnt` and its padding.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct QueryAttr {
+    target_fd: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    prog_cnt: u32,
+    _pad: u32,
+}
+
+/// `BPF_PROG_GET_FD_BY_ID` fields.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct GetFdAttr {
+    prog_id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` fields.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// `struct bpf_prog_info` up to `name`; the kernel fills in no more than the length we pass.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct ProgInfo {
+    prog_type: u32,
+    id: u32,
+    tag: [u8; 8],
+    jited_prog_len: u32,
+    xlated_prog_len: u32,
+    jited_prog_insns: u64,
+    xlated_prog_insns: u64,
+    load_time: u64,
+    created_by_uid: u32,
+    nr_map_ids: u32,
+    map_ids: u64,
+    name: [u8; BPF_OBJ_NAME_LEN],
+}
+
+/// The cgroup's attach flags for device programs and the programs attached directly to it, each
+/// with a descriptor (for `BPF_F_REPLACE` and detach). Programs that go away meanwhile are left out.
+fn attached_with_fds(
+    cgroup: BorrowedFd<'_>,
+    path: &Path,
+) -> Result<(u32, Vec<(AttachedProgram, OwnedFd)>), BpfError> {
+    // The kernel allows 64 programs per cgroup and attach type; ENOSPC says there are more.
+    let mut ids = vec![0u32; 64];
+    let (flags, ids) = loop {
+        let mut attr = QueryAttr {
+            target_fd: raw(cgroup),
+            attach_type: BPF_CGROUP_DEVICE,
+            prog_ids: ids.as_mut_ptr() as u64,
+            prog_cnt: ids.len() as u32,
+            ..QueryAttr::default()
+        };
+        // SAFETY: QueryAttr is the kernel's BPF_PROG_QUERY prefix without implicit padding;
+        // `prog_ids` points to `prog_cnt` writable u32s, alive for the call.
+        match unsafe { sys_bpf(BPF_PROG_QUERY, &mut attr) } {
+            Ok(_) => {
+                ids.truncate(attr.prog_cnt as usize);
+                break (attr.attach_flags, ids);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && ids.len() < 4096 => {
+                ids = vec![0; ids.len() * 4];
+            }
+            Err(e) => return Err(sys_err("query device programs (BPF_PROG_QUERY)", path, e)),
+        }
+    };
+    let mut programs = Vec::with_capacity(ids.len());
+    for id in ids {
+        let mut attr = GetFdAttr {
+            prog_id: id,
+            ..GetFdAttr::default()
+        };
+        // SAFETY: GetFdAttr is the kernel's BPF_PROG_GET_FD_BY_ID prefix of u32 fields, no addresses.
+        let fd = match unsafe { sys_bpf(BPF_PROG_GET_FD_BY_ID, &mut attr) } {
+            Ok(fd) => owned(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => {
+                let step = format!("open device program {id} (BPF_PROG_GET_FD_BY_ID)");
+                return Err(sys_err(step, path, e));
+            }
+        };
+        let mut info = ProgInfo::default();
+        let mut attr = InfoAttr {
+            bpf_fd: raw(fd.as_fd()),
+            info_len: size_of::<ProgInfo>() as u32,
+            info: &raw mut info as u64,
+        };
+        // SAFETY: InfoAttr is the kernel's BPF_OBJ_GET_INFO_BY_FD prefix; `info` points to a writable
+        // ProgInfo of `info_len` bytes, alive for the call. Its address fields are zero with zero
+        // lengths, so the kernel writes nowhere else.
+        if let Err(e) = unsafe { sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) } {
+            let step = format!("read device program {id} (BPF_OBJ_GET_INFO_BY_FD)");
+            return Err(sys_err(step, path, e));
+        }
+        let name = CStr::from_bytes_until_nul(&info.name)
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| String::from_utf8_lossy(&info.name).into_owned());
+        programs.push((AttachedProgram { id, name }, fd));
+    }
+    Ok((flags, programs))
+}

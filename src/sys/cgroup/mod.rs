@@ -190,7 +190,10 @@ mod bpf;
 mod devices;
 mod layout;
 
-pub use bpf::{Insn, device_filter_program};
+pub use bpf::{
+    AttachedProgram, BpfError, DEVICE_FILTER_NAME, Insn, apply_device_filter, device_filter_program,
+    device_filters,
+};
 pub use devices::{DeviceRule, default_devices};
 pub use layout::Layout;
 
