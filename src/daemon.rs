@@ -31,7 +31,7 @@ use crate::{
     guestos::Catalog,
     launcher::Launcher,
     store::{DataDir, StoreError},
-    sys::cgroup::{Controller, Hierarchy, Layout},
+    sys::cgroup::Layout,
 };
 
 /// Daemon settings (from the command line).
@@ -274,9 +274,6 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     }
     let layout = Layout::detect().map_err(|e| DaemonError::Cgroup(e.to_string()))?;
     info!(layout = %layout.describe(), "cgroup controllers");
-    if matches!(layout.hierarchy(Controller::Devices), Some(Hierarchy::V2(_))) {
-        warn!("{}", crate::sys::cgroup::v2_devices_not_enforced());
-    }
     let rt = Arc::new(Runtime {
         launcher,
         layout,

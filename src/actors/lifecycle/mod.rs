@@ -756,12 +756,7 @@ impl Handler<DeviceAccess> for ContainerActor {
         let applied = runtime::load_device_rules(&run.run_dir).and_then(|mut rules| {
             run.cgroup
                 .add_device_rule(&rules, &msg.rule)
-                .map_err(|e| match e {
-                    crate::sys::cgroup::CgroupError::NoController(_) => {
-                        crate::sys::cgroup::v2_devices_not_enforced().to_owned()
-                    }
-                    other => other.to_string(),
-                })?;
+                .map_err(|e| e.to_string())?;
             rules.push(msg.rule.clone());
             runtime::save_device_rules(&run.run_dir, &rules)
                 .map_err(|e| format!("record the device rules: {e}"))

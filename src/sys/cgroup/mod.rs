@@ -150,6 +150,9 @@ pub enum CgroupError {
         /// Its content.
         content: String,
     },
+    /// The device filter (cgroup v2 eBPF program) could not be installed.
+    #[error(transparent)]
+    Devices(#[from] BpfError),
     /// A device rule is malformed.
     #[error("invalid device rule {rule:?}: {reason}")]
     DeviceRule {
@@ -165,6 +168,7 @@ impl CgroupError {
     pub fn errno(&self) -> Option<i32> {
         match self {
             CgroupError::Io { source, .. } | CgroupError::Mountinfo(source) => source.raw_os_error(),
+            CgroupError::Devices(e) => e.errno(),
             _ => None,
         }
     }
@@ -177,12 +181,17 @@ fn io_err(step: impl Into<String>, path: &Path, source: io::Error) -> CgroupErro
         source,
     }
 }
+pub mod bpf;
 mod container;
 mod devices;
 mod layout;
 pub mod v1;
 pub mod v2;
 
+pub use bpf::{
+    AttachedProgram, BpfError, DEVICE_FILTER_NAME, Insn, apply_device_filter, device_filter_program,
+    device_filters,
+};
 pub use container::{ContainerCgroup, GuestCgroup};
 pub use devices::{DeviceRule, default_devices};
 pub use layout::Layout;
@@ -366,13 +375,6 @@ pub fn remove_parent_if_empty(layout: &Layout, parent: &str) {
         }
     }
 }
-/// The message the daemon logs once on a host whose devices controller is v2.
-pub fn v2_devices_not_enforced() -> &'static str {
-    "the devices controller is cgroup v2 on this host: device access rules need an eBPF program, \
-     which cml does not implement; container device rules are NOT enforced by the cgroup \
-     (only the nodes created in the container's /dev limit access)"
-}
-
 #[cfg(test)]
 pub(crate) mod testdata {
     use super::Hierarchy;

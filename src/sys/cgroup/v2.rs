@@ -62,20 +62,40 @@ pub(super) fn setup(
             write_file(&leaf.join("pids.max"), &max.to_string())?;
         }
     }
-    // Devices on v2 need the eBPF program (the caller logs `v2_devices_not_enforced`).
+    if on_v2.contains(&Controller::Devices) {
+        set_devices(leaf, &limits.devices)?;
+    }
     Ok(())
 }
 
-/// Makes `rules` the container's device filter.
+/// Makes `rules` the container's device filter, replacing the one in force atomically.
 pub(super) fn set_devices(dir: &Path, rules: &[DeviceRule]) -> Result<(), CgroupError> {
-    let _ = (dir, rules);
-    Err(CgroupError::NoController(Controller::Devices))
+    // See the parent module: unit tests run on a plain directory, which takes no program.
+    if cfg!(test) && !on_cgroup2(dir) {
+        return Ok(());
+    }
+    Ok(apply_device_filter(dir, rules)?)
 }
 
-/// The device programs attached to the container's cgroup.
+#[cfg(test)]
+fn on_cgroup2(dir: &Path) -> bool {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    nix::sys::statfs::statfs(dir).is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
+}
+
+#[cfg(not(test))]
+fn on_cgroup2(_: &Path) -> bool {
+    true
+}
+
+/// The device programs attached to the container's cgroup, one per line (`id name`).
 pub(super) fn device_programs(dir: &Path) -> Result<String, CgroupError> {
-    let _ = dir;
-    Err(CgroupError::NoController(Controller::Devices))
+    let progs = device_filters(dir)?;
+    Ok(progs
+        .iter()
+        .map(|p| format!("{} {}", p.id, p.name))
+        .collect::<Vec<_>>()
+        .join("\n"))
 }
 
 /// Freezes or thaws (`cgroup.freeze`).
