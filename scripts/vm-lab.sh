@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# The VM lab: boots Debian's own kernel in qemu with pure cgroup v2 and runs a scenario on a real
+# cmld inside (scripts/vm/README.md tells what each scenario checks).
+#
+# Usage: scripts/vm-lab.sh SCENARIO [options]
+#   SCENARIO          hosted   cmld in hosted mode on a tmpfs data dir: lifecycle, limits, devices,
+#                              user namespace, network, adoption, isolation, cgroup v2, timings
+#                     device   cmld built with `device-mode`, hostedmode: false, its data dir on a
+#                              virtio disk; `control reboot` must stop the guests gracefully and
+#                              reboot the VM; the host then reads the disk
+#   --bin-dir DIR     cmld, control, cml-guestos (default: $CARGO_TARGET_DIR or target, /release)
+#   --cmld FILE       the cmld to boot (default: BIN_DIR/cmld; for `device`
+#                     target/vm/cmld-device-mode, see scripts/test.sh)
+#   --timeout SECONDS for qemu (default 420)
+#   --keep            keep the run directory (target/vm/runs/SCENARIO.*) also on success
+# Environment: VMLAB_ACCEL=tcg|kvm skips the accelerator probe.
+#
+# Prints each result line (`VMLAB ok NAME`, `VMLAB FAIL NAME: why`, `VMLAB time …`); on any
+# failure also the serial console (kernel, scenario output, cmld's log). Exit status: 0 every check
+# passed; 1 a check failed; 2 usage or a missing tool; 3 the VM never reported (crash, timeout).
+#
+# Caches below target/vm/: the kernel (scripts/vm/kernel.sh) and the accelerator probe's answer
+# for this boot of the host; everything else is made per run, so runs may go in parallel.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+vm=$root/target/vm
+
+usage() { sed -n '5,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+scenario=${1:-}
+[ "$scenario" = hosted ] || [ "$scenario" = device ] || usage
+shift
+bin_dir=${CARGO_TARGET_DIR:-$root/target}/release
+cmld=
+timeout_s=420
+keep=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --bin-dir) bin_dir=$2; shift 2 ;;
+    --cmld) cmld=$2; shift 2 ;;
+    --timeout) timeout_s=$2; shift 2 ;;
+    --keep) keep=1; shift ;;
+    *) usage ;;
+  esac
+done
+if [ -z "$cmld" ]; then
+  if [ "$scenario" = device ]; then cmld=$vm/cmld-device-mode; else cmld=$bin_dir/cmld; fi
+fi
+
+die() { echo "vm-lab: $*" >&2; exit 2; }
+for tool in qemu-system-x86_64 strip ldd depmod modprobe mkfs.ext4 e2fsck debugfs gzip timeout flock; do
+  command -v "$tool" >/dev/null || die "$tool is missing: run scripts/setup.sh"
+done
+busybox=/bin/busybox
+"$busybox" --list 2>/dev/null | grep -qx switch_root || die "$busybox is not busybox-static (scripts/setup.sh)"
+ldd "$busybox" >/dev/null 2>&1 && die "$busybox is dynamically linked: install busybox-static"
+for f in "$cmld" "$bin_dir/control" "$bin_dir/cml-guestos"; do
+  [ -x "$f" ] || die "$f is missing (cargo build --release --bins; for device: scripts/test.sh)"
+done
+[ "$(id -u)" = 0 ] || die "run as root (the GuestOS build and the disk checks need it)"
+
+t0=$(date +%s.%N)
+elapsed() { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# 1. The kernel, and which accelerator boots it.
+kdir=$("$here/vm/kernel.sh" "$vm/kernel")
+kver=$(cat "$kdir/kver")
+kroot=$kdir/root
+accel=${VMLAB_ACCEL:-$("$here/vm/accel.sh" "$vm" "$kroot/boot/vmlinuz-$kver")}
+
+mkdir -p "$vm/runs"
+w=$(mktemp -d "$vm/runs/$scenario.XXXXXX")
+cleanup() {
+  local rc=$?
+  if [ "$rc" = 0 ] && [ "$keep" = 0 ]; then rm -rf "$w"; else echo "vm-lab: run directory kept: $w" >&2; fi
+}
+trap cleanup EXIT
+
+# 2. The test GuestOSes: busybox roots signed with a development PKI (as tests/common/fixture.rs
+#    builds them, with cml-guestos), laid out as a file:// store the VM sees at /vmlab/store.
+st=$w/stage
+mkdir -p "$st/vmlab/store"
+"$here/vm/guestos.sh" "$bin_dir/cml-guestos" "$busybox" "$w/guestos" "$st/vmlab" "$scenario"
+
+# 3. The initramfs: busybox, cmld and control (stripped) with their libraries, mke2fs (ext4
+#    volumes), a nanosecond date (busybox's has no %N), the modules, the scenario.
+mkdir -p "$st/usr/bin" "$st/usr/sbin" "$st/usr/lib" "$st/usr/lib64" "$st/etc" "$st/vmlab/bin"
+ln -s usr/bin "$st/bin"; ln -s usr/sbin "$st/sbin"; ln -s usr/lib "$st/lib"; ln -s usr/lib64 "$st/lib64"
+cp "$busybox" "$st/usr/bin/busybox"
+for a in $("$busybox" --list); do
+  [ -e "$st/usr/bin/$a" ] || ln -s busybox "$st/usr/bin/$a"
+done
+strip -o "$st/usr/bin/cmld" "$cmld"
+strip -o "$st/usr/bin/control" "$bin_dir/control"
+cp /usr/sbin/mke2fs "$st/usr/sbin/mke2fs"
+ln -sf mke2fs "$st/usr/sbin/mkfs.ext4"
+cp /etc/mke2fs.conf "$st/etc/"
+cp /usr/bin/date "$st/vmlab/bin/date"
+for elf in "$st/usr/bin/cmld" "$st/usr/bin/control" "$st/usr/sbin/mke2fs" "$st/vmlab/bin/date"; do
+  for lib in $(ldd "$elf" | grep -o '/[^ ]*'); do
+    [ -e "$st$lib" ] || { mkdir -p "$(dirname "$st$lib")" && cp -L "$lib" "$st$lib"; }
+  done
+done
+printf 'root:x:0:0:root:/root:/bin/sh\n' > "$st/etc/passwd"
+printf 'root:x:0:\n' > "$st/etc/group"
+mods=(loop squashfs overlay ext4 veth dummy tun)
+[ "$scenario" = device ] && mods+=(virtio_pci virtio_blk)
+: > "$st/vmlab/modules"
+for m in "${mods[@]}"; do
+  modprobe -d "$kroot" -S "$kver" --show-depends "$m" | while read -r kind path args; do
+    [ "$kind" = insmod ] || continue
+    rel=${path#"$kroot"/}
+    grep -q "^$rel\( \|$\)" "$st/vmlab/modules" && continue
+    mkdir -p "$st/$(dirname "$rel")"
+    cp "$path" "$st/$rel"
+    echo "$rel${args:+ $args}" >> "$st/vmlab/modules"
+  done
+done
+cp "$here/vm/init" "$st/init"
+cp "$here/vm/stage2.sh" "$here/vm/lib.sh" "$st/vmlab/"
+cp "$here/vm/$scenario.sh" "$st/vmlab/scenario.sh"
+chmod +x "$st/init" "$st/vmlab/stage2.sh"
+# Uncompressed: the guest's gzip under TCG costs more than qemu copying a few more MiB.
+(cd "$st" && find . | "$busybox" cpio -o -H newc -R 0:0 2>/dev/null) > "$w/initramfs.cpio"
+rm -rf "$st"
+prep_s=$(elapsed)
+
+# 4. The device scenario's disk: cmld's data dir, ext4 on a virtio disk.
+drive=()
+if [ "$scenario" = device ]; then
+  truncate -s 512M "$w/disk.img"
+  mkfs.ext4 -q -F -L cml-data "$w/disk.img"
+  drive=(-drive "file=$w/disk.img,format=raw,if=virtio,cache=unsafe")
+fi
+
+# 5. Boot. Console (kernel, scenario output) on the first serial port, results on the second.
+accel_args=(-accel tcg)
+[ "$accel" = kvm ] && accel_args=(-enable-kvm -cpu max)
+echo "vm-lab: $scenario: kernel $kver, accel $accel, initramfs $(( $(stat -c %s "$w/initramfs.cpio") / 1048576 )) MiB, prepared in ${prep_s} s" >&2
+set +e
+timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 -nodefaults -no-user-config -display none \
+  "${accel_args[@]}" -m 2048 -smp 2 -no-reboot \
+  -serial "file:$w/console.log" -serial "file:$w/results.log" \
+  -kernel "$kroot/boot/vmlinuz-$kver" -initrd "$w/initramfs.cpio" "${drive[@]}" \
+  -append "console=ttyS0 quiet panic=-1 cgroup_no_v1=all vmlab.scenario=$scenario" \
+  </dev/null >"$w/qemu.log" 2>&1
+qemu_rc=$?
+set -e
+boot_s=$(elapsed)
+tr -d '\r' < "$w/results.log" > "$w/results"
+grep '^VMLAB ' "$w/results" || true
+
+failed=0
+verdict() { echo "VMLAB $*"; case $1 in FAIL) failed=$((failed + 1)) ;; esac; }
+done_line=$(grep '^VMLAB DONE ' "$w/results" | tail -n1 || true)
+if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
+  verdict FAIL "vm: qemu timed out after ${timeout_s} s"
+elif [ "$qemu_rc" != 0 ]; then
+  verdict FAIL "vm: qemu exited with status $qemu_rc: $(tail -n3 "$w/qemu.log" | tr '\n' ' ')"
+fi
+[ -n "$done_line" ] || verdict FAIL "vm: the VM never reported DONE"
+in_vm_failed=$(grep -c '^VMLAB FAIL ' "$w/results" || true)
+failed=$((failed + in_vm_failed))
+
+# 6. The device scenario ends with a reboot: the kernel says so, then the host reads the disk.
+if [ "$scenario" = device ]; then
+  tr -d '\r' < "$w/console.log" > "$w/console"
+  if grep -q 'reboot: Restarting system' "$w/console"; then
+    verdict ok "host:reboot-restarting"
+  elif grep -q 'reboot: Power down' "$w/console"; then
+    verdict FAIL "host:reboot-restarting: the VM powered off instead of rebooting"
+  elif grep -q 'Kernel panic' "$w/console"; then
+    verdict FAIL "host:reboot-restarting: kernel panic"
+  else
+    verdict FAIL "host:reboot-restarting: no 'reboot: Restarting system' on the console"
+  fi
+  uuid=$(sed -n 's/^VMLAB info persist_uuid=\([0-9a-f-]*\)$/\1/p' "$w/results" | tail -n1)
+  "$here/vm/disk-check.sh" "$w/disk.img" "$uuid" "$w/disk-check" | while read -r line; do echo "$line"; done \
+    > "$w/disk-results"
+  cat "$w/disk-results"
+  failed=$((failed + $(grep -c '^VMLAB FAIL ' "$w/disk-results" || true)))
+  grep -q '^VMLAB ok ' "$w/disk-results" || { verdict FAIL "host:disk: no check ran"; }
+fi
+
+total_s=$(elapsed)
+echo "VMLAB cost scenario=$scenario accel=$accel prepare_s=$prep_s vm_s=$(awk -v a="$boot_s" -v b="$prep_s" 'BEGIN { printf "%.1f", a - b }') total_s=$total_s kernel_boot_s=$(sed -n 's/^VMLAB info booted_s=//p' "$w/results" | head -n1)"
+if [ "$failed" != 0 ] || [ -z "$done_line" ]; then
+  {
+    echo "===== vm-lab: serial console of the $scenario VM ====="
+    tr -d '\r' < "$w/console.log"
+    echo "===== vm-lab: end of the serial console ====="
+    [ -s "$w/qemu.log" ] && { echo "===== qemu ====="; cat "$w/qemu.log"; }
+  } >&2
+  echo "vm-lab: $scenario: $failed check(s) failed" >&2
+  [ -n "$done_line" ] || exit 3
+  exit 1
+fi
+echo "vm-lab: $scenario: all checks passed in ${total_s} s" >&2

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The VM lab's GuestOSes, built and signed on the host with the real cml-guestos, as
+# tests/common/fixture.rs builds the test suite's: a busybox root (every applet linked), a
+# development PKI, `cml-guestos build` into a store whose update_base_url is where the VM sees it
+# (file:///vmlab/store), and `cml-guestos sign`.
+#   hosted: busybox-1  squashfs root, tmpfs /data; init runs $INIT (eval) first, then waits; exits
+#                      on SIGTERM (the test suite's INIT_SCRIPT)
+#           bbext4-1   the same with an ext4 root: squashfs cannot be idmapped before Linux 6.2,
+#                      and the VM runs Debian 12's 6.1, so the user-namespace container uses this
+#   device: keeper-1   squashfs root, persistent ext4 /data; on SIGTERM its init writes
+#                      /data/stop-marker, syncs and exits; plus keeper.conf, a container config
+#                      signed with the same PKI (the device scenario runs with signed_configs: true)
+# Usage: scripts/vm/guestos.sh CML_GUESTOS BUSYBOX WORK_DIR VMLAB_DIR SCENARIO
+# Writes VMLAB_DIR/pki/{root-ca,signing}.cert, VMLAB_DIR/store/…, and for device VMLAB_DIR/keeper.conf(.sig).
+set -euo pipefail
+tool=${1:?usage}
+busybox=${2:?usage}
+w=${3:?usage}
+out=${4:?usage}
+scenario=${5:?usage}
+mkdir -p "$w" "$out/pki"
+"$tool" dev-pki "$w/pki" >/dev/null
+cp "$w/pki/root-ca.cert" "$w/pki/signing.cert" "$out/pki/"
+
+rootfs=$w/rootfs
+mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/data" "$rootfs/tmp"
+cp "$busybox" "$rootfs/bin/busybox"
+for a in $("$busybox" --list); do
+  [ -e "$rootfs/bin/$a" ] || ln -s busybox "$rootfs/bin/$a"
+done
+: > "$rootfs/etc/resolv.conf"   # for cmld to bind the DNS server onto (the root is read-only)
+printf 'root:x:0:0:root:/:/bin/sh\n' > "$rootfs/etc/passwd"
+printf 'root:x:0:\n' > "$rootfs/etc/group"
+
+build() { # NAME INIT_SCRIPT ARGS…
+  local name=$1 init=$2
+  shift 2
+  "$tool" build --rootfs "$rootfs" --name "$name" --version 1 --out "$out/store" \
+    --init /bin/sh --init-param -c --init-param "$init" \
+    --update-base-url file:///vmlab/store "$@" >/dev/null
+  "$tool" sign "$out/store/$name-1.conf" --key "$w/pki/signing.key" --cert "$w/pki/signing.cert" >/dev/null
+}
+
+case $scenario in
+  hosted)
+    init="trap 'exit 0' TERM; if [ -n \"\$INIT\" ]; then eval \"\$INIT\"; fi; echo ready; while :; do sleep 3600 & wait; done"
+    build busybox "$init"
+    build bbext4 "$init" --root-fs ext4
+    ;;
+  device)
+    init="trap 'echo \"stopped by SIGTERM at \$(date)\" > /data/stop-marker; sync; exit 0' TERM; echo ready; while :; do sleep 3600 & wait; done"
+    build keeper "$init" --data-fs ext4 --data-size 16
+    cat > "$out/keeper.conf" <<'CONF'
+name: "keeper"
+guest_os: "keeper"
+guestos_version: 1
+color: 1
+token_type: NONE
+userns: false
+netns: false
+CONF
+    "$tool" sign "$out/keeper.conf" --key "$w/pki/signing.key" --cert "$w/pki/signing.cert" >/dev/null
+    ;;
+  *) echo "vm/guestos: unknown scenario $scenario" >&2; exit 2 ;;
+esac

@@ -1,0 +1,136 @@
+# The VM lab's scenario helpers (busybox sh), sourced by /vmlab/scenario.sh.
+#
+# A check is a shell function run in a subshell with `set -e`: any failing command ends it, and
+# `die MSG` ends it with a reason. `check NAME FUNC [ARGS]` runs it and reports one result line,
+# `VMLAB ok NAME` or `VMLAB FAIL NAME: reason` (the reason: the last `die` message, else the last
+# line the check printed), to the results port (/dev/ttyS1) and the console; the check's whole
+# output goes to the console after a failure. Result lines are read by scripts/vm-lab.sh.
+
+VMLAB_RESULTS=${VMLAB_RESULTS:-/run/vmlab/results}
+RESULTS_PORT=/dev/ttyS1
+
+report() {
+  echo "$*" >> "$VMLAB_RESULTS"
+  echo "$*" > "$RESULTS_PORT"
+  echo "$*"
+}
+
+# One line, at most 400 characters.
+one_line() { tr '\n\r' '  ' | cut -c1-400; }
+
+die() {
+  echo "WHY: $*" >&2
+  exit 1
+}
+
+check() {
+  _name=$1
+  shift
+  _out=/run/vmlab/check.$_name
+  echo "---- check $_name"
+  (
+    set -e
+    "$@"
+  ) > "$_out" 2>&1 < /dev/null
+  _rc=$?
+  if [ "$_rc" = 0 ]; then
+    report "VMLAB ok $_name"
+  else
+    _why=$(grep '^WHY: ' "$_out" | tail -n1 | sed 's/^WHY: //')
+    [ -n "$_why" ] || _why="exit $_rc after: $(grep -v '^+' "$_out" | tail -n2 | one_line)"
+    report "VMLAB FAIL $_name: $(echo "$_why" | one_line)"
+    sed 's/^/    | /' "$_out"
+  fi
+}
+
+# A check that cannot run because an earlier one failed.
+skip() { report "VMLAB FAIL $1: not run: $2"; }
+
+# Like `check`, but a check that must pass for later ones to mean anything: stops the scenario.
+require() {
+  _before=$(grep -c '^VMLAB FAIL ' "$VMLAB_RESULTS")
+  check "$@"
+  [ "$(grep -c '^VMLAB FAIL ' "$VMLAB_RESULTS")" = "$_before" ] || exit 1
+}
+
+failures() { grep -c '^VMLAB FAIL ' "$VMLAB_RESULTS"; }
+
+report_done() { report "VMLAB DONE $(failures)"; }
+
+# Nanoseconds since the epoch (coreutils date: busybox's has no %N).
+now_ns() { /vmlab/bin/date +%s%N; }
+
+# The median of the numbers on stdin.
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "none"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# --- cmld and control --------------------------------------------------------------------------
+
+CMLD_LOG=${CMLD_LOG:-/run/vmlab/cmld.log}
+
+# `control` against the lab's cmld, bounded: a hung request fails the check instead of the VM.
+ctl() { timeout 120 control -s "$SOCK" "$@"; }
+
+# ctl, and a failure ends the check with control's words.
+ctl_ok() {
+  _o=$(ctl "$@" 2>&1) || die "control $* failed ($?): $(echo "$_o" | one_line)"
+  [ -z "$_o" ] || echo "$_o"
+}
+
+# `control run C nopty sh -c SCRIPT`, stderr included.
+crun() {
+  _c=$1
+  shift
+  ctl run "$_c" nopty sh -c "exec 2>&1; $*"
+}
+
+state() { ctl state "$1" 2>&1; }
+
+expect_state() {
+  _s=$(state "$1")
+  [ "$_s" = "$2" ] || die "$1 is $_s, not $2"
+}
+
+# UUID of a container (from `control list`).
+uuid_of() { ctl list | awk -v n="$1" '$1 == n { print $2; exit }'; }
+
+# The init's pid as the host sees it (`state --json`).
+init_pid() { ctl --json state "$1" | sed -n 's/.*"pid": *\([0-9][0-9]*\).*/\1/p' | head -n1; }
+
+# Creates a container from config TEXT (after name and guest_os); prints nothing.
+create() { # NAME GUESTOS EXTRA_TEXT
+  _f=/run/vmlab/$1.conf
+  printf 'name: "%s"\nguest_os: "%s"\ncolor: 1\ntoken_type: NONE\n%s' "$1" "$2" "$3" > "$_f"
+  ctl_ok create "$_f" > /dev/null
+}
+
+# Starts cmld in the background on $DATA/$SOCK/$RUN, appending to $CMLD_LOG; waits for its socket.
+start_cmld() {
+  cmld --data-dir "$DATA" --socket "$SOCK" --run-dir "$RUN" "$@" >> "$CMLD_LOG" 2>&1 < /dev/null &
+  echo $! > /run/vmlab/cmld.pid
+  _i=0
+  while [ $_i -lt 300 ]; do
+    ctl list > /dev/null 2>&1 && return 0
+    kill -0 "$(cat /run/vmlab/cmld.pid)" 2>/dev/null || die "cmld exited: $(tail -n 3 "$CMLD_LOG" | one_line)"
+    sleep 0.1
+    _i=$((_i + 1))
+  done
+  die "cmld's socket did not answer within 30 s"
+}
+
+cmld_pid() { cat /run/vmlab/cmld.pid; }
+
+# Polls COMMAND (a shell string) for up to SECONDS; true once it succeeds.
+wait_for() { # SECONDS COMMAND
+  _end=$(($(date +%s) + $1))
+  while :; do
+    eval "$2" > /dev/null 2>&1 && return 0
+    [ "$(date +%s)" -lt "$_end" ] || return 1
+    sleep 0.1
+  done
+}
+
+dump_cmld_log() {
+  echo "===== cmld log ($CMLD_LOG) ====="
+  cat "$CMLD_LOG"
+  echo "===== end of the cmld log ====="
+}
