@@ -48,7 +48,7 @@ if [ -z "$cmld" ]; then
 fi
 
 die() { echo "vm-lab: $*" >&2; exit 2; }
-for tool in qemu-system-x86_64 strip ldd depmod modprobe mkfs.ext4 e2fsck debugfs gzip timeout flock; do
+for tool in qemu-system-x86_64 strip ldd depmod modprobe mkfs.ext4 e2fsck debugfs timeout flock; do
   command -v "$tool" >/dev/null || die "$tool is missing: run scripts/setup.sh"
 done
 busybox=/bin/busybox
@@ -175,11 +175,10 @@ if [ "$scenario" = device ]; then
     verdict FAIL "host:reboot-restarting: no 'reboot: Restarting system' on the console"
   fi
   uuid=$(sed -n 's/^VMLAB info persist_uuid=\([0-9a-f-]*\)$/\1/p' "$w/results" | tail -n1)
-  "$here/vm/disk-check.sh" "$w/disk.img" "$uuid" "$w/disk-check" | while read -r line; do echo "$line"; done \
-    > "$w/disk-results"
-  cat "$w/disk-results"
+  "$here/vm/disk-check.sh" "$w/disk.img" "$uuid" "$w/disk-check" > "$w/disk-results"
+  grep '^VMLAB ' "$w/disk-results"
+  grep -q '^VMLAB ok ' "$w/disk-results" || verdict FAIL "host:disk: no check ran"
   failed=$((failed + $(grep -c '^VMLAB FAIL ' "$w/disk-results" || true)))
-  grep -q '^VMLAB ok ' "$w/disk-results" || { verdict FAIL "host:disk: no check ran"; }
 fi
 
 total_s=$(elapsed)

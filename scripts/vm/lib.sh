@@ -16,7 +16,9 @@ report() {
 }
 
 # One line, at most 400 characters.
-one_line() { tr '\n\r' '  ' | cut -c1-400; }
+one_line() { tr '\n\r' '  ' | sed 's/  *$//' | cut -c1-400; }
+
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
 
 die() {
   echo "WHY: $*" >&2
@@ -27,12 +29,14 @@ check() {
   _name=$1
   shift
   _out=/run/vmlab/check.$_name
-  echo "---- check $_name"
+  _t=$(uptime_s)
+  echo "---- check $_name (at $_t s)"
   (
     set -e
     "$@"
   ) > "$_out" 2>&1 < /dev/null
   _rc=$?
+  echo "---- $_name took $(awk -v a="$_t" -v b="$(uptime_s)" 'BEGIN { printf "%.1f", b - a }') s"
   if [ "$_rc" = 0 ]; then
     report "VMLAB ok $_name"
   else
@@ -96,10 +100,10 @@ uuid_of() { ctl list | awk -v n="$1" '$1 == n { print $2; exit }'; }
 # The init's pid as the host sees it (`state --json`).
 init_pid() { ctl --json state "$1" | sed -n 's/.*"pid": *\([0-9][0-9]*\).*/\1/p' | head -n1; }
 
-# Creates a container from config TEXT (after name and guest_os); prints nothing.
-create() { # NAME GUESTOS EXTRA_TEXT
+# Creates a container of GUESTOS with token NONE and EXTRA config text (printf %b: \n is a newline).
+create() { # NAME GUESTOS EXTRA
   _f=/run/vmlab/$1.conf
-  printf 'name: "%s"\nguest_os: "%s"\ncolor: 1\ntoken_type: NONE\n%s' "$1" "$2" "$3" > "$_f"
+  printf 'name: "%s"\nguest_os: "%s"\ncolor: 1\ntoken_type: NONE\n%b' "$1" "$2" "$3" > "$_f"
   ctl_ok create "$_f" > /dev/null
 }
 

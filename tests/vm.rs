@@ -1,0 +1,179 @@
+//! The VM lab (`scripts/vm-lab.sh`): Debian's own kernel in qemu with pure cgroup v2 — the cgroup
+//! layout this project's hybrid CI host cannot show — and a real cmld inside, checked by the
+//! scenario scripts under `scripts/vm/`. One boot per scenario:
+//!
+//! - `hosted`: lifecycle, `run`, freeze, limits, device filtering, user namespace, veth and dummy
+//!   interfaces, adoption after `kill -9`, isolation, the cgroup v2 files, start/stop timings;
+//! - `device`: cmld built with the `device-mode` feature (`target/vm/cmld-device-mode`, made by
+//!   `scripts/test.sh`), `hostedmode: false`, data dir on a virtio disk; `control reboot` stops the
+//!   guest gracefully and reboots the VM, and the disk holds what the guest wrote.
+//!
+//! The lab runs the release binaries (the suite's `cargo build --release --bins`), so the test
+//! refuses binaries older than the sources rather than test something else than the checkout. It
+//! never passes silently: a missing qemu, a VM that does not report, or a timeout fails it, with
+//! the lab's output (results, serial console, cmld's log) in the message. Each run has its own
+//! directory (`target/vm/runs/<scenario>.XXXXXX`), so the two scenarios run in parallel.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    fs,
+    io::Read,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant, SystemTime},
+};
+
+/// Bound of one scenario, preparation included (the lab's own qemu timeout is 420 s).
+const LIMIT: Duration = Duration::from_secs(600);
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `<target>/release`: the test's own binaries are `<target>/debug/...` (or release).
+fn release_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_cmld"))
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("release")
+}
+
+fn mtime(p: &Path) -> SystemTime {
+    fs::metadata(p)
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// The newest modification time among the files the binaries are built from.
+fn newest_source() -> (SystemTime, PathBuf) {
+    fn walk(dir: &Path, best: &mut (SystemTime, PathBuf)) {
+        for e in fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, best);
+            } else if mtime(&p) > best.0 {
+                *best = (mtime(&p), p);
+            }
+        }
+    }
+    let r = root();
+    let mut best = (SystemTime::UNIX_EPOCH, PathBuf::new());
+    walk(&r.join("src"), &mut best);
+    walk(&r.join("proto"), &mut best);
+    for f in ["build.rs", "Cargo.toml", "Cargo.lock"] {
+        let p = r.join(f);
+        if mtime(&p) > best.0 {
+            best = (mtime(&p), p);
+        }
+    }
+    best
+}
+
+/// Panics unless `bin` exists and is not older than the sources.
+fn require_fresh(bin: &Path, how: &str) {
+    assert!(bin.exists(), "{} is missing: {how}", bin.display());
+    let (newest, file) = newest_source();
+    assert!(
+        mtime(bin) >= newest,
+        "{} is older than {}: {how}",
+        bin.display(),
+        file.display()
+    );
+}
+
+/// Runs `scripts/vm-lab.sh SCENARIO ARGS`, bounded by [`LIMIT`]; panics with its whole output
+/// unless it exits 0.
+fn lab(scenario: &str, args: &[&str]) {
+    let out_path = std::env::temp_dir().join(format!("cml-vm-lab-{scenario}-{}.log", std::process::id()));
+    let out = fs::File::create(&out_path).unwrap();
+    let mut child = Command::new(root().join("scripts/vm-lab.sh"))
+        .arg(scenario)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        // Its own process group, so a timeout ends qemu too.
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run scripts/vm-lab.sh: {e}"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if start.elapsed() > LIMIT {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut text = String::new();
+    fs::File::open(&out_path)
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let _ = fs::remove_file(&out_path);
+    // The result lines, for the test log (cargo test shows them with --nocapture or on failure).
+    for line in text.lines().filter(|l| l.starts_with("VMLAB ")) {
+        println!("{line}");
+    }
+    match status {
+        None => panic!(
+            "the VM lab's {scenario} scenario took longer than {} s:\n{text}",
+            LIMIT.as_secs()
+        ),
+        Some(st) if !st.success() => panic!(
+            "the VM lab's {scenario} scenario failed ({st}; exit 1: checks failed, 2: a tool or binary is missing, 3: the VM never reported):\n{text}"
+        ),
+        Some(_) => {
+            assert!(
+                text.contains("VMLAB DONE 0"),
+                "the {scenario} scenario exited 0 without reporting `VMLAB DONE 0`:\n{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn hosted_scenario_on_a_cgroup_v2_kernel() {
+    let bin = release_dir();
+    for b in ["cmld", "control", "cml-guestos"] {
+        require_fresh(
+            &bin.join(b),
+            "the VM lab runs the release binaries: cargo build --release --locked --bins (scripts/test.sh does)",
+        );
+    }
+    lab("hosted", &["--bin-dir", bin.to_str().unwrap()]);
+}
+
+#[test]
+fn device_mode_reboot_keeps_what_the_guest_wrote() {
+    let bin = release_dir();
+    let cmld = root().join("target/vm/cmld-device-mode");
+    require_fresh(
+        &cmld,
+        "scripts/test.sh builds it (cargo build --release --locked --features device-mode --bin cmld, copied to target/vm/cmld-device-mode)",
+    );
+    for b in ["control", "cml-guestos"] {
+        require_fresh(
+            &bin.join(b),
+            "the VM lab runs the release binaries: cargo build --release --locked --bins (scripts/test.sh does)",
+        );
+    }
+    lab(
+        "device",
+        &[
+            "--bin-dir",
+            bin.to_str().unwrap(),
+            "--cmld",
+            cmld.to_str().unwrap(),
+        ],
+    );
+}
