@@ -52,7 +52,7 @@ for tool in qemu-system-x86_64 strip ldd depmod modprobe mkfs.ext4 e2fsck debugf
   command -v "$tool" >/dev/null || die "$tool is missing: run scripts/setup.sh"
 done
 busybox=/bin/busybox
-"$busybox" --list 2>/dev/null | grep -qx switch_root || die "$busybox is not busybox-static (scripts/setup.sh)"
+"$busybox" --list 2>/dev/null | grep -x switch_root >/dev/null || die "$busybox is not busybox-static (scripts/setup.sh)"
 ldd "$busybox" >/dev/null 2>&1 && die "$busybox is dynamically linked: install busybox-static"
 for f in "$cmld" "$bin_dir/control" "$bin_dir/cml-guestos"; do
   [ -x "$f" ] || die "$f is missing (cargo build --release --bins; for device: scripts/test.sh)"
@@ -188,7 +188,8 @@ if [ "$failed" != 0 ] || [ -z "$done_line" ]; then
     echo "===== vm-lab: serial console of the $scenario VM ====="
     tr -d '\r' < "$w/console.log"
     echo "===== vm-lab: end of the serial console ====="
-    [ -s "$w/qemu.log" ] && { echo "===== qemu ====="; cat "$w/qemu.log"; }
+    if [ -s "$w/qemu.log" ]; then echo "===== qemu ====="; cat "$w/qemu.log"; fi
+    if [ -s "$w/disk-results" ]; then echo "===== the host's disk check ====="; cat "$w/disk-results"; fi
   } >&2
   echo "vm-lab: $scenario: $failed check(s) failed" >&2
   [ -n "$done_line" ] || exit 3
