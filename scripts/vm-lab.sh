@@ -69,10 +69,19 @@ kroot=$kdir/root
 accel=${VMLAB_ACCEL:-$("$here/vm/accel.sh" "$vm" "$kroot/boot/vmlinuz-$kver")}
 
 mkdir -p "$vm/runs"
+# Failed runs are kept for a look; those of earlier days go.
+find "$vm/runs" -mindepth 1 -maxdepth 1 -mmin +1440 -exec rm -rf {} + 2>/dev/null || true
 w=$(mktemp -d "$vm/runs/$scenario.XXXXXX")
 cleanup() {
   local rc=$?
-  if [ "$rc" = 0 ] && [ "$keep" = 0 ]; then rm -rf "$w"; else echo "vm-lab: run directory kept: $w" >&2; fi
+  if [ "$keep" = 1 ]; then
+    echo "vm-lab: run directory kept: $w" >&2
+  elif [ "$rc" = 0 ]; then
+    rm -rf "$w"
+  else
+    rm -rf "$w/initramfs.cpio" "$w/disk-check/disk.img"
+    echo "vm-lab: logs kept in $w" >&2
+  fi
 }
 trap cleanup EXIT
 
