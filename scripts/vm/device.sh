@@ -60,7 +60,7 @@ require write-before-reboot c_write_before_reboot
 
 # Everything the VM can tell is told: the rest is the reboot itself, checked by the host.
 report_done
-echo "vmlab: control reboot at $(uptime_s) s"
+report "VMLAB info reboot_requested_at_s=$(uptime_s)"
 out=$(ctl reboot 2>&1)
 rc=$?
 report "VMLAB FAIL reboot: control reboot returned ($rc) and the VM still runs: $(echo "$out" | one_line)"

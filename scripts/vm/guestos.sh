@@ -7,6 +7,7 @@
 #                      on SIGTERM (the test suite's INIT_SCRIPT)
 #           bbext4-1   the same with an ext4 root: squashfs cannot be idmapped before Linux 6.2,
 #                      and the VM runs Debian 12's 6.1, so the user-namespace container uses this
+#           bbdata-1   squashfs root, persistent ext4 /data (made by cmld at the first start)
 #   device: keeper-1   squashfs root, persistent ext4 /data; on SIGTERM its init writes
 #                      /data/stop-marker, syncs and exits; plus keeper.conf, a container config
 #                      signed with the same PKI (the device scenario runs with signed_configs: true)
@@ -46,6 +47,7 @@ case $scenario in
     init="trap 'exit 0' TERM; if [ -n \"\$INIT\" ]; then eval \"\$INIT\"; fi; echo ready; while :; do sleep 3600 & wait; done"
     build busybox "$init"
     build bbext4 "$init" --root-fs ext4
+    build bbdata "$init" --data-fs ext4 --data-size 16
     ;;
   device)
     init="trap 'echo \"stopped by SIGTERM at \$(date)\" > /data/stop-marker; sync; exit 0' TERM; echo ready; while :; do sleep 3600 & wait; done"

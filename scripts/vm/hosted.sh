@@ -33,7 +33,7 @@ c_cgroup_layout() {
 
 c_guestos_push() {
   ctl_ok ca_register /vmlab/pki/root-ca.cert
-  for g in busybox bbext4; do
+  for g in busybox bbext4 bbdata; do
     ctl_ok push_guestos_config "/vmlab/store/$g-1.conf" "/vmlab/store/$g-1.conf.sig" /vmlab/pki/signing.cert
   done
   ctl list_guestos | grep -q busybox || die "list_guestos does not list busybox"
@@ -126,6 +126,33 @@ c_stop() {
   ctl_ok stop life
   expect_state life STOPPED
   wait_for 5 "[ ! -e $CG/$uuid ]" || die "$CG/$uuid is left after the stop: $(ls "$CG/$uuid" | one_line)"
+}
+
+# --- persistent volumes --------------------------------------------------------------------------
+
+c_ext4_volume() {
+  create vol bbdata "$PLAIN"
+  ctl_ok start vol
+  crun vol 'grep " /data " /proc/mounts' | grep -q ' ext4 ' ||
+    die "/data is not ext4: $(crun vol 'cat /proc/mounts' | one_line)"
+  crun vol 'echo kept > /data/file && sync'
+  ctl_ok stop vol
+  ctl_ok start vol
+  [ "$(crun vol 'cat /data/file')" = kept ] || die "/data/file did not survive a restart"
+  ctl_ok stop vol
+}
+
+c_soft_token() {
+  printf 'name: "secret"\nguest_os: "bbdata"\ncolor: 1\ntoken_type: SOFT\nuserns: false\nnetns: false\n' > /run/vmlab/secret.conf
+  ctl_ok create /run/vmlab/secret.conf > /dev/null
+  ctl_ok start secret --key=trustme
+  ctl --json state secret | grep -q '"cryptfs_mode": *"ENCRYPT_ONLY"' ||
+    die "not encrypted: $(ctl --json state secret | one_line)"
+  crun secret 'echo secret > /data/s && sync'
+  ctl_ok stop secret --key=trustme
+  ctl_ok start secret --key=trustme
+  [ "$(crun secret 'cat /data/s')" = secret ] || die "/data/s did not survive a restart"
+  ctl_ok stop secret --key=trustme
 }
 
 # --- limits --------------------------------------------------------------------------------------
@@ -353,6 +380,9 @@ check iso-cgroup-view c_iso_cgroup_view
 check freeze c_freeze
 check unfreeze c_unfreeze
 check stop-cgroup-removed c_stop
+
+check ext4-volume c_ext4_volume
+check soft-token-fscrypt c_soft_token
 
 check ram-limit c_ram_limit
 check pids-limit c_pids_limit
