@@ -8,6 +8,8 @@
 #                     device   cmld built with `device-mode`, hostedmode: false, its data dir on a
 #                              virtio disk; `control reboot` must stop the guests gracefully and
 #                              reboot the VM; the host then reads the disk
+#                     debian   the Debian 12 GuestOS with systemd (scripts/debian-fixture.sh, its
+#                              store on a read-only virtio disk) boots in its delegated cgroup
 #   --bin-dir DIR     cmld, control, cml-guestos (default: $CARGO_TARGET_DIR or target, /release)
 #   --cmld FILE       the cmld to boot (default: BIN_DIR/cmld; for `device`
 #                     target/vm/cmld-device-mode, see scripts/test.sh)
@@ -28,7 +30,7 @@ vm=$root/target/vm
 
 usage() { sed -n '5,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 scenario=${1:-}
-[ "$scenario" = hosted ] || [ "$scenario" = device ] || usage
+case $scenario in hosted | device | debian) ;; *) usage ;; esac
 shift
 bin_dir=${CARGO_TARGET_DIR:-$root/target}/release
 cmld=
@@ -115,7 +117,7 @@ printf 'root:x:0:\n' > "$st/etc/group"
 # fscrypt (SOFT-token volumes) asks for xts(aes), cts(cbc(aes)) and hmac(sha512): preloaded, since
 # the kernel's request_module finds no modprobe database in the VM.
 mods=(loop squashfs overlay ext4 veth dummy tun xts cts ecb sha512_generic)
-[ "$scenario" = device ] && mods+=(virtio_pci virtio_blk)
+[ "$scenario" = hosted ] || mods+=(virtio_pci virtio_blk)
 : > "$st/vmlab/modules"
 for m in "${mods[@]}"; do
   modprobe -d "$kroot" -S "$kver" --show-depends "$m" | while read -r kind path args; do
@@ -130,14 +132,22 @@ done
 cp "$here/vm/init" "$st/init"
 cp "$here/vm/stage2.sh" "$here/vm/lib.sh" "$st/vmlab/"
 cp "$here/vm/$scenario.sh" "$st/vmlab/scenario.sh"
+echo "$root/target/fixtures/debian-12/store" > "$st/vmlab/debian-store"
 chmod +x "$st/init" "$st/vmlab/stage2.sh"
 # Uncompressed: the guest's gzip under TCG costs more than qemu copying a few more MiB.
 (cd "$st" && find . | "$busybox" cpio -o -H newc -R 0:0 2>/dev/null) > "$w/initramfs.cpio"
 rm -rf "$st"
 prep_s=$(elapsed)
 
-# 4. The device scenario's disk: cmld's data dir, ext4 on a virtio disk.
+# 4. The device scenario's disk: cmld's data dir, ext4 on a virtio disk. The debian scenario's: the
+#    fixture's store, read-only, mounted in the VM where its update_base_url points.
 drive=()
+if [ "$scenario" = debian ]; then
+  fixture=$root/target/fixtures/debian-12
+  "$here/debian-fixture.sh" "$bin_dir/cml-guestos" "$fixture"
+  mkfs.ext4 -q -F -L debian-store -d "$fixture/store" "$w/store.img" "$(( $(du -sm "$fixture/store" | cut -f1) + 64 ))M"
+  drive=(-drive "file=$w/store.img,format=raw,if=virtio,readonly=on")
+fi
 if [ "$scenario" = device ]; then
   truncate -s 512M "$w/disk.img"
   mkfs.ext4 -q -F -L cml-data "$w/disk.img"

@@ -6,7 +6,9 @@
 //!   interfaces, adoption after `kill -9`, isolation, the cgroup v2 files, start/stop timings;
 //! - `device`: cmld built with the `device-mode` feature (`target/vm/cmld-device-mode`, made by
 //!   `scripts/test.sh`), `hostedmode: false`, data dir on a virtio disk; `control reboot` stops the
-//!   guest gracefully and reboots the VM, and the disk holds what the guest wrote.
+//!   guest gracefully and reboots the VM, and the disk holds what the guest wrote;
+//! - `debian`: the Debian 12 GuestOS with systemd as its init (`scripts/debian-fixture.sh`) boots
+//!   to `running` in the cgroup subtree cml delegates to it, and stops.
 //!
 //! The lab runs the release binaries (the suite's `cargo build --release --bins`), so the test
 //! refuses binaries older than the sources rather than test something else than the checkout. It
@@ -176,4 +178,16 @@ fn device_mode_reboot_keeps_what_the_guest_wrote() {
             cmld.to_str().unwrap(),
         ],
     );
+}
+
+#[test]
+fn systemd_guest_boots_in_its_delegated_cgroup_v2_subtree() {
+    let bin = release_dir();
+    for b in ["cmld", "control", "cml-guestos"] {
+        require_fresh(
+            &bin.join(b),
+            "the VM lab runs the release binaries: cargo build --release --locked --bins (scripts/test.sh does)",
+        );
+    }
+    lab("debian", &["--bin-dir", bin.to_str().unwrap()]);
 }

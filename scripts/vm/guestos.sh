@@ -8,6 +8,7 @@
 #           bbext4-1   the same with an ext4 root: squashfs cannot be idmapped before Linux 6.2,
 #                      and the VM runs Debian 12's 6.1, so the user-namespace container uses this
 #           bbdata-1   squashfs root, persistent ext4 /data (made by cmld at the first start)
+#   debian: none (the Debian fixture, scripts/debian-fixture.sh, on a disk of its own)
 #   device: keeper-1   squashfs root, persistent ext4 /data; on SIGTERM its init writes
 #                      /data/stop-marker, syncs and exits; plus keeper.conf, a container config
 #                      signed with the same PKI (the device scenario runs with signed_configs: true)
@@ -63,5 +64,6 @@ netns: false
 CONF
     "$tool" sign "$out/keeper.conf" --key "$w/pki/signing.key" --cert "$w/pki/signing.cert" >/dev/null
     ;;
+  debian) ;; # the Debian fixture's store comes on a disk (scripts/vm-lab.sh)
   *) echo "vm/guestos: unknown scenario $scenario" >&2; exit 2 ;;
 esac

@@ -266,7 +266,18 @@ c_userns() {
   ps -o user,pid,args | awk -v p="$pid" '$2 == p' | grep -q "^$uid \|^ *$uid " || echo "ps: $(ps -o user,pid,args | awk -v p="$pid" '$2 == p')"
   owner=$(crun mapped 'stat -c %u /bin/busybox')
   [ "$owner" = 0 ] || die "the idmapped ext4 root's files belong to uid $owner inside, not 0"
+  # The container's cgroup is delegated to its root: owned by the mapped uid on the host, and the
+  # guest makes a sub-cgroup, moves itself there and enables a controller below its root.
+  dir=/sys/fs/cgroup/cml/$(uuid_of mapped)
+  [ "$(stat -c %u "$dir")" = "$2" ] || die "$dir belongs to uid $(stat -c %u "$dir"), not $2"
+  crun mapped 'mkdir /sys/fs/cgroup/payload && echo $$ > /sys/fs/cgroup/payload/cgroup.procs && cat /proc/self/cgroup' |
+    grep -qx '0::/payload' || die "the guest cannot move itself into a cgroup of its own"
+  crun mapped 'mkdir -p /sys/fs/cgroup/init.scope && for p in $(cat /sys/fs/cgroup/cgroup.procs); do echo $p > /sys/fs/cgroup/init.scope/cgroup.procs 2>/dev/null; done; echo +pids > /sys/fs/cgroup/cgroup.subtree_control && cat /sys/fs/cgroup/payload/cgroup.controllers' |
+    grep -qw pids || die "the guest cannot enable pids for its sub-cgroups"
+  [ -d "$dir/payload" ] || die "the guest's cgroup is not below its own on the host"
+  ! crun mapped 'echo 1G > /sys/fs/cgroup/memory.max' 2>/dev/null || die "the guest raised its own memory.max"
   ctl_ok stop mapped
+  wait_for 5 "[ ! -d $dir ]" || die "$dir (with the guest's sub-cgroups) stays after the stop"
 }
 
 # --- network -------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ use crate::{
     guestos::GuestOs,
     launcher::{
         Launcher,
-        plan::{CgroupMount, IdMap, ImageSpec, MountSource, MountSpec, StartPlan},
+        plan::{CgroupMount, DeviceFilterPlan, IdMap, ImageSpec, MountSource, MountSpec, StartPlan},
     },
     protocol::pb::{ContainerConfig, guest_os_mount::Type as MountType},
     store::DataDir,
@@ -754,6 +754,10 @@ pub fn prepare(
             cg.procs_files()
         },
         cgroup_into: cg.single_v2_dir().map(Path::to_path_buf),
+        device_filter: cg.v2_devices_dir().map(|dir| DeviceFilterPlan {
+            cgroup: dir.to_path_buf(),
+            rules: limits.devices.iter().map(ToString::to_string).collect(),
+        }),
         devices: DEVICE_NODES
             .iter()
             .map(|(n, a, b)| ((*n).to_owned(), *a, *b))

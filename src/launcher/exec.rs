@@ -1,10 +1,12 @@
 //! The exec helper: runs one command inside a running container for `control run`.
 //!
-//! Order: join the container's cgroups (host paths, so before entering its mount namespace) → enter
-//! its cgroup, ipc, uts, net, pid and mount namespaces (mount last: it changes what paths mean) →
-//! fork, so the command is inside the pid namespace → in the child: new session, the terminal as
-//! controlling tty (pty mode), stdio from the passed descriptors, capability bounding set, exec →
-//! the helper waits and reports the command's status on the status descriptor as JSON.
+//! Order: open the container's `cgroup.procs` files (host paths, so before entering its mount
+//! namespace) → enter its cgroup, ipc, uts, net, pid and mount namespaces (mount last: it changes
+//! what paths mean) → fork, so the command is inside the pid namespace → the helper moves the
+//! command (not itself) into the container's cgroups and lets it go on → in the child: new
+//! session, the terminal as controlling tty (pty mode), stdio from the passed descriptors,
+//! capability bounding set, exec → the helper waits and reports the command's status on the
+//! status descriptor as JSON.
 //!
 //! `fds` = `[stdin, stdout, stderr, status]` (3, 4, 5, 6 after the launcher arranged them).
 
@@ -22,6 +24,57 @@ fn report(status: &mut std::fs::File, ev: &ExecEvent) {
     let mut line = serde_json::to_vec(ev).unwrap_or_default();
     line.push(b'\n');
     let _ = status.write_all(&line);
+}
+
+/// One of the container's `cgroup.procs` files, opened before the helper enters the container's
+/// namespaces (the kernel checks a migration against the opener's credentials and cgroup
+/// namespace), and the one of the cgroup the init is in below it, if any.
+struct CgroupJoin {
+    path: std::path::PathBuf,
+    procs: std::fs::File,
+    below: Option<std::fs::File>,
+}
+
+impl CgroupJoin {
+    fn open(procs: &std::path::Path, init_pid: i32) -> std::io::Result<CgroupJoin> {
+        let open = |p: &std::path::Path| std::fs::OpenOptions::new().write(true).open(p);
+        Ok(CgroupJoin {
+            path: procs.to_path_buf(),
+            procs: open(procs)?,
+            below: init_cgroup_below(procs, init_pid).and_then(|d| open(&d.join("cgroup.procs")).ok()),
+        })
+    }
+
+    /// Moves `pid` in. On cgroup v2 a guest that manages its cgroups (systemd) moves its
+    /// processes below its root and enables controllers there, after which the root takes no
+    /// process (`EBUSY`, "no internal processes"): then the command joins the cgroup its init is
+    /// in, as `runc exec` does.
+    fn add(&mut self, pid: i32) -> std::io::Result<()> {
+        let pid = pid.to_string();
+        match self.procs.write_all(pid.as_bytes()) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => match self.below.as_mut() {
+                Some(below) => below.write_all(pid.as_bytes()),
+                None => Err(e),
+            },
+            other => other,
+        }
+    }
+}
+
+/// The v2 cgroup directory of process `pid` when it is below the one `procs` belongs to.
+fn init_cgroup_below(procs: &std::path::Path, pid: i32) -> Option<std::path::PathBuf> {
+    let container = procs.parent()?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))?
+        .trim_start_matches('/');
+    // The cgroup2 mount root is the ancestor of the container's directory under which the init's
+    // path (relative to our cgroup namespace, the host's) names a directory inside the container's.
+    container
+        .ancestors()
+        .map(|root| root.join(rel))
+        .find(|d| d.starts_with(container) && d != container && d.is_dir())
 }
 
 /// Runs the helper; returns its own exit code.
@@ -44,11 +97,20 @@ pub fn run(plan: ExecPlan, fds: Vec<OwnedFd>) -> i32 {
         );
         code
     };
+    // Only the command joins the container's cgroups, never this helper: a v2 guest may enable
+    // controllers in its root cgroup only while no process of ours sits there.
+    let mut joins = Vec::with_capacity(plan.cgroup_procs.len());
     for procs in &plan.cgroup_procs {
-        if let Err(e) = std::fs::write(procs, std::process::id().to_string()) {
-            return fail(&mut status, 125, format!("join cgroup {}: {e}", procs.display()));
+        match CgroupJoin::open(procs, plan.init_pid) {
+            Ok(j) => joins.push(j),
+            Err(e) => return fail(&mut status, 125, format!("join cgroup {}: {e}", procs.display())),
         }
     }
+    // The command waits until it is in them.
+    let (go_r, go_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return fail(&mut status, 125, format!("pipe: {e}")),
+    };
     // Open every namespace first: once in the container's mount namespace, /proc is its own.
     let mut namespaces = vec![
         ("cgroup", CloneFlags::CLONE_NEWCGROUP),
@@ -97,10 +159,31 @@ pub fn run(plan: ExecPlan, fds: Vec<OwnedFd>) -> i32 {
         return fail(&mut status, 125, format!("chdir /: {e}"));
     }
     let child = match process::fork() {
-        Ok(Forked::Child) => exec_child(&plan, stdin, stdout, stderr),
+        Ok(Forked::Child) => {
+            drop(go_w);
+            let mut go = [0u8; 1];
+            if nix::unistd::read(&go_r, &mut go) != Ok(1) {
+                process::exit_now(125);
+            }
+            exec_child(&plan, stdin, stdout, stderr)
+        }
         Ok(Forked::Parent(pid)) => pid,
         Err(e) => return fail(&mut status, 125, format!("fork: {e}")),
     };
+    drop(go_r);
+    for j in &mut joins {
+        if let Err(e) = j.add(child.as_raw()) {
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            return fail(&mut status, 125, format!("join cgroup {}: {e}", j.path.display()));
+        }
+    }
+    drop(joins);
+    if nix::unistd::write(&go_w, b"g") != Ok(1) {
+        let _ = waitpid(child, None);
+        return fail(&mut status, 125, "the command is gone before it started".into());
+    }
+    drop(go_w);
     report(&mut status, &ExecEvent::Started { pid: child.as_raw() });
     drop((stdin, stdout, stderr));
     let code = loop {

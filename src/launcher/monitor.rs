@@ -199,6 +199,11 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
                     );
                 }
             }
+            if let Some(f) = &plan.device_filter {
+                if let Err(e) = attach_device_filter(f) {
+                    return abort(&mut chan, "attach the device filter", e, init_pid);
+                }
+            }
             mark("cgroup attach");
             match EncryptedVolume::open_all(&plan, child) {
                 Ok(v) => volumes = v,
@@ -456,4 +461,15 @@ impl EncryptedVolume {
             }
         });
     }
+}
+
+/// Attaches a container's cgroup v2 device filter (see `StartPlan::device_filter`).
+fn attach_device_filter(f: &super::plan::DeviceFilterPlan) -> Result<(), String> {
+    let rules = f
+        .rules
+        .iter()
+        .map(|r| r.parse::<crate::sys::cgroup::DeviceRule>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    crate::sys::cgroup::apply_device_filter(&f.cgroup, &rules).map_err(|e| e.to_string())
 }

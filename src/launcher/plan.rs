@@ -30,6 +30,11 @@ pub struct StartPlan {
     /// empty): a v2-only host.
     #[serde(default)]
     pub cgroup_into: Option<PathBuf>,
+    /// Where the device controller is v2: the eBPF device filter the monitor attaches to the
+    /// container's cgroup once the init has mounted the container's volumes (from loop devices the
+    /// filter denies) and before any guest code runs — the point where a v1 init joins its cgroups.
+    #[serde(default)]
+    pub device_filter: Option<DeviceFilterPlan>,
     /// Character devices to create in `/dev`: (name, major, minor).
     pub devices: Vec<(String, u32, u32)>,
     /// Capabilities dropped from the bounding set (numbers as in linux/capability.h).
@@ -55,6 +60,15 @@ pub struct StartPlan {
     /// The console: the log bound, and (filled in by the monitor) the pty slave.
     #[serde(default)]
     pub console: super::console::ConsolePlan,
+}
+
+/// A container's cgroup v2 device filter (see [`StartPlan::device_filter`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceFilterPlan {
+    /// The container's cgroup2 directory.
+    pub cgroup: PathBuf,
+    /// The rules in order, as `[deny ]c 1:3 rwm`.
+    pub rules: Vec<String>,
 }
 
 /// One cgroup hierarchy bound into the guest's `/sys/fs/cgroup`.

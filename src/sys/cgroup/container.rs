@@ -136,6 +136,15 @@ impl ContainerCgroup {
         }
     }
 
+    /// The container's cgroup2 directory when the device controller is v2: its device filter is
+    /// an eBPF program attached there ([`apply_device_filter`]), not made by [`create`](Self::create).
+    pub fn v2_devices_dir(&self) -> Option<&Path> {
+        match self.by_controller.get(&Controller::Devices) {
+            Some((dir, true)) => Some(dir),
+            _ => None,
+        }
+    }
+
     /// What a guest's `/sys/fs/cgroup` shows: for each hierarchy, the name of its directory there
     /// (the host's mount point name; empty for the single tree of a host without v1 hierarchies),
     /// the container's directory in it, and whether the guest may write it — only the hierarchy

@@ -3,10 +3,12 @@
 //! Creation: the needed controllers are enabled with `+ctrl` in `cgroup.subtree_control` of the
 //! root and of every parent level (top-down: a level may only enable what its parent enabled), then
 //! the container's directory gets `memory.max` (and `memory.swap.max` 0 where the kernel accounts
-//! swap: a `ram_limit` caps RAM and swap together), `cpuset.cpus` and `pids.max`, and its device
-//! program (see [`bpf`](super::bpf)). The container's directory itself enables nothing: its init
-//! lives there, and a cgroup with processes may not distribute domain controllers ("no internal
-//! processes"); a guest that manages cgroups (systemd) moves itself down first and enables what it
+//! swap: a `ram_limit` caps RAM and swap together), `cpuset.cpus` and `pids.max`. Its device
+//! program ([`bpf`](super::bpf)) is not made here: the container's monitor attaches it once the
+//! init has mounted the container's volumes (from loop devices the rules deny), before any guest
+//! code runs. The container's directory itself enables no controller: its init lives there, and a
+//! cgroup with processes may not distribute domain controllers ("no internal processes"); a guest
+//! that manages cgroups (systemd) moves itself down first and enables what it
 //! needs in the subtree delegated to it.
 //!
 //! Freezing is `cgroup.freeze`, with `frozen 1` in `cgroup.events` once every task stopped; the
@@ -62,30 +64,13 @@ pub(super) fn setup(
             write_file(&leaf.join("pids.max"), &max.to_string())?;
         }
     }
-    if on_v2.contains(&Controller::Devices) {
-        set_devices(leaf, &limits.devices)?;
-    }
+    // The device filter comes later: see the module doc.
     Ok(())
 }
 
 /// Makes `rules` the container's device filter, replacing the one in force atomically.
 pub(super) fn set_devices(dir: &Path, rules: &[DeviceRule]) -> Result<(), CgroupError> {
-    // See the parent module: unit tests run on a plain directory, which takes no program.
-    if cfg!(test) && !on_cgroup2(dir) {
-        return Ok(());
-    }
     Ok(apply_device_filter(dir, rules)?)
-}
-
-#[cfg(test)]
-fn on_cgroup2(dir: &Path) -> bool {
-    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-    nix::sys::statfs::statfs(dir).is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
-}
-
-#[cfg(not(test))]
-fn on_cgroup2(_: &Path) -> bool {
-    true
 }
 
 /// The device programs attached to the container's cgroup, one per line (`id name`).
