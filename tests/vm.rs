@@ -143,8 +143,8 @@ fn lab(scenario: &str, args: &[&str]) {
     }
 }
 
-#[test]
-fn hosted_scenario_on_a_cgroup_v2_kernel() {
+/// The release directory, once its binaries are checked to be fresh.
+fn fresh_release_bins() -> PathBuf {
     let bin = release_dir();
     for b in ["cmld", "control", "cml-guestos"] {
         require_fresh(
@@ -152,6 +152,12 @@ fn hosted_scenario_on_a_cgroup_v2_kernel() {
             "the VM lab runs the release binaries: cargo build --release --locked --bins (scripts/test.sh does)",
         );
     }
+    bin
+}
+
+#[test]
+fn hosted_scenario_on_a_cgroup_v2_kernel() {
+    let bin = fresh_release_bins();
     lab("hosted", &["--bin-dir", bin.to_str().unwrap()]);
 }
 
@@ -182,12 +188,6 @@ fn device_mode_reboot_keeps_what_the_guest_wrote() {
 
 #[test]
 fn systemd_guest_boots_in_its_delegated_cgroup_v2_subtree() {
-    let bin = release_dir();
-    for b in ["cmld", "control", "cml-guestos"] {
-        require_fresh(
-            &bin.join(b),
-            "the VM lab runs the release binaries: cargo build --release --locked --bins (scripts/test.sh does)",
-        );
-    }
+    let bin = fresh_release_bins();
     lab("debian", &["--bin-dir", bin.to_str().unwrap()]);
 }
