@@ -145,7 +145,14 @@ drive=()
 if [ "$scenario" = debian ]; then
   fixture=$root/target/fixtures/debian-12
   "$here/debian-fixture.sh" "$bin_dir/cml-guestos" "$fixture"
-  mkfs.ext4 -q -F -L debian-store -d "$fixture/store" "$w/store.img" "$(( $(du -sm "$fixture/store" | cut -f1) + 64 ))M"
+  # Also the same root as an ext4 image (`ext4/`): Linux 6.1 cannot idmap squashfs, so the
+  # user-namespace guest boots from this one.
+  cp -a "$fixture/store" "$w/disk"
+  "$bin_dir/cml-guestos" build --rootfs "$fixture/rootfs" --name debext4 --version 12 --out "$w/disk/ext4" \
+    --root-type shared_rw --root-fs ext4 --data-fs ext4 --data-size 64 --notify --stop-signal SIGRTMIN+3 \
+    --update-base-url "file://$fixture/store/ext4" > /dev/null
+  mkfs.ext4 -q -F -L debian-store -d "$w/disk" "$w/store.img" "$(( $(du -sm "$w/disk" | cut -f1) + 64 ))M"
+  rm -rf "$w/disk"
   drive=(-drive "file=$w/store.img,format=raw,if=virtio,readonly=on")
 fi
 if [ "$scenario" = device ]; then

@@ -1,7 +1,8 @@
 # The systemd-guest scenario: the Debian 12 GuestOS of the real-guests tests (systemd as its init,
 # scripts/debian-fixture.sh) boots on a pure cgroup-v2 host, in the cgroup subtree cml delegates
 # to it. The host passes the fixture's store as a read-only virtio disk, mounted where the
-# GuestOS config's update_base_url points (the host path: /vmlab/debian-store names it).
+# GuestOS config's update_base_url points (the host path: /vmlab/debian-store names it); `ext4/`
+# there holds the same root as an ext4 image (GuestOS `debext4`).
 . /vmlab/lib.sh
 DATA=/var/lib/cml-lab
 SOCK=/run/vmlab/cml.sock
@@ -23,11 +24,12 @@ c_cmld_up() {
   start_cmld --cgroup-parent "$PARENT"
   : > /run/vmlab/empty
   ctl_ok push_guestos_config "$STORE/debian-12.conf" /run/vmlab/empty /run/vmlab/empty
+  ctl_ok push_guestos_config "$STORE/ext4/debext4-12.conf" /run/vmlab/empty /run/vmlab/empty
 }
 
 # Boots it (`control start` answers at READY=1 or when its wait ends, still BOOTING: then wait on).
-c_boot() { # NAME USERNS
-  create "$1" debian "userns: $2\n"
+c_boot() { # NAME USERNS [GUESTOS]
+  create "$1" "${3:-debian}" "userns: $2\n"
   t0=$(now_ns)
   ctl start "$1" > /dev/null 2>&1 || true
   wait_for 240 "[ \"\$(state $1)\" = RUNNING ]" || die "$1 is $(state "$1") after 240 s"
@@ -74,3 +76,10 @@ require debian-boot c_boot deb false
 check debian-system-running c_system_running deb
 check debian-cgroup-delegated c_cgroup_delegated deb false
 check debian-stop c_stop deb
+
+# In a user namespace, from the ext4 root: Linux 6.1 cannot idmap squashfs (cml would fall back to a
+# plain bind, the files nobody's inside, and systemd's sysusers and logind fail).
+require debian-userns-boot c_boot debns true debext4
+check debian-userns-system-running c_system_running debns
+check debian-userns-cgroup-delegated c_cgroup_delegated debns true
+check debian-userns-stop c_stop debns
