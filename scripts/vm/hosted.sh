@@ -70,6 +70,21 @@ c_cgroup_v2_dir() {
   done
 }
 
+# assign_cpus through cpuset.cpus: the container's tasks may run on CPU 1 only; swap is capped too.
+c_cpuset() {
+  create pinned busybox "assign_cpus: \"1\"\nram_limit: 32\n$PLAIN"
+  ctl_ok start pinned
+  dir=$CG/$(uuid_of pinned)
+  [ "$(cat "$dir/cpuset.cpus")" = 1 ] || die "cpuset.cpus is '$(cat "$dir/cpuset.cpus")'"
+  [ "$(cat "$dir/cpuset.cpus.effective")" = 1 ] || die "cpuset.cpus.effective is '$(cat "$dir/cpuset.cpus.effective")'"
+  inside=$(crun pinned 'grep Cpus_allowed_list /proc/self/status')
+  echo "$inside" | grep -q '[[:space:]]1$' || die "inside: $inside"
+  if [ -f "$dir/memory.swap.max" ]; then
+    [ "$(cat "$dir/memory.swap.max")" = 0 ] || die "memory.swap.max is $(cat "$dir/memory.swap.max")"
+  fi
+  ctl_ok stop pinned
+}
+
 c_freeze() {
   ctl_ok freeze life
   expect_state life FROZEN
@@ -384,6 +399,7 @@ require guestos-push c_guestos_push
 require create-start c_create_start
 check run-output c_run_output
 check cgroup-v2-dir c_cgroup_v2_dir
+check cpuset c_cpuset
 check iso-pidns c_iso_pidns
 check iso-hostname c_iso_hostname
 check iso-mounts c_iso_mounts
