@@ -27,6 +27,16 @@ c_cmld_up() {
     die "cmld does not run in device mode: $(grep 'cmld starting' "$CMLD_LOG" | one_line)"
 }
 
+# Device mode defaults to `cgroup_favordynmods`: the cgroup2 mount is remounted with it, keeping
+# its other options, and the log says so.
+c_favordynmods() {
+  opts=$(awk '$3 == "cgroup2" { print $4 }' /proc/mounts)
+  echo "cgroup2 options: $opts"
+  echo "$opts" | grep -q favordynmods || die "no favordynmods on the cgroup2 mount: $opts; log: $(grep -i favordynmods "$CMLD_LOG" | one_line)"
+  echo "$opts" | grep -q nsdelegate || die "the remount lost nsdelegate: $opts"
+  grep -q 'remounted the host.s cgroup2 mount with favordynmods' "$CMLD_LOG" || die "cmld did not log the remount"
+}
+
 c_guestos_push() {
   ctl_ok ca_register /vmlab/pki/root-ca.cert
   ctl_ok push_guestos_config /vmlab/store/keeper-1.conf /vmlab/store/keeper-1.conf.sig /vmlab/pki/signing.cert
@@ -53,6 +63,7 @@ c_write_before_reboot() {
 
 require disk c_disk
 require cmld-up c_cmld_up
+check favordynmods c_favordynmods
 require guestos-push c_guestos_push
 check unsigned-config-refused c_unsigned_refused
 require create-start c_create_start

@@ -128,21 +128,11 @@ pub fn favor_dynmods() {
             continue;
         }
         // A remount resets what it is not given: keep the mount's flags and the file system's
-        // options (e.g. nsdelegate), as `mount -o remount,favordynmods` does.
-        use nix::mount::MsFlags;
-        let mut flags = MsFlags::MS_REMOUNT;
-        for o in f[3].split(',') {
-            flags |= match o {
-                "ro" => MsFlags::MS_RDONLY,
-                "nosuid" => MsFlags::MS_NOSUID,
-                "nodev" => MsFlags::MS_NODEV,
-                "noexec" => MsFlags::MS_NOEXEC,
-                "noatime" => MsFlags::MS_NOATIME,
-                "relatime" => MsFlags::MS_RELATIME,
-                _ => MsFlags::empty(),
-            };
-        }
-        let data = format!("{},favordynmods", f[3]);
+        // options (e.g. nsdelegate), as `mount -o remount,favordynmods` does. The flags go in
+        // `flags`; cgroup2 refuses them in the option string (EINVAL).
+        let (flags, mut data) = remount_args(f[3]);
+        data.push("favordynmods");
+        let data = data.join(",");
         let done = nix::mount::mount(None::<&str>, f[1], None::<&str>, flags, Some(data.as_str()));
         match done {
             Ok(()) => tracing::warn!(
@@ -154,10 +144,51 @@ pub fn favor_dynmods() {
     }
 }
 
+/// A mount's options (`/proc/self/mounts`, fourth field) as remount(2) takes them: the generic
+/// mount flags, and the rest — the file system's own options — for the option string.
+fn remount_args(options: &str) -> (nix::mount::MsFlags, Vec<&str>) {
+    use nix::mount::MsFlags;
+    let mut flags = MsFlags::MS_REMOUNT;
+    let mut data = Vec::new();
+    for o in options.split(',') {
+        match o {
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "sync" => flags |= MsFlags::MS_SYNCHRONOUS,
+            "dirsync" => flags |= MsFlags::MS_DIRSYNC,
+            "lazytime" => flags |= MsFlags::MS_LAZYTIME,
+            "rw" | "" => {}
+            fs_option => data.push(fs_option),
+        }
+    }
+    (flags, data)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remount_keeps_flags_apart_from_the_cgroup2_options() {
+        use nix::mount::MsFlags;
+        let (flags, data) = remount_args("rw,nosuid,nodev,noexec,relatime,nsdelegate,memory_recursiveprot");
+        assert_eq!(
+            flags,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC
+                | MsFlags::MS_RELATIME
+        );
+        assert_eq!(data, ["nsdelegate", "memory_recursiveprot"]);
+    }
 
     fn v2_tempdir_layout(controllers: &'static str) -> (tempfile::TempDir, Layout) {
         let tmp = tempfile::tempdir().unwrap();
