@@ -209,15 +209,6 @@ impl ContainerCgroup {
         }
     }
 
-    /// The device rules in effect, one per line: v1 `devices.list`; v2 the ids of the programs
-    /// attached to the container's cgroup.
-    pub fn device_list(&self) -> Result<String, CgroupError> {
-        match self.controller(Controller::Devices)? {
-            (dir, false) => read_file(&dir.join("devices.list")),
-            (dir, true) => v2::device_programs(dir),
-        }
-    }
-
     /// Requests a freeze; poll [`freezer_state`](Self::freezer_state) for `Frozen`.
     pub fn freeze(&self) -> Result<(), CgroupError> {
         match self.controller(Controller::Freezer)? {

@@ -73,16 +73,6 @@ pub(super) fn set_devices(dir: &Path, rules: &[DeviceRule]) -> Result<(), Cgroup
     Ok(apply_device_filter(dir, rules)?)
 }
 
-/// The device programs attached to the container's cgroup, one per line (`id name`).
-pub(super) fn device_programs(dir: &Path) -> Result<String, CgroupError> {
-    let progs = device_filters(dir)?;
-    Ok(progs
-        .iter()
-        .map(|p| format!("{} {}", p.id, p.name))
-        .collect::<Vec<_>>()
-        .join("\n"))
-}
-
 /// Freezes or thaws (`cgroup.freeze`).
 pub(super) fn set_frozen(dir: &Path, frozen: bool) -> Result<(), CgroupError> {
     write_file(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })
