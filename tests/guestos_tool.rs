@@ -313,10 +313,9 @@ fn http_store_serves_and_truncates() {
     let (head, body) = http_get(&server.url, "/a/b/f.img");
     assert!(head.contains("Content-Length: 100000"), "{head}");
     assert_eq!(body, &content[..1000]);
-    let url = server.url.clone();
+    // Dropping the server joins its thread, which owns the listener. (Connecting to its port
+    // afterwards proves nothing: a test running in parallel may have been given the same port.)
     drop(server);
-    // Stopped: nothing listens any more.
-    assert!(TcpStream::connect(url.strip_prefix("http://").unwrap()).is_err());
 }
 
 // ---- cml-guestos build --rootfs-tar ----------------------------------------------------------
