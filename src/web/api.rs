@@ -217,8 +217,8 @@ fn authenticate(req: &HttpRequest) -> Result<Authed, ApiError> {
     Ok(Authed { token, csrf })
 }
 
-/// `POST /api/login`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// `POST /api/login`. No `Debug`: the password must not end up in a log line by accident.
+#[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
     /// The operator password.
     pub password: String,
@@ -231,8 +231,8 @@ pub struct SessionInfo {
     pub csrf_token: String,
 }
 
-/// An optional PIN for start and stop.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+/// An optional PIN for start and stop. No `Debug`, like [`LoginRequest`].
+#[derive(Default, Deserialize, ToSchema)]
 pub struct PinRequest {
     /// The token PIN of a SOFT container.
     pub pin: Option<String>,
