@@ -20,3 +20,4 @@ pub mod provisioning;
 pub mod softtoken;
 pub mod store;
 pub mod sys;
+pub mod web;
