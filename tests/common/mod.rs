@@ -9,6 +9,7 @@ pub mod fixture;
 pub mod http;
 pub mod poll;
 pub mod terminal;
+pub mod web;
 
 use std::{
     fs,
