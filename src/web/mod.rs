@@ -8,12 +8,14 @@
 //! Access control ([`auth`]): one operator password, stored as an argon2id PHC hash
 //! (`cml-web passwd`); `POST /api/login` opens an in-memory session (cookie `cml_session`), and
 //! every state-changing request must carry the session's CSRF token in `X-CSRF-Token`.
-//! The HTTP routes and the OpenAPI document are in [`api`].
+//! The HTTP routes and the OpenAPI document are in [`api`]; the page and its embedded assets in
+//! [`ui`].
 
 pub mod api;
 pub mod auth;
 pub mod daemon;
 pub mod events;
+pub mod ui;
 
 use std::{
     io,
@@ -154,7 +156,13 @@ pub fn serve(config: &Config) -> Result<(), WebError> {
         source,
     };
     actix_web::rt::System::new().block_on(async {
-        let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(api::routes));
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(ui::security_headers())
+                .app_data(state.clone())
+                .configure(ui::routes)
+                .configure(api::routes)
+        });
         let server = match &listen {
             Listen::Tcp(addr) => server.bind(addr),
             Listen::Unix(path) => {

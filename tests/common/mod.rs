@@ -10,6 +10,7 @@ pub mod http;
 pub mod poll;
 pub mod terminal;
 pub mod web;
+pub mod webdriver;
 
 use std::{
     fs,
