@@ -25,6 +25,7 @@ fn wait_state(b: &Browser, name: &str, state: &str) {
     b.wait_text(&card(name, ".state"), WAIT, |t| t == state);
 }
 
+#[allow(dead_code)] // the provisioned-device test uses it (next commit)
 fn log_in(b: &Browser, web: &Web) {
     b.goto(&format!("http://127.0.0.1:{}/", web.port));
     b.type_into("#login-password", PASSWORD);

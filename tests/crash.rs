@@ -493,10 +493,10 @@ impl Harness {
         }
         for e in fs::read_dir(data.join("keys")).unwrap().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(uuid) = name.strip_suffix(".key") {
-                if !has_conf(uuid) {
-                    found.push(format!("keys/{name} without containers/{uuid}.conf"));
-                }
+            if let Some(uuid) = name.strip_suffix(".key")
+                && !has_conf(uuid)
+            {
+                found.push(format!("keys/{name} without containers/{uuid}.conf"));
             }
         }
         for e in fs::read_dir(data.join("operatingsystems")).unwrap().flatten() {

@@ -111,11 +111,11 @@ impl EncryptedFs {
 
 impl Drop for EncryptedFs {
     fn drop(&mut self) {
-        if self.mounted {
-            if let Err(e) = umount2(&self.mnt, MntFlags::empty()) {
-                eprintln!("cleanup: umount {}: {e}; detaching lazily", self.mnt.display());
-                let _ = umount2(&self.mnt, MntFlags::MNT_DETACH);
-            }
+        if self.mounted
+            && let Err(e) = umount2(&self.mnt, MntFlags::empty())
+        {
+            eprintln!("cleanup: umount {}: {e}; detaching lazily", self.mnt.display());
+            let _ = umount2(&self.mnt, MntFlags::MNT_DETACH);
         }
         // `_dir` (image and mountpoint) is removed by TempDir's own Drop after this.
     }

@@ -552,11 +552,10 @@ proptest! {
             }),
         ],
     ) {
-        if has_command_field(&payload) {
-            if let Ok(m) = ControllerToDaemon::decode(payload.as_slice()) {
+        if has_command_field(&payload)
+            && let Ok(m) = ControllerToDaemon::decode(payload.as_slice()) {
                 let _ = Command::try_from(m);
             }
-        }
     }
 }
 

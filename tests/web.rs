@@ -244,6 +244,84 @@ fn soft_container_pins_freeze_and_events() {
         "STOPPED"
     );
 
-    // Events need a session too.
+    // A logout ends the open event stream (the last chunk arrives), and events need a session.
+    let r = web.post("/api/logout", &login, "");
+    assert!(r.status < 300, "{}", r.body);
+    read_until(&mut s, &mut seen, "\r\n0\r\n\r\n", Duration::from_secs(30));
     assert_eq!(web.get("/api/events", None).status, 401);
+    assert_eq!(web.get("/api/events", Some(&login)).status, 401);
+}
+
+/// One HTTP/1.1 request over a UNIX socket.
+fn unix_request(path: &std::path::Path, req: &str) -> common::web::Resp {
+    let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    common::web::Resp::parse(&raw)
+}
+
+#[test]
+fn it_listens_on_a_unix_socket_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = common::busybox_daemon(tmp.path(), &[]);
+    d.create("plain");
+    let pw = tmp.path().join("web.passwd");
+    assert!(passwd(&pw, common::web::PASSWORD).status.success());
+    let sock = tmp.path().join("web.sock");
+    // A stale socket file from an earlier run is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let mut child = Command::new(CML_WEB)
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("--listen")
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--password-file")
+        .arg(&pw)
+        .spawn()
+        .unwrap();
+    // Ends cml-web also when an assertion fails.
+    struct Reap<'a>(&'a mut std::process::Child);
+    impl Drop for Reap<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _reap = Reap(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(Instant::now() < deadline, "cml-web did not listen on {sock:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let r = unix_request(
+        &sock,
+        "GET /api/containers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    let body = format!("{{\"password\": \"{}\"}}", common::web::PASSWORD);
+    let r = unix_request(
+        &sock,
+        &format!(
+            "POST /api/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let set_cookie = r.header("set-cookie").unwrap();
+    // Local transport: the cookie is HttpOnly and SameSite but not Secure (no TLS on a socket).
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
+        "{set_cookie}"
+    );
+    assert!(!set_cookie.contains("Secure"), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap();
+    let r = unix_request(
+        &sock,
+        &format!("GET /api/containers HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: {cookie}\r\n\r\n"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["containers"][0]["name"], "plain", "{}", r.body);
 }

@@ -49,10 +49,10 @@ fn assert_upstream_required(msg: &DynamicMessage, path: &str) {
                     assert_upstream_required(m, &format!("{path}.{}[{i}]", f.name()));
                 }
             }
-        } else if msg.has_field(&f) {
-            if let Some(m) = msg.get_field(&f).as_message() {
-                assert_upstream_required(m, &format!("{path}.{}", f.name()));
-            }
+        } else if msg.has_field(&f)
+            && let Some(m) = msg.get_field(&f).as_message()
+        {
+            assert_upstream_required(m, &format!("{path}.{}", f.name()));
         }
     }
 }

@@ -751,10 +751,10 @@ impl Bench {
         self.ns = None;
         self.inotify = None;
         self.log = None;
-        if self.dir_created {
-            if let Err(e) = fs::remove_dir_all(&self.dir) {
-                errs.push(format!("remove {}: {e}", self.dir.display()));
-            }
+        if self.dir_created
+            && let Err(e) = fs::remove_dir_all(&self.dir)
+        {
+            errs.push(format!("remove {}: {e}", self.dir.display()));
         }
         if errs.is_empty() {
             Ok(())
@@ -766,21 +766,21 @@ impl Bench {
     /// Force-deletes one container and whatever it left behind.
     fn remove_container(&self, name: &str, pidfd: Option<OwnedFd>) -> Result<(), String> {
         let mut deleted = false;
-        if let Ok(mut cmd) = self.command(&["delete", "-f", name]) {
-            if let Ok(mut child) = cmd.spawn() {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                loop {
-                    match child.try_wait() {
-                        Ok(Some(st)) => {
-                            deleted = st.success();
-                            break;
-                        }
-                        Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-                        _ => {
-                            let _ = child.kill();
-                            let _ = child.wait();
-                            break;
-                        }
+        if let Ok(mut cmd) = self.command(&["delete", "-f", name])
+            && let Ok(mut child) = cmd.spawn()
+        {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(st)) => {
+                        deleted = st.success();
+                        break;
+                    }
+                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
                     }
                 }
             }
@@ -798,16 +798,16 @@ impl Bench {
                 let cg = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
                 cg.lines().any(|l| l.ends_with(&format!("/{name}"))).then_some(fd)
             });
-            if let Some(fd) = pidfd {
-                if pidfd_kill(&fd).is_ok() {
-                    let _ = poll_in(&[fd.as_raw_fd()], Duration::from_secs(5));
-                }
+            if let Some(fd) = pidfd
+                && pidfd_kill(&fd).is_ok()
+            {
+                let _ = poll_in(&[fd.as_raw_fd()], Duration::from_secs(5));
             }
             let state = Path::new(CRUN_STATE).join(name);
-            if state.exists() {
-                if let Err(e) = fs::remove_dir_all(&state) {
-                    errs.push(format!("remove {}: {e}", state.display()));
-                }
+            if state.exists()
+                && let Err(e) = fs::remove_dir_all(&state)
+            {
+                errs.push(format!("remove {}: {e}", state.display()));
             }
         }
         for cg in cgroup_dirs(name) {

@@ -290,10 +290,8 @@ impl Handler<Reload> for Manager {
                         Some(actor) => actor.do_send(container::Reloaded(accepted)),
                         None => {
                             act.add(s.uuid, accepted, s.created);
-                            if startup {
-                                if let Some(actor) = act.containers.get(&s.uuid) {
-                                    actor.do_send(super::lifecycle::Adopt);
-                                }
+                            if startup && let Some(actor) = act.containers.get(&s.uuid) {
+                                actor.do_send(super::lifecycle::Adopt);
                             }
                         }
                     },

@@ -87,10 +87,9 @@ pub fn attach(session: &mut Session<'_, UnixStream>, container: &str) -> Result<
             Ok(Code::ExecOutput) => {
                 if session.mode() != OutputMode::Proto
                     && let Some(bytes) = &reply.exec_output
+                    && let Err(e) = session.write_out(bytes)
                 {
-                    if let Err(e) = session.write_out(bytes) {
-                        break Err(e);
-                    }
+                    break Err(e);
                 }
             }
             Ok(Code::ExecEnd) => break Ok(Some(reply.exec_end_reason.unwrap_or_default())),

@@ -139,13 +139,13 @@ fn validate_static(cfg: &ContainerConfig) -> Result<(), ConfigError> {
         if let Some(n) = &v.if_rootns_name {
             check_ifname(n).map_err(|r| invalid(format!("vnet_configs[{i}].if_rootns_name"), r))?;
         }
-        if let Some(mac) = &v.if_mac {
-            if !valid_mac(mac) {
-                return Err(invalid(
-                    format!("vnet_configs[{i}].if_mac"),
-                    format!("{} is not a MAC address", quoted(mac)),
-                ));
-            }
+        if let Some(mac) = &v.if_mac
+            && !valid_mac(mac)
+        {
+            return Err(invalid(
+                format!("vnet_configs[{i}].if_mac"),
+                format!("{} is not a MAC address", quoted(mac)),
+            ));
         }
     }
     for (i, p) in cfg.net_ifaces.iter().enumerate() {
@@ -160,13 +160,13 @@ fn validate_static(cfg: &ContainerConfig) -> Result<(), ConfigError> {
                 format!("{} is not a valid image name", quoted(&s.image_name)),
             ));
         }
-        if let Some(f) = &s.image_file {
-            if !guestos::valid_file_name(f) {
-                return Err(invalid(
-                    format!("image_sizes[{i}].image_file"),
-                    format!("{} is not a valid file name", quoted(f)),
-                ));
-            }
+        if let Some(f) = &s.image_file
+            && !guestos::valid_file_name(f)
+        {
+            return Err(invalid(
+                format!("image_sizes[{i}].image_file"),
+                format!("{} is not a valid file name", quoted(f)),
+            ));
         }
     }
     Ok(())
@@ -264,16 +264,16 @@ pub fn validate_against_catalog<'a>(
             )
         })?
     };
-    if let Some(want) = cfg.guestos_version {
-        if os.config.version < want {
-            return Err(invalid(
-                "guestos_version",
-                format!(
-                    "version {want} of {:?} is not installed (newest: {})",
-                    cfg.guest_os, os.config.version
-                ),
-            ));
-        }
+    if let Some(want) = cfg.guestos_version
+        && os.config.version < want
+    {
+        return Err(invalid(
+            "guestos_version",
+            format!(
+                "version {want} of {:?} is not installed (newest: {})",
+                cfg.guest_os, os.config.version
+            ),
+        ));
     }
     for (i, s) in cfg.image_sizes.iter().enumerate() {
         let mount = os

@@ -157,21 +157,20 @@ impl Runtime {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let path = data.container_file(uuid, "uid");
-        if let Ok(text) = fs::read_to_string(&path) {
-            if let Ok(base) = text.trim().parse::<u32>() {
-                return Ok(IdMap { base, count: COUNT });
-            }
+        if let Ok(text) = fs::read_to_string(&path)
+            && let Ok(base) = text.trim().parse::<u32>()
+        {
+            return Ok(IdMap { base, count: COUNT });
         }
         let mut used = std::collections::HashSet::new();
         if let Ok(entries) = fs::read_dir(data.containers_dir()) {
             for e in entries.flatten() {
-                if e.file_name().to_string_lossy().ends_with(".uid") {
-                    if let Some(b) = fs::read_to_string(e.path())
+                if e.file_name().to_string_lossy().ends_with(".uid")
+                    && let Some(b) = fs::read_to_string(e.path())
                         .ok()
                         .and_then(|t| t.trim().parse::<u32>().ok())
-                    {
-                        used.insert(b);
-                    }
+                {
+                    used.insert(b);
                 }
             }
         }

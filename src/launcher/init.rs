@@ -512,12 +512,12 @@ fn mount_cgroups(plan: &StartPlan, dir: &Path) -> Step<()> {
         Ok(())
     };
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    if let [single] = plan.cgroup_view.as_slice() {
-        if single.name.is_empty() {
-            delegate(single)?;
-            let ro = (!single.writable).then_some(flags);
-            return at(step, bind(&single.dir, dir, ro));
-        }
+    if let [single] = plan.cgroup_view.as_slice()
+        && single.name.is_empty()
+    {
+        delegate(single)?;
+        let ro = (!single.writable).then_some(flags);
+        return at(step, bind(&single.dir, dir, ro));
     }
     at(
         step,

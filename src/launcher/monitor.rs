@@ -199,10 +199,10 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
                     );
                 }
             }
-            if let Some(f) = &plan.device_filter {
-                if let Err(e) = attach_device_filter(f) {
-                    return abort(&mut chan, "attach the device filter", e, init_pid);
-                }
+            if let Some(f) = &plan.device_filter
+                && let Err(e) = attach_device_filter(f)
+            {
+                return abort(&mut chan, "attach the device filter", e, init_pid);
             }
             mark("cgroup attach");
             match EncryptedVolume::open_all(&plan, child) {

@@ -74,10 +74,10 @@ impl Attached {
             // A veth leftover of a crashed run would block the names (anything else with the name
             // is not ours: the creation below then fails and says so).
             for name in [&v.host, &v.peer] {
-                if let Ok(Some(old)) = self.host.link_by_name(name) {
-                    if old.kind.as_deref() == Some("veth") {
-                        let _ = self.host.del_link(old.index);
-                    }
+                if let Ok(Some(old)) = self.host.link_by_name(name)
+                    && old.kind.as_deref() == Some("veth")
+                {
+                    let _ = self.host.del_link(old.index);
                 }
             }
             self.host
@@ -166,10 +166,10 @@ impl Attached {
         }
         for v in &self.plan.vnets[..self.created.get()] {
             for name in [&v.host, &v.peer] {
-                if let Ok(Some(link)) = self.host.link_by_name(name) {
-                    if link.kind.as_deref() == Some("veth") {
-                        let _ = self.host.del_link(link.index);
-                    }
+                if let Ok(Some(link)) = self.host.link_by_name(name)
+                    && link.kind.as_deref() == Some("veth")
+                {
+                    let _ = self.host.del_link(link.index);
                 }
             }
         }

@@ -400,8 +400,8 @@ async fn unfreeze(
 #[utoipa::path(get, path = "/api/events",
     responses((status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
               (status = 401, body = ErrorBody), (status = 502, body = ErrorBody)))]
-async fn events(state: web::Data<AppState>, _authed: Authed) -> Result<HttpResponse, ApiError> {
-    let stream = events::subscribe(state.socket.clone()).await?;
+async fn events(state: web::Data<AppState>, authed: Authed) -> Result<HttpResponse, ApiError> {
+    let stream = events::subscribe(state.into_inner(), authed.token).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))

@@ -189,6 +189,14 @@ impl Auth {
         }
     }
 
+    /// Whether the session `token` is still open (without refreshing its idle timer): a
+    /// long-lived stream checks this so it ends with the session (logout, expiry).
+    pub fn alive(&self, token: &str) -> bool {
+        self.lock()
+            .get(token)
+            .is_some_and(|s| s.last_used.elapsed() < IDLE_TIMEOUT)
+    }
+
     /// Ends the session `token`.
     pub fn close(&self, token: &str) {
         self.lock().remove(token);

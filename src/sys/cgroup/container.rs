@@ -271,10 +271,9 @@ impl ContainerCgroup {
         if matches!(
             self.freezer_state(),
             Ok(FreezerState::Frozen | FreezerState::Freezing)
-        ) {
-            if let Err(e) = self.thaw() {
-                tracing::warn!(error = %e, "thaw after kill");
-            }
+        ) && let Err(e) = self.thaw()
+        {
+            tracing::warn!(error = %e, "thaw after kill");
         }
     }
 

@@ -47,19 +47,19 @@ pub(super) fn setup(
         }
         copy_file(&parent_dir, leaf, "cpuset.mems")?;
     }
-    if on_this.contains(&Controller::Memory) {
-        if let Some(bytes) = limits.memory_bytes {
-            write_memory(&leaf.join("memory.limit_in_bytes"), bytes)?;
-            let memsw = leaf.join("memory.memsw.limit_in_bytes");
-            if memsw.exists() {
-                write_memory(&memsw, bytes)?;
-            }
+    if on_this.contains(&Controller::Memory)
+        && let Some(bytes) = limits.memory_bytes
+    {
+        write_memory(&leaf.join("memory.limit_in_bytes"), bytes)?;
+        let memsw = leaf.join("memory.memsw.limit_in_bytes");
+        if memsw.exists() {
+            write_memory(&memsw, bytes)?;
         }
     }
-    if on_this.contains(&Controller::Pids) {
-        if let Some(max) = limits.pids_max {
-            write_file(&leaf.join("pids.max"), &max.to_string())?;
-        }
+    if on_this.contains(&Controller::Pids)
+        && let Some(max) = limits.pids_max
+    {
+        write_file(&leaf.join("pids.max"), &max.to_string())?;
     }
     if on_this.contains(&Controller::Devices) {
         write_file(&leaf.join("devices.deny"), "a")?;

@@ -45,24 +45,24 @@ pub(super) fn setup(
         }
     }
     created.mkdir(leaf, true)?;
-    if on_v2.contains(&Controller::Cpuset) {
-        if let Some(cpus) = &limits.cpus {
-            write_file(&leaf.join("cpuset.cpus"), cpus)?;
+    if on_v2.contains(&Controller::Cpuset)
+        && let Some(cpus) = &limits.cpus
+    {
+        write_file(&leaf.join("cpuset.cpus"), cpus)?;
+    }
+    if on_v2.contains(&Controller::Memory)
+        && let Some(bytes) = limits.memory_bytes
+    {
+        write_memory(&leaf.join("memory.max"), bytes)?;
+        let swap = leaf.join("memory.swap.max");
+        if swap.exists() {
+            write_file(&swap, "0")?;
         }
     }
-    if on_v2.contains(&Controller::Memory) {
-        if let Some(bytes) = limits.memory_bytes {
-            write_memory(&leaf.join("memory.max"), bytes)?;
-            let swap = leaf.join("memory.swap.max");
-            if swap.exists() {
-                write_file(&swap, "0")?;
-            }
-        }
-    }
-    if on_v2.contains(&Controller::Pids) {
-        if let Some(max) = limits.pids_max {
-            write_file(&leaf.join("pids.max"), &max.to_string())?;
-        }
+    if on_v2.contains(&Controller::Pids)
+        && let Some(max) = limits.pids_max
+    {
+        write_file(&leaf.join("pids.max"), &max.to_string())?;
     }
     // The device filter comes later: see the module doc.
     Ok(())
