@@ -53,6 +53,21 @@ control list
 echo "state of demo: $(control state demo)"
 echo "\$ control run demo nopty sh -c 'echo hostname: \$(hostname); echo pid 1: \$(cat /proc/1/comm); ls /'"
 control run demo nopty sh -c 'echo hostname: $(hostname); echo pid 1: $(cat /proc/1/comm); ls /'
+
+# 5. The web UI: cml-web on 127.0.0.1:8086, a client of the same socket. Its first password is
+# random, made once and kept (0600) in target/demo/web.password; change it with `cml-web passwd`.
+WEB_URL=http://127.0.0.1:8086/
+if [ ! -s "$W/web.password" ]; then
+  (umask 077; openssl rand -base64 15 | tr -d '\n' >"$W/web.password")
+  "$BIN/cml-web" passwd --file "$W/web.passwd" <"$W/web.password"
+fi
+if ! curl -fsS -o /dev/null "${WEB_URL}api/openapi.json" 2>/dev/null; then
+  nohup "$BIN/cml-web" --socket "$SOCK" --password-file "$W/web.passwd" >>/var/log/cml-web-demo.log 2>&1 &
+  echo "demo: cml-web started (pid $!, log /var/log/cml-web-demo.log); stop it with: kill $!" >&2
+  for _ in $(seq 100); do curl -fsS -o /dev/null "${WEB_URL}api/openapi.json" 2>/dev/null && break; sleep 0.1; done
+fi
+echo "demo: web UI at $WEB_URL — password: $(cat "$W/web.password") (kept in $W/web.password)"
+echo "demo: from another machine: ssh -L 8086:127.0.0.1:8086 root@<this host>, then open $WEB_URL" >&2
 echo "demo: the container keeps running; stop it with: $BIN/control stop demo (PIN: trustme)" >&2
 echo "demo: its /data is encrypted under the device token, whose PIN is still the default:" >&2
 echo "demo: change it now with: $BIN/control change_pin demo" >&2

@@ -16,6 +16,7 @@ PACKAGES=(
   qemu-system-x86         # the VM lab (scripts/vm-lab.sh, tests/vm.rs): a pure cgroup-v2 kernel
   kmod                    # the VM lab: depmod/modprobe resolve the kernel modules' order
   binutils                # the VM lab: strip (the binaries in its initramfs)
+  curl openssl            # demo.sh: cml-web's first password, waiting for it to listen
   chromium chromium-driver # tests/browser.rs: the cml-web page in headless Chromium (WebDriver)
 )
 # build.rs runs `npm ci` for cml-web's pinned front-end libraries (src/web/ui/package-lock.json).
