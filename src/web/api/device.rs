@@ -146,7 +146,7 @@ pub async fn provisioned(
             "setting the device provisioned cannot be undone: send {\"confirm\": true}",
         ));
     }
-    tracing::warn!("setting the device provisioned");
+    tracing::info!("setting the device provisioned");
     let socket = state.socket.clone();
     blocking(move || daemon::set_provisioned(&socket)).await?;
     Ok(HttpResponse::NoContent().finish())
