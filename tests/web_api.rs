@@ -296,6 +296,7 @@ fn guestos_cas_csr_and_provisioning() {
     // The device before provisioning: everything allowed, figures.
     let dev = web.get("/api/device", Some(&login)).json();
     assert_eq!(dev["provisioned"], false, "{dev}");
+    assert_eq!(dev["hosted"], true, "{dev}");
     assert_eq!(dev["allowed"].as_array().unwrap().len(), 20, "{dev}");
     assert!(dev["stats"]["disk_system"].as_u64().unwrap() > 0, "{dev}");
     assert!(dev["stats"]["mem_total"].as_u64().unwrap() > 0, "{dev}");

@@ -425,13 +425,25 @@ pub struct DeviceStatsView {
     pub mem_available: Option<u64>,
 }
 
-/// Whether the device is provisioned, and its figures (`None` where the daemon does not give
-/// them: a provisioned device refuses `GET_DEVICE_STATS`).
-pub fn device(socket: &Path) -> Result<(bool, Option<DeviceStatsView>), ClientError> {
+/// What the daemon tells about the device.
+#[derive(Debug, Clone)]
+pub struct DeviceState {
+    /// Whether it is provisioned.
+    pub provisioned: bool,
+    /// Hosted or device mode (`None` from a daemon that does not say).
+    pub hosted: Option<bool>,
+    /// Its figures (`None` where the daemon does not give them: a provisioned device refuses
+    /// `GET_DEVICE_STATS`).
+    pub stats: Option<DeviceStatsView>,
+}
+
+/// Whether the device is provisioned, its mode and its figures.
+pub fn device(socket: &Path) -> Result<DeviceState, ClientError> {
     session_run(socket, "device", |session| {
         let reply = session.call_quiet(&request(Cmd::GetProvisioned))?;
         session.expect_data(&reply, Code::DeviceProvisionedState)?;
         let provisioned = reply.device_is_provisioned.unwrap_or(false);
+        let hosted = reply.device_hosted;
         let reply = session.call_quiet(&request(Cmd::GetDeviceStats))?;
         let stats = if reply.code == Code::DeviceStats as i32 {
             reply.device_stats.map(|s| DeviceStatsView {
@@ -450,7 +462,11 @@ pub fn device(socket: &Path) -> Result<(bool, Option<DeviceStatsView>), ClientEr
                 got: format::reply_name(&reply),
             });
         };
-        Ok((provisioned, stats))
+        Ok(DeviceState {
+            provisioned,
+            hosted,
+            stats,
+        })
     })
 }
 

@@ -58,7 +58,8 @@ pub fn allowed_actions(provisioned: bool) -> Vec<&'static str> {
 pub struct DeviceInfo {
     /// Whether the device is provisioned (most management commands are then refused).
     pub provisioned: bool,
-    /// Hosted or device mode; cmld does not tell its clients, so this is absent for now.
+    /// Whether cmld runs in hosted mode (true) or device mode (false); absent when the daemon
+    /// does not say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hosted: Option<bool>,
     /// The page's actions the daemon serves now (`start`, `guestos_push`, …).
@@ -86,12 +87,12 @@ pub struct Message {
     responses((status = 200, body = DeviceInfo), (status = 401, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub async fn get(state: web::Data<AppState>, _authed: Authed) -> Result<web::Json<DeviceInfo>, ApiError> {
     let socket = state.socket.clone();
-    let (provisioned, stats) = blocking(move || daemon::device(&socket)).await?;
+    let device = blocking(move || daemon::device(&socket)).await?;
     Ok(web::Json(DeviceInfo {
-        provisioned,
-        hosted: None,
-        allowed: allowed_actions(provisioned),
-        stats,
+        provisioned: device.provisioned,
+        hosted: device.hosted,
+        allowed: allowed_actions(device.provisioned),
+        stats: device.stats,
     }))
 }
 
