@@ -1,6 +1,8 @@
 //! Blocking calls to cmld through the `control` client code: one connection per call, run on a
 //! blocking thread by the handlers. Results come back as typed views; failures as the client's
-//! [`ClientError`], which [`super::api`] maps to an HTTP status.
+//! [`ClientError`], which [`super::api`] maps to an HTTP status. Each call is counted, with its
+//! outcome and duration, in [`super::metrics`] under the name of the operation (`list`, `start`,
+//! `guestos_push`…).
 
 use std::{io, os::unix::net::UnixStream, path::Path, time::Instant};
 
