@@ -619,8 +619,6 @@ async fn container(s: &Services, uuid: Uuid) -> Result<Addr<ContainerActor>, Dae
         .ok_or_else(|| reply::failed(format!("no container with UUID {uuid}")))
 }
 
-/// An actor's answer as a reply: `ok` on success; a handler error or a dead mailbox becomes
-/// `CMD_FAILED` with the reason, prefixed by `what`.
 /// Whether cmld runs in hosted mode: always without the `device-mode` feature, else unless
 /// device.conf says `hostedmode: false` (the same test `reboot` makes).
 fn hosted_mode(device: &crate::protocol::pb::DeviceConfig) -> bool {
@@ -650,6 +648,8 @@ async fn reboot(s: &Services) -> DaemonToController {
     reply::ok()
 }
 
+/// An actor's answer as a reply: `ok` on success; a handler error or a dead mailbox becomes
+/// `CMD_FAILED` with the reason, prefixed by `what`.
 fn answer<T, E: std::fmt::Display>(
     what: &str,
     result: Result<Result<T, E>, actix::MailboxError>,
