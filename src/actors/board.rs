@@ -3,7 +3,7 @@
 //! actor's mailbox (SPEC §4.2).
 
 use std::{
-    sync::RwLock,
+    sync::{Arc, RwLock},
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::{
     container::State,
     protocol::pb::{ContainerStatus, ContainerTrust, ContainerType, CryptfsMode},
+    sys::cgroup::ContainerCgroup,
 };
 
 /// One container's status.
@@ -41,6 +42,10 @@ pub struct Entry {
     pub trust: ContainerTrust,
     /// Storage encryption in use.
     pub cryptfs: CryptfsMode,
+    /// The config's `color`.
+    pub color: u32,
+    /// The cgroup of the current run, read for the live figures of a status (memory, CPU, pids).
+    pub cgroup: Option<Arc<ContainerCgroup>>,
 }
 
 impl Entry {
@@ -64,7 +69,26 @@ impl Entry {
             pid: Some(self.pid),
             restart_count: Some(self.restart_count),
             update_pending: Some(self.update_pending),
+            memory_bytes: None,
+            cpu_usec: None,
+            pids: None,
+            color: Some(self.color),
         }
+    }
+
+    /// The cgroup to read live figures from: only while the container runs.
+    fn live_cgroup(&self) -> Option<Arc<ContainerCgroup>> {
+        self.cgroup.clone().filter(|_| self.state.is_running())
+    }
+}
+
+/// Adds the live figures of a running container's cgroup to its status.
+fn fill_usage(status: &mut ContainerStatus, cgroup: Option<&ContainerCgroup>) {
+    if let Some(cg) = cgroup {
+        let usage = cg.usage();
+        status.memory_bytes = usage.memory_bytes;
+        status.cpu_usec = usage.cpu_usec;
+        status.pids = usage.pids;
     }
 }
 
@@ -156,15 +180,29 @@ impl StatusBoard {
 
     /// Statuses of the given containers (all of them, in creation order, when `uuids` is empty).
     /// `Err` names the first UUID that is not known.
+    ///
+    /// A running container's status carries its live figures, read from its cgroup after the
+    /// board's lock is released (a few small cgroupfs reads each).
     pub fn statuses(&self, uuids: &[Uuid]) -> Result<Vec<ContainerStatus>, Uuid> {
-        let v = self.read();
-        if uuids.is_empty() {
-            return Ok(v.iter().map(Entry::to_status).collect());
-        }
-        uuids
-            .iter()
-            .map(|u| v.iter().find(|e| e.uuid == *u).map(Entry::to_status).ok_or(*u))
-            .collect()
+        let snapshot = {
+            let v = self.read();
+            let pick = |e: &Entry| (e.to_status(), e.live_cgroup());
+            if uuids.is_empty() {
+                v.iter().map(pick).collect::<Vec<_>>()
+            } else {
+                uuids
+                    .iter()
+                    .map(|u| v.iter().find(|e| e.uuid == *u).map(pick).ok_or(*u))
+                    .collect::<Result<Vec<_>, Uuid>>()?
+            }
+        };
+        Ok(snapshot
+            .into_iter()
+            .map(|(mut status, cgroup)| {
+                fill_usage(&mut status, cgroup.as_deref());
+                status
+            })
+            .collect())
     }
 }
 
@@ -188,6 +226,8 @@ mod tests {
             update_pending: false,
             trust: ContainerTrust::Unsigned,
             cryptfs: CryptfsMode::NotImplemented,
+            color: 7,
+            cgroup: None,
         }
     }
 
@@ -202,6 +242,9 @@ mod tests {
         let s = b.statuses(&[]).unwrap();
         assert_eq!(s[1].name, "b");
         assert_eq!(s[1].created, 20);
+        assert_eq!(s[1].color, Some(7));
+        // A stopped container has no live figures.
+        assert_eq!((s[1].memory_bytes, s[1].cpu_usec, s[1].pids), (None, None, None));
         let unknown = Uuid::new_v4();
         assert_eq!(b.statuses(&[a.uuid, unknown]), Err(unknown));
         b.remove(&m.uuid);

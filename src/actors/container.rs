@@ -92,14 +92,19 @@ impl ContainerActor {
         }
         tracing::debug!(container = %self.uuid, from = ?self.state, ?to, "state");
         self.state = to;
-        let (pid, started) = match &self.run {
-            Some(r) => (r.init.pid(), Some(r.started)),
-            None => (0, None),
+        let (pid, started, cgroup) = match &self.run {
+            Some(r) => (
+                r.init.pid(),
+                Some(r.started),
+                Some(std::sync::Arc::new(r.cgroup.clone())),
+            ),
+            None => (0, None, None),
         };
         self.ctx.board.update(&self.uuid, |e| {
             e.state = to;
             e.pid = pid;
             e.started = started;
+            e.cgroup = cgroup;
         });
         true
     }
@@ -124,12 +129,13 @@ impl ContainerActor {
             self.pending = None;
         }
         let c = &self.config.config;
-        let (name, guestos, token) = (c.name.clone(), c.guest_os.clone(), c.token_type());
+        let (name, guestos, token, color) = (c.name.clone(), c.guest_os.clone(), c.token_type(), c.color);
         let cryptfs = crate::container::cryptfs_mode(c);
         let pending = self.pending.is_some();
         self.ctx.board.update(&self.uuid, |e| {
             e.name = name;
             e.guestos = guestos;
+            e.color = color;
             e.token_type = token as i32;
             e.cryptfs = cryptfs;
             e.update_pending = pending;

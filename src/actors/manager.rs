@@ -106,6 +106,8 @@ impl Manager {
             update_pending: false,
             trust,
             cryptfs: crate::container::cryptfs_mode(cfg),
+            color: cfg.color,
+            cgroup: None,
         });
         let actor = ContainerActor::new(uuid, accepted, self.ctx.clone()).start();
         self.containers.insert(uuid, actor);

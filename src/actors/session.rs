@@ -276,7 +276,10 @@ impl Session {
             } else {
                 reply::failed(format!("no container with UUID {uuid}"))
             }),
-            Command::GetProvisioned => self.send(reply::provisioned(s.provisioned.load(std::sync::atomic::Ordering::SeqCst))),
+            Command::GetProvisioned => self.send(reply::provisioned(
+                s.provisioned.load(std::sync::atomic::Ordering::SeqCst),
+                hosted_mode(&s.device),
+            )),
             Command::ListGuestOs => self.reply_later(ctx, async move {
                 match s.guestos.send(List).await {
                     Ok(list) => reply::guestos_list(list),
@@ -616,15 +619,19 @@ async fn container(s: &Services, uuid: Uuid) -> Result<Addr<ContainerActor>, Dae
         .ok_or_else(|| reply::failed(format!("no container with UUID {uuid}")))
 }
 
-/// An actor's answer as a reply: `ok` on success; a handler error or a dead mailbox becomes
-/// `CMD_FAILED` with the reason, prefixed by `what`.
+/// Whether cmld runs in hosted mode: always without the `device-mode` feature, else unless
+/// device.conf says `hostedmode: false` (the same test `reboot` makes).
+fn hosted_mode(device: &crate::protocol::pb::DeviceConfig) -> bool {
+    !(cfg!(feature = "device-mode") && device.hostedmode == Some(false))
+}
+
 /// `reboot`. In hosted mode (the default: `hostedmode` absent or true, or a build without the
 /// `device-mode` feature) the host is never rebooted: every container is stopped gracefully, then
 /// the autostart ones are started again, and the reply says so. In device mode the containers are
 /// stopped, the file systems synced, and the machine rebooted.
 async fn reboot(s: &Services) -> DaemonToController {
     let stopped = s.manager.send(StopAll).await.unwrap_or(0);
-    if cfg!(feature = "device-mode") && s.device.hostedmode == Some(false) {
+    if !hosted_mode(&s.device) {
         tracing::warn!(containers = stopped, "rebooting the device");
         nix::unistd::sync();
         // Returns only on failure.
@@ -641,6 +648,8 @@ async fn reboot(s: &Services) -> DaemonToController {
     reply::ok()
 }
 
+/// An actor's answer as a reply: `ok` on success; a handler error or a dead mailbox becomes
+/// `CMD_FAILED` with the reason, prefixed by `what`.
 fn answer<T, E: std::fmt::Display>(
     what: &str,
     result: Result<Result<T, E>, actix::MailboxError>,

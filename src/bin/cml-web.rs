@@ -21,6 +21,10 @@ struct Args {
     /// The password file (an argon2id hash written by `cml-web passwd`); required to serve
     #[arg(long, value_name = "PATH")]
     password_file: Option<PathBuf>,
+    /// A file holding a token that may scrape /metrics as `Authorization: Bearer TOKEN` (without
+    /// it, only a logged-in session may)
+    #[arg(long, value_name = "PATH")]
+    metrics_token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Sub>,
 }
@@ -88,6 +92,7 @@ fn run(args: Args) -> Result<(), WebError> {
                 socket: args.socket,
                 listen: Listen::parse(&args.listen)?,
                 password_file,
+                metrics_token_file: args.metrics_token_file,
             })
         }
     }

@@ -178,6 +178,10 @@ pub fn status_json(s: &ContainerStatus) -> Value {
         "pid": s.pid,
         "restart_count": s.restart_count,
         "update_pending": s.update_pending,
+        "memory_bytes": s.memory_bytes,
+        "cpu_usec": s.cpu_usec,
+        "pids": s.pids,
+        "color": s.color,
     })
 }
 
@@ -296,6 +300,8 @@ mod tests {
         let mut s = status("a", U1);
         s.token_type = Some(ContainerTokenType::Soft as i32);
         s.pid = Some(42);
+        s.memory_bytes = Some(4096);
+        s.cpu_usec = Some(1_500_000);
         let v = list_json(&[s]);
         let c = &v["containers"][0];
         assert_eq!(c["state"], "STOPPED");
@@ -305,6 +311,9 @@ mod tests {
         assert_eq!(c["cryptfs_mode"], "NOT_IMPLEMENTED");
         assert_eq!(c["pid"], 42);
         assert!(c["restart_count"].is_null());
+        assert_eq!(c["memory_bytes"], 4096);
+        assert_eq!(c["cpu_usec"], 1_500_000);
+        assert!(c["pids"].is_null() && c["color"].is_null());
     }
 
     #[test]

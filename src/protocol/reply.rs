@@ -131,10 +131,11 @@ pub fn handles_pin(v: bool) -> DaemonToController {
 }
 
 /// `DEVICE_PROVISIONED_STATE`.
-pub fn provisioned(v: bool) -> DaemonToController {
+pub fn provisioned(v: bool, hosted: bool) -> DaemonToController {
     DaemonToController {
         code: Code::DeviceProvisionedState as i32,
         device_is_provisioned: Some(v),
+        device_hosted: Some(hosted),
         ..Default::default()
     }
 }

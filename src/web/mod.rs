@@ -15,6 +15,7 @@ pub mod api;
 pub mod auth;
 pub mod daemon;
 pub mod events;
+pub mod metrics;
 pub mod ui;
 
 use std::{
@@ -68,6 +69,21 @@ pub enum WebError {
     /// Hashing failed (no randomness, bad parameters).
     #[error("cannot hash the password: {0}")]
     Hash(String),
+    /// The metrics token file cannot be read.
+    #[error("cannot read the metrics token file {}", path.display())]
+    ReadTokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The metrics token file holds no token.
+    #[error("the metrics token file {} is empty", path.display())]
+    EmptyTokenFile {
+        /// The file.
+        path: PathBuf,
+    },
     /// The HTTP server cannot bind or failed.
     #[error("http server on {addr}")]
     Serve {
@@ -132,6 +148,8 @@ pub struct Config {
     pub listen: Listen,
     /// The password file (argon2id PHC hash).
     pub password_file: PathBuf,
+    /// A file holding the bearer token that may scrape `/metrics` without a session.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// Shared state of the handlers.
@@ -141,14 +159,37 @@ pub struct AppState {
     pub socket: PathBuf,
     /// The password hash and the sessions.
     pub auth: auth::Auth,
+    /// The bearer token for `/metrics`, if one was configured.
+    pub metrics_token: Option<String>,
+}
+
+/// Reads the metrics token (the file's content without surrounding whitespace).
+fn read_token_file(path: &Path) -> Result<String, WebError> {
+    let text = std::fs::read_to_string(path).map_err(|source| WebError::ReadTokenFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(WebError::EmptyTokenFile {
+            path: path.to_owned(),
+        });
+    }
+    Ok(token.to_owned())
 }
 
 /// Runs the server until it is stopped (SIGINT/SIGTERM).
 pub fn serve(config: &Config) -> Result<(), WebError> {
     let hash = auth::read_password_file(&config.password_file)?;
+    let metrics_token = config
+        .metrics_token_file
+        .as_deref()
+        .map(read_token_file)
+        .transpose()?;
     let state = web::Data::from(Arc::new(AppState {
         socket: config.socket.clone(),
         auth: auth::Auth::new(hash, config.listen.secure_cookie()),
+        metrics_token,
     }));
     let listen = config.listen.clone();
     let serve_err = |source| WebError::Serve {
@@ -159,6 +200,7 @@ pub fn serve(config: &Config) -> Result<(), WebError> {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(ui::security_headers())
+                .wrap(actix_web::middleware::from_fn(count_http_request))
                 .app_data(state.clone())
                 .configure(ui::routes)
                 .configure(api::routes)
@@ -174,6 +216,17 @@ pub fn serve(config: &Config) -> Result<(), WebError> {
         tracing::info!(listen = %listen, socket = %config.socket.display(), "cml-web serving");
         server.run().await.map_err(serve_err)
     })
+}
+
+/// Counts every answered request in the metrics (method and status).
+async fn count_http_request(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let method = req.method().clone();
+    let res = next.call(req).await?;
+    metrics::global().http_request(method.as_str(), res.status().as_u16());
+    Ok(res)
 }
 
 /// Removes a socket file left by an earlier run (binding would fail with EADDRINUSE).

@@ -51,6 +51,11 @@ impl Drop for Web {
 
 impl Web {
     pub fn start(d: &Daemon) -> Web {
+        Self::start_with(d, &[])
+    }
+
+    /// Like [`Web::start`], with extra `cml-web` arguments.
+    pub fn start_with(d: &Daemon, extra: &[&std::ffi::OsStr]) -> Web {
         let dir = tempfile::tempdir().unwrap();
         let pw = dir.path().join("password");
         assert!(passwd(&pw, PASSWORD).status.success());
@@ -67,6 +72,7 @@ impl Web {
                 .arg(&d.socket)
                 .args(["--listen", &format!("127.0.0.1:{port}"), "--password-file"])
                 .arg(&pw)
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())

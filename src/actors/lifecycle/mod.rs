@@ -340,6 +340,7 @@ impl ContainerActor {
                 })
         };
         let exited = self.spawn_watcher(ctx, None, init.clone(), run_dir.clone());
+        let board_cgroup = Arc::new(cgroup.clone());
         self.run = Some(Run {
             init,
             cgroup,
@@ -357,6 +358,7 @@ impl ContainerActor {
             e.state = to;
             e.pid = pid;
             e.started = Some(st);
+            e.cgroup = Some(board_cgroup);
         });
         info!(container = %self.uuid, pid, state = %to, "adopted a running container");
     }

@@ -14,6 +14,20 @@ pub struct ContainerCgroup {
     by_controller: HashMap<Controller, (PathBuf, bool)>,
     /// The v2 directory, when some controller of ours is on v2.
     v2_dir: Option<PathBuf>,
+    /// The directory in the v1 `cpuacct` hierarchy, if the host has one.
+    cpuacct_dir: Option<PathBuf>,
+}
+
+/// What a container's cgroup uses right now (see [`ContainerCgroup::usage`]); a figure the host
+/// does not count (no such controller, unreadable file) is `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Memory charged to the cgroup, in bytes (page cache included, as the kernel counts it).
+    pub memory_bytes: Option<u64>,
+    /// CPU time of all its tasks so far, in microseconds.
+    pub cpu_usec: Option<u64>,
+    /// Its tasks (threads included) right now.
+    pub pids: Option<u32>,
 }
 
 /// One hierarchy as a guest sees it below its `/sys/fs/cgroup` (see [`ContainerCgroup::guest_view`]).
@@ -34,6 +48,7 @@ impl ContainerCgroup {
             dirs: Vec::new(),
             by_controller: HashMap::new(),
             v2_dir: None,
+            cpuacct_dir: None,
         };
         for c in Controller::all() {
             let Some(h) = layout.hierarchy(c) else { continue };
@@ -53,11 +68,49 @@ impl ContainerCgroup {
             let mut dir = root.clone();
             dir.extend(parent_levels(parent));
             dir.push(name);
+            if layout.v1_cpuacct.as_ref() == Some(root) {
+                cg.cpuacct_dir = Some(dir.clone());
+            }
             if !cg.dirs.contains(&dir) {
                 cg.dirs.push(dir);
             }
         }
         cg
+    }
+
+    /// Memory, CPU time and task count, read from at most three small control files (this runs
+    /// for every status request of a running container): v1 `memory.usage_in_bytes`,
+    /// `cpuacct.usage` (ns) and `pids.current`; v2 `memory.current`, `cpu.stat` `usage_usec`
+    /// (present in every cgroup2 directory, with or without the cpu controller) and
+    /// `pids.current`. Whatever cannot be read is `None`.
+    pub fn usage(&self) -> Usage {
+        let number = |path: PathBuf| read_file(&path).ok().and_then(|s| s.parse::<u64>().ok());
+        let memory_bytes = self.by_controller.get(&Controller::Memory).and_then(|(dir, v2)| {
+            number(dir.join(if *v2 {
+                "memory.current"
+            } else {
+                "memory.usage_in_bytes"
+            }))
+        });
+        let pids = self
+            .by_controller
+            .get(&Controller::Pids)
+            .and_then(|(dir, _)| number(dir.join("pids.current")))
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        let cpu_usec = match (&self.cpuacct_dir, &self.v2_dir) {
+            (Some(dir), _) => number(dir.join("cpuacct.usage")).map(|ns| ns / 1000),
+            (None, Some(dir)) => read_file(&dir.join("cpu.stat")).ok().and_then(|stat| {
+                stat.lines()
+                    .find_map(|l| l.strip_prefix("usage_usec "))
+                    .and_then(|v| v.trim().parse().ok())
+            }),
+            (None, None) => None,
+        };
+        Usage {
+            memory_bytes,
+            cpu_usec,
+            pids,
+        }
     }
 
     /// Creates `<hierarchy>/<parent>/<name>` for every controller this host has and applies `limits`.
@@ -344,6 +397,33 @@ mod tests {
         assert_eq!(view.len(), 4);
         assert!(view.iter().all(|g| !g.writable));
         assert!(view.iter().any(|g| g.name == "cpu,cpuacct"));
+    }
+
+    #[test]
+    fn v1_usage_reads_memory_cpuacct_and_pids() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().display();
+        let mi = format!(
+            "32 31 0:29 / {t}/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+             35 31 0:32 / {t}/memory rw - cgroup cgroup rw,memory\n\
+             39 31 0:36 / {t}/pids rw - cgroup cgroup rw,pids\n"
+        );
+        let l = Layout::from_mountinfo(&mi, |_| None);
+        let cg = ContainerCgroup::open(&l, "cml", "c");
+        for d in cg.dirs() {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::write(tmp.path().join("memory/cml/c/memory.usage_in_bytes"), "4096\n").unwrap();
+        fs::write(tmp.path().join("cpu,cpuacct/cml/c/cpuacct.usage"), "3000000\n").unwrap();
+        fs::write(tmp.path().join("pids/cml/c/pids.current"), "2\n").unwrap();
+        assert_eq!(
+            cg.usage(),
+            Usage {
+                memory_bytes: Some(4096),
+                cpu_usec: Some(3000),
+                pids: Some(2)
+            }
+        );
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub struct Layout {
     pub(super) v1_roots: Vec<PathBuf>,
     /// The `name=systemd` hierarchy, the one a systemd guest writes on a v1 host.
     pub(super) v1_systemd: Option<PathBuf>,
+    /// The v1 hierarchy of the `cpuacct` controller (not one cml limits with, but where a v1 host
+    /// counts a cgroup's CPU time: [`ContainerCgroup::usage`](super::ContainerCgroup::usage)).
+    pub(super) v1_cpuacct: Option<PathBuf>,
 }
 
 /// Undoes the octal escapes (`\040` for space, …) mountinfo uses in paths.
@@ -75,6 +78,9 @@ impl Layout {
                     }
                     if post[2].split(',').any(|o| o == "name=systemd") {
                         layout.v1_systemd = Some(mount_point.clone());
+                    }
+                    if layout.v1_cpuacct.is_none() && post[2].split(',').any(|o| o == "cpuacct") {
+                        layout.v1_cpuacct = Some(mount_point.clone());
                     }
                     for opt in post[2].split(',') {
                         if let Some(c) = Controller::all().into_iter().find(|c| c.name() == opt) {
@@ -149,6 +155,7 @@ mod tests {
             assert_eq!(l.hierarchy(c), v1(&expect), "{c}");
         }
         assert_eq!(l.describe(), "memory=v1 cpuset=v1 pids=v1 devices=v1 freezer=v1");
+        assert_eq!(l.v1_cpuacct, Some(PathBuf::from("/sys/fs/cgroup/cpuacct")));
     }
 
     #[test]

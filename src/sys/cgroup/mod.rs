@@ -192,7 +192,7 @@ pub use bpf::{
     AttachedProgram, BpfError, DEVICE_FILTER_NAME, Insn, apply_device_filter, device_filter_program,
     device_filters,
 };
-pub use container::{ContainerCgroup, GuestCgroup};
+pub use container::{ContainerCgroup, GuestCgroup, Usage};
 pub use devices::{DeviceRule, default_devices};
 pub use layout::Layout;
 pub use v1::warm_attach_lock;

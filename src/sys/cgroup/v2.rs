@@ -234,6 +234,20 @@ mod tests {
         assert_eq!(read(&leaf.join("cgroup.freeze")), "0");
         assert_eq!(cg.freezer_state().unwrap(), FreezerState::Thawed);
 
+        // Usage: memory.current, cpu.stat usage_usec, pids.current.
+        assert_eq!(cg.usage(), Usage::default());
+        fs::write(leaf.join("memory.current"), "8192\n").unwrap();
+        fs::write(leaf.join("cpu.stat"), "usage_usec 2500\nuser_usec 2000\n").unwrap();
+        fs::write(leaf.join("pids.current"), "3\n").unwrap();
+        assert_eq!(
+            cg.usage(),
+            Usage {
+                memory_bytes: Some(8192),
+                cpu_usec: Some(2500),
+                pids: Some(3)
+            }
+        );
+
         // A second create of the same container refuses (leftover must be removed first).
         let err = ContainerCgroup::create(&l, "cml", "c1", &limits).unwrap_err();
         assert!(matches!(err, CgroupError::Exists { .. }), "{err}");

@@ -1,12 +1,19 @@
 //! The HTTP routes, their errors and the OpenAPI document (derived with utoipa from the handlers
-//! and types below).
+//! and types here and in the submodules: [`containers`], [`guestos`], [`device`], [`metrics`]).
 //!
-//! Errors are always JSON `{"error": "..."}`. Statuses: 400 bad input (JSON, container id),
-//! 401 no or expired session or wrong password, 403 missing or wrong CSRF token and a wrong PIN
-//! (`*_PASSWD_WRONG`, the daemon's message) or a token locked till reboot, 404 unknown container,
-//! 409 any other refusal by the daemon (e.g. starting a running container), 413 body over
-//! [`BODY_LIMIT`], 422 a SOFT container started or stopped without a PIN, 502 cmld unreachable or
+//! Errors are always JSON `{"error": "..."}`. Statuses: 400 bad input (JSON, base64, a container
+//! id or GuestOS name, a missing confirmation), 401 no or expired session or wrong password,
+//! 403 missing or wrong CSRF token and a wrong PIN (`*_PASSWD_WRONG`, a failed PIN change: the
+//! daemon's message) or a token locked till reboot, 404 unknown container or route, 409 any other
+//! refusal by the daemon (e.g. starting a running container, any command a provisioned device
+//! does not serve), 413 body over [`BODY_LIMIT`] ([`UPLOAD_LIMIT`] for config and certificate
+//! uploads), 422 a SOFT container started or stopped without a PIN, 502 cmld unreachable or
 //! speaking nonsense.
+
+pub mod containers;
+pub mod device;
+pub mod guestos;
+pub mod metrics;
 
 use std::time::Duration;
 
@@ -20,34 +27,76 @@ use futures::future::{Ready, ready};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use utoipa::{OpenApi, ToSchema};
 
-use super::{
-    AppState, auth,
-    daemon::{self, Action, ContainerView},
-    events,
-};
+use super::{AppState, auth, daemon::ContainerView, events};
 use crate::client::ClientError;
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
+/// The limit for uploads (container and GuestOS configs with signature and certificate, CA and
+/// device certificates). Images are never uploaded: cmld fetches them itself.
+pub const UPLOAD_LIMIT: usize = 1024 * 1024;
 /// How long a failed login waits before it answers (and holds off the next attempt).
 const FAILED_LOGIN_DELAY: Duration = Duration::from_secs(1);
-/// The longest container id accepted.
+/// The longest container id or GuestOS name accepted.
 const MAX_ID_LEN: usize = 128;
 
-/// The routes (and the body limit) for an `App`.
+/// The routes (and the body limits) for an `App`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    let upload = || web::PayloadConfig::new(UPLOAD_LIMIT);
     cfg.app_data(web::PayloadConfig::new(BODY_LIMIT))
         .route("/api/openapi.json", web::get().to(openapi))
         .route("/api/login", web::post().to(login))
         .route("/api/logout", web::post().to(logout))
         .route("/api/session", web::get().to(session))
-        .route("/api/containers", web::get().to(list))
-        .route("/api/containers/{id}", web::get().to(get))
-        .route("/api/containers/{id}/start", web::post().to(start))
-        .route("/api/containers/{id}/stop", web::post().to(stop))
-        .route("/api/containers/{id}/freeze", web::post().to(freeze))
-        .route("/api/containers/{id}/unfreeze", web::post().to(unfreeze))
+        .service(
+            web::resource("/api/containers")
+                .app_data(upload())
+                .route(web::get().to(containers::list))
+                .route(web::post().to(containers::create)),
+        )
+        .route("/api/containers/{id}", web::get().to(containers::get))
+        .route("/api/containers/{id}", web::delete().to(containers::remove))
+        .route("/api/containers/{id}/start", web::post().to(containers::start))
+        .route("/api/containers/{id}/stop", web::post().to(containers::stop))
+        .route("/api/containers/{id}/freeze", web::post().to(containers::freeze))
+        .route(
+            "/api/containers/{id}/unfreeze",
+            web::post().to(containers::unfreeze),
+        )
+        .route(
+            "/api/containers/{id}/change_pin",
+            web::post().to(containers::change_pin),
+        )
+        .route("/api/containers/{id}/wipe", web::post().to(containers::wipe))
+        .route("/api/containers/{id}/logs", web::get().to(containers::logs))
+        .service(
+            web::resource("/api/containers/{id}/config")
+                .app_data(upload())
+                .route(web::get().to(containers::config))
+                .route(web::put().to(containers::update_config)),
+        )
+        .service(
+            web::resource("/api/guestos")
+                .app_data(upload())
+                .route(web::get().to(guestos::list))
+                .route(web::post().to(guestos::push)),
+        )
+        .route("/api/guestos/{name}", web::delete().to(guestos::remove))
+        .service(
+            web::resource("/api/cas")
+                .app_data(upload())
+                .route(web::post().to(guestos::ca_register)),
+        )
+        .route("/api/device", web::get().to(device::get))
+        .route("/api/device/csr", web::get().to(device::csr))
+        .service(
+            web::resource("/api/device/cert")
+                .app_data(upload())
+                .route(web::post().to(device::cert)),
+        )
+        .route("/api/device/provisioned", web::post().to(device::provisioned))
         .route("/api/events", web::get().to(events))
+        .route("/metrics", web::get().to(metrics::metrics))
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::new(StatusCode::NOT_FOUND, "no such route"))
         }));
@@ -92,8 +141,11 @@ impl ResponseError for ApiError {
 impl From<ClientError> for ApiError {
     fn from(e: ClientError) -> Self {
         let status = match &e {
-            ClientError::Daemon { reply, .. }
-                if reply.ends_with("_PASSWD_WRONG") || reply.contains("LOCKED") =>
+            ClientError::Daemon { reply, message }
+                if reply.ends_with("_PASSWD_WRONG")
+                    || reply.contains("LOCKED")
+                    || (reply == "CONTAINER_CHANGE_PIN_FAILED"
+                        && message.as_deref().is_some_and(|m| m.contains("wrong pin"))) =>
             {
                 StatusCode::FORBIDDEN
             }
@@ -120,12 +172,17 @@ impl From<ClientError> for ApiError {
     }
 }
 
-/// A JSON body bounded by [`BODY_LIMIT`]; an empty body is `None`.
+/// A JSON body (bounded by the route's limit); an empty body is `None`.
 fn parse_body<T: DeserializeOwned>(body: Result<Bytes, actix_web::Error>) -> Result<Option<T>, ApiError> {
     let body = body.map_err(|e| {
         let status = e.as_response_error().status_code();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(status, format!("request body larger than {BODY_LIMIT} bytes"))
+            ApiError::new(
+                status,
+                format!(
+                    "request body too large (the limit is {BODY_LIMIT} bytes, {UPLOAD_LIMIT} for uploads)"
+                ),
+            )
         } else {
             ApiError::new(status, format!("cannot read the request body: {e}"))
         }
@@ -138,9 +195,19 @@ fn parse_body<T: DeserializeOwned>(body: Result<Bytes, actix_web::Error>) -> Res
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
-/// Checks a container id (name or UUID) from the path: letters, digits, `_`, `-`, `.`, not
-/// starting with `.`, so nothing like `..` or `a/b` reaches the daemon or a log line.
-fn container_id(id: &str) -> Result<&str, ApiError> {
+/// A JSON body that must be there; `shape` tells the client what is expected.
+fn require_body<T: DeserializeOwned>(
+    body: Result<Bytes, actix_web::Error>,
+    shape: &str,
+) -> Result<T, ApiError> {
+    parse_body(body)?
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("the body must be {shape}")))
+}
+
+/// Checks a name from the path (a container name or UUID, a GuestOS name): letters, digits,
+/// `_`, `-`, `.`, not starting with `.`, so nothing like `..` or `a/b` reaches the daemon or a log
+/// line.
+fn path_name<'a>(what: &str, id: &'a str) -> Result<&'a str, ApiError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_ID_LEN
         && !id.starts_with('.')
@@ -152,9 +219,26 @@ fn container_id(id: &str) -> Result<&str, ApiError> {
     } else {
         Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid container id: expected a name or UUID (letters, digits, '_', '-', '.'; not starting with '.')",
+            format!(
+                "invalid {what}: letters, digits, '_', '-', '.' (not starting with '.'), at most {MAX_ID_LEN}"
+            ),
         ))
     }
+}
+
+/// Checks a container id (name or UUID) from the path (see [`path_name`]).
+fn container_id(id: &str) -> Result<&str, ApiError> {
+    path_name("container id (a name or UUID)", id)
+}
+
+/// Decodes a base64 field (standard alphabet, padded; whitespace is ignored).
+fn base64(field: &str, text: &str) -> Result<Vec<u8>, ApiError> {
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if compact.is_empty() {
+        return Ok(Vec::new());
+    }
+    openssl::base64::decode_block(&compact)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("{field} is not valid base64")))
 }
 
 /// Runs a blocking daemon call off the async workers.
@@ -231,20 +315,6 @@ pub struct SessionInfo {
     pub csrf_token: String,
 }
 
-/// An optional PIN for start and stop. No `Debug`, like [`LoginRequest`].
-#[derive(Default, Deserialize, ToSchema)]
-pub struct PinRequest {
-    /// The token PIN of a SOFT container.
-    pub pin: Option<String>,
-}
-
-/// `GET /api/containers`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ContainerList {
-    /// All containers.
-    pub containers: Vec<ContainerView>,
-}
-
 /// Checks the password and opens a session (sets the `cml_session` cookie).
 #[utoipa::path(post, path = "/api/login", request_body = LoginRequest,
     responses((status = 200, description = "Logged in; the cookie is set", body = SessionInfo),
@@ -299,102 +369,6 @@ async fn session(authed: Authed) -> web::Json<SessionInfo> {
     })
 }
 
-/// All containers.
-#[utoipa::path(get, path = "/api/containers",
-    responses((status = 200, body = ContainerList), (status = 401, body = ErrorBody), (status = 502, body = ErrorBody)))]
-async fn list(state: web::Data<AppState>, _authed: Authed) -> Result<web::Json<ContainerList>, ApiError> {
-    let socket = state.socket.clone();
-    let containers = blocking(move || daemon::list(&socket)).await?;
-    Ok(web::Json(ContainerList { containers }))
-}
-
-/// One container by name or UUID.
-#[utoipa::path(get, path = "/api/containers/{id}", params(("id" = String, Path, description = "Name or UUID")),
-    responses((status = 200, body = ContainerView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 404, body = ErrorBody)))]
-async fn get(
-    state: web::Data<AppState>,
-    _authed: Authed,
-    id: web::Path<String>,
-) -> Result<web::Json<ContainerView>, ApiError> {
-    let id = container_id(&id)?.to_owned();
-    let socket = state.socket.clone();
-    Ok(web::Json(blocking(move || daemon::get(&socket, &id)).await?))
-}
-
-async fn act(
-    state: &AppState,
-    id: &str,
-    action: Action,
-    body: Result<Bytes, actix_web::Error>,
-) -> Result<web::Json<ContainerView>, ApiError> {
-    let id = container_id(id)?.to_owned();
-    let pin = match action {
-        Action::Start | Action::Stop => parse_body::<PinRequest>(body)?.unwrap_or_default().pin,
-        // No body expected; still refuse junk rather than ignore it.
-        Action::Freeze | Action::Unfreeze => parse_body::<serde_json::Value>(body).map(|_| None)?,
-    };
-    tracing::info!(container = %id, ?action, "container action");
-    let socket = state.socket.clone();
-    Ok(web::Json(
-        blocking(move || daemon::act(&socket, &id, action, pin)).await?,
-    ))
-}
-
-/// Starts a container; a SOFT container needs `{"pin": "..."}`.
-#[utoipa::path(post, path = "/api/containers/{id}/start", params(("id" = String, Path, description = "Name or UUID")),
-    request_body(content = PinRequest, description = "The PIN of a SOFT container"),
-    responses((status = 200, description = "Started; the status afterwards", body = ContainerView),
-              (status = 403, description = "Wrong PIN, token locked, or missing CSRF token", body = ErrorBody),
-              (status = 409, description = "Refused by the daemon", body = ErrorBody),
-              (status = 422, description = "A PIN is needed", body = ErrorBody)))]
-async fn start(
-    state: web::Data<AppState>,
-    _authed: Authed,
-    id: web::Path<String>,
-    body: Result<Bytes, actix_web::Error>,
-) -> Result<web::Json<ContainerView>, ApiError> {
-    act(&state, &id, Action::Start, body).await
-}
-
-/// Stops a container; a SOFT container needs `{"pin": "..."}`.
-#[utoipa::path(post, path = "/api/containers/{id}/stop", params(("id" = String, Path, description = "Name or UUID")),
-    request_body(content = PinRequest, description = "The PIN of a SOFT container"),
-    responses((status = 200, description = "Stopped; the status afterwards", body = ContainerView),
-              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn stop(
-    state: web::Data<AppState>,
-    _authed: Authed,
-    id: web::Path<String>,
-    body: Result<Bytes, actix_web::Error>,
-) -> Result<web::Json<ContainerView>, ApiError> {
-    act(&state, &id, Action::Stop, body).await
-}
-
-/// Freezes a running container.
-#[utoipa::path(post, path = "/api/containers/{id}/freeze", params(("id" = String, Path, description = "Name or UUID")),
-    responses((status = 200, body = ContainerView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn freeze(
-    state: web::Data<AppState>,
-    _authed: Authed,
-    id: web::Path<String>,
-    body: Result<Bytes, actix_web::Error>,
-) -> Result<web::Json<ContainerView>, ApiError> {
-    act(&state, &id, Action::Freeze, body).await
-}
-
-/// Thaws a frozen container.
-#[utoipa::path(post, path = "/api/containers/{id}/unfreeze", params(("id" = String, Path, description = "Name or UUID")),
-    responses((status = 200, body = ContainerView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn unfreeze(
-    state: web::Data<AppState>,
-    _authed: Authed,
-    id: web::Path<String>,
-    body: Result<Bytes, actix_web::Error>,
-) -> Result<web::Json<ContainerView>, ApiError> {
-    act(&state, &id, Action::Unfreeze, body).await
-}
-
 /// Container state changes as Server-Sent Events: one `data:` JSON object
 /// (`{"time","name","uuid","state"}`) per event.
 #[utoipa::path(get, path = "/api/events",
@@ -415,14 +389,52 @@ async fn events(state: web::Data<AppState>, authed: Authed) -> Result<HttpRespon
         title = "cml-web",
         description = "JSON API of the cml container manager (a client of cmld's control socket)"
     ),
-    paths(login, logout, session, list, get, start, stop, freeze, unfreeze, events),
+    paths(
+        login,
+        logout,
+        session,
+        events,
+        containers::list,
+        containers::get,
+        containers::create,
+        containers::remove,
+        containers::start,
+        containers::stop,
+        containers::freeze,
+        containers::unfreeze,
+        containers::change_pin,
+        containers::wipe,
+        containers::logs,
+        containers::config,
+        containers::update_config,
+        guestos::list,
+        guestos::push,
+        guestos::remove,
+        guestos::ca_register,
+        device::get,
+        device::csr,
+        device::cert,
+        device::provisioned,
+        metrics::metrics
+    ),
     components(schemas(
         ErrorBody,
         LoginRequest,
         SessionInfo,
-        PinRequest,
-        ContainerList,
-        ContainerView
+        ContainerView,
+        containers::PinRequest,
+        containers::ChangePinRequest,
+        containers::ContainerList,
+        containers::ConfigUpload,
+        containers::ConfigText,
+        guestos::GuestOsList,
+        guestos::GuestOsUpload,
+        guestos::CertificateUpload,
+        crate::web::daemon::GuestOsView,
+        device::DeviceInfo,
+        device::Confirm,
+        device::Message,
+        crate::web::daemon::DeviceStatsView
     ))
 )]
 pub struct ApiDoc;
@@ -454,7 +466,14 @@ mod tests {
     #[test]
     fn the_openapi_document_lists_the_routes() {
         let doc = ApiDoc::openapi().to_json().unwrap_or_default();
-        for path in ["/api/login", "/api/containers/{id}/start", "/api/events"] {
+        for path in [
+            "/api/login",
+            "/api/containers/{id}/start",
+            "/api/events",
+            "/api/device",
+            "/api/guestos/{name}",
+            "/metrics",
+        ] {
             assert!(doc.contains(path), "{path}");
         }
     }
