@@ -69,7 +69,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -140,7 +140,7 @@ fn parse_body<T: DeserializeOwned>(body: Result<Bytes, actix_web::Error>) -> Res
 
 /// Checks a container id (name or UUID) from the path: letters, digits, `_`, `-`, `.`, not
 /// starting with `.`, so nothing like `..` or `a/b` reaches the daemon or a log line.
-fn container_id(id: &str) -> Result<&str, ApiError> {
+pub(super) fn container_id(id: &str) -> Result<&str, ApiError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_ID_LEN
         && !id.starts_with('.')
@@ -182,7 +182,7 @@ fn session_cookie(req: &HttpRequest) -> Option<String> {
 #[derive(Debug)]
 pub struct Authed {
     token: String,
-    csrf: String,
+    pub(super) csrf: String,
 }
 
 impl FromRequest for Authed {
@@ -429,9 +429,12 @@ pub struct ApiDoc;
 
 /// `GET /api/openapi.json` (no session needed).
 async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into()))
+    HttpResponse::Ok().content_type("application/json").body(
+        ApiDoc::openapi()
+            .merge_from(super::terminal::TerminalDoc::openapi())
+            .to_json()
+            .unwrap_or_else(|_| "{}".into()),
+    )
 }
 
 #[cfg(test)]
