@@ -194,6 +194,9 @@ fn run_over_a_websocket_pty_interactive_exit_status_and_close_kills_the_command(
     .unwrap();
     t.send(b"echo $((6*7))\n");
     t.expect_output("42");
+    let mut threads = term_threads(web.pid());
+    threads.sort();
+    assert_eq!(threads, ["term-read", "term-write"]);
     t.send(b"stty size\n");
     t.expect_output("24 80");
     t.resize(111, 33);
@@ -246,7 +249,40 @@ fn run_over_a_websocket_pty_interactive_exit_status_and_close_kills_the_command(
     t.send(&vec![b'x'; 65 * 1024]);
     let end = t.finish();
     assert!(end["error"].is_string(), "{end}");
-    assert!(poll(TIMEOUT, || sleepers(&d).is_empty()));
+
+    // Logging out ends an open terminal, and its command.
+    let mut t = open(
+        &web,
+        &format!("{run}?{}", query(&login, "pty=1&cmd=sleep&cmd=1000")),
+        Some(&login),
+        None,
+    )
+    .unwrap();
+    assert!(poll(TIMEOUT, || !sleepers(&d).is_empty()), "sleep did not start");
+    assert_eq!(web.post("/api/logout", &login, "").status, 204);
+    assert_eq!(
+        t.finish(),
+        serde_json::json!({ "exit": null, "reason": "the session ended" })
+    );
+    assert!(poll(TIMEOUT, || sleepers(&d).is_empty()), "{:?}", sleepers(&d));
+
+    // No bridge thread outlives its WebSocket.
+    assert!(
+        poll(TIMEOUT, || term_threads(web.pid()).is_empty()),
+        "{:?}",
+        term_threads(web.pid())
+    );
+}
+
+/// The names of cml-web's terminal threads (`term-read`, `term-write`) still running.
+fn term_threads(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .filter(|c| c.starts_with("term-"))
+        .collect()
 }
 
 #[test]

@@ -181,7 +181,7 @@ fn session_cookie(req: &HttpRequest) -> Option<String> {
 /// token. As an extractor it answers 401 (no session) or 403 (CSRF) itself.
 #[derive(Debug)]
 pub struct Authed {
-    token: String,
+    pub(super) token: String,
     pub(super) csrf: String,
 }
 

@@ -14,7 +14,8 @@
 //! At the end the server sends one text frame — `{"exit":N}` (the command's status),
 //! `{"exit":null,"reason":"..."}` (the console ended: the container stopped) or
 //! `{"error":"..."}` (the daemon refused, or the connection to it broke) — and closes. A frame
-//! over [`FRAME_LIMIT`] ends the session.
+//! over [`FRAME_LIMIT`] ends the session; so does the end of the login session (logout, idle
+//! expiry: `{"exit":null,"reason":"the session ended"}`), while typing keeps it alive.
 //!
 //! Threads: the daemon connection is a blocking std `UnixStream`. A reader thread reads replies
 //! (the client's own loops, writing output into a channel); a writer thread writes input frames
@@ -65,6 +66,8 @@ pub const MAX_ARGS: usize = 64;
 pub const MAX_ARG_LEN: usize = 4096;
 /// Messages queued between the threads and the WebSocket task, each way.
 const QUEUE: usize = 64;
+/// How often an open terminal checks that its session is still open (logout, expiry end it).
+const SESSION_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The terminal routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -323,9 +326,17 @@ fn parse_control(text: &str) -> Result<(u16, u16), String> {
     }
 }
 
+/// The login session a terminal belongs to: the terminal ends with it (logout, idle expiry), and
+/// typing in it counts as use of the session.
+struct Owner {
+    state: web::Data<AppState>,
+    token: String,
+}
+
 /// Moves messages between the WebSocket and the threads until either side ends; then ends the
 /// threads (see the module header) and closes the WebSocket.
 async fn bridge(
+    owner: Owner,
     mut ws: actix_ws::Session,
     msgs: actix_ws::MessageStream,
     mut from: mpsc::Receiver<FromDaemon>,
@@ -336,8 +347,21 @@ async fn bridge(
         .max_frame_size(FRAME_LIMIT)
         .aggregate_continuations()
         .max_continuation_size(FRAME_LIMIT);
+    let mut tick = tokio::time::interval(SESSION_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut typed = false;
     let end: Option<String> = loop {
         tokio::select! {
+            _ = tick.tick() => {
+                let live = if std::mem::take(&mut typed) {
+                    owner.state.auth.touch(&owner.token).is_some()
+                } else {
+                    owner.state.auth.alive(&owner.token)
+                };
+                if !live {
+                    break Some(json!({ "exit": null, "reason": "the session ended" }).to_string());
+                }
+            }
             m = from.recv() => match m {
                 Some(FromDaemon::Output(bytes)) => {
                     if ws.binary(bytes).await.is_err() {
@@ -349,6 +373,7 @@ async fn bridge(
             },
             m = msgs.recv() => match m {
                 Some(Ok(AggregatedMessage::Binary(bytes))) => {
+                    typed = true;
                     // The writer is gone only when the daemon connection broke: the reader
                     // reports that.
                     let _ = to.send(ToDaemon::Input(bytes)).await;
@@ -428,7 +453,11 @@ async fn open_terminal(
         let _ = control.shutdown(Shutdown::Both);
         return Err(e);
     }
-    actix_web::rt::spawn(bridge(ws, msgs, out_rx, in_tx, control));
+    let owner = Owner {
+        state,
+        token: authed.token,
+    };
+    actix_web::rt::spawn(bridge(owner, ws, msgs, out_rx, in_tx, control));
     Ok(response)
 }
 
