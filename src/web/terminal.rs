@@ -331,6 +331,8 @@ fn parse_control(text: &str) -> Result<(u16, u16), String> {
 struct Owner {
     state: web::Data<AppState>,
     token: String,
+    /// The container as the request named it (for the log).
+    container: String,
 }
 
 /// Moves messages between the WebSocket and the threads until either side ends; then ends the
@@ -406,7 +408,7 @@ async fn bridge(
         let _ = ws.text(text).await;
     }
     let _ = ws.close(None).await;
-    tracing::info!("terminal closed");
+    tracing::info!(container = %owner.container, "terminal closed");
 }
 
 async fn open_terminal(
@@ -421,6 +423,7 @@ async fn open_terminal(
     check_origin(&req)?;
     let query = parse_query(req.query_string(), kind)?;
     let id = container_id(id)?.to_owned();
+    let container = id.clone();
     let (response, ws, msgs) =
         actix_ws::handle(&req, body).map_err(|e| bad(format!("not a WebSocket request: {e}")))?;
     let socket = state.socket.clone();
@@ -456,6 +459,7 @@ async fn open_terminal(
     let owner = Owner {
         state,
         token: authed.token,
+        container,
     };
     actix_web::rt::spawn(bridge(owner, ws, msgs, out_rx, in_tx, control));
     Ok(response)
