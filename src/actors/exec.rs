@@ -4,7 +4,8 @@
 //! are written to the command's stdin. With a pty, the window size of `CONTAINER_EXEC_CMD` is the
 //! pty's initial size, and each resize (`Input::Resize`) is applied to the master, which makes the
 //! kernel send SIGWINCH to the command; with pipes resizes are ignored. If the client goes away
-//! first, the command's session gets SIGHUP, then SIGKILL.
+//! first, the command's session gets SIGHUP, then SIGKILL — also when it leaves before the command
+//! has started (see `Reaper`).
 //!
 //! The end of the client's input (`Input::Eof`, our `exec_input_eof`) closes our end of the
 //! command's stdin pipe, so `control run C nopty cat < FILE` ends. A pty cannot be half-closed:
@@ -67,22 +68,68 @@ pub enum Input {
     Eof,
 }
 
+/// The exec helper's report lines (`ExecEvent` JSON).
+type StatusLines = tokio::io::Lines<BufReader<tokio::net::UnixStream>>;
+
 /// Kills the command's session if the stream ends before the command did.
+///
+/// The stream (this future) is dropped when the client goes away, at any await: also while the
+/// launcher forks the helper, or before the helper's `Started` line was read. Then the PID is not
+/// known yet, and the reaper keeps the status socket instead: on drop it hands it to a thread
+/// that reads on (what was buffered first) until `Started`, and kills then; `Finished` or the end
+/// of the socket (the helper never ran, or is gone) leave nothing to kill.
 struct Reaper {
     pid: Option<i32>,
+    status: Option<StatusLines>,
 }
 
 impl Drop for Reaper {
     fn drop(&mut self) {
         if let Some(pid) = self.pid.take() {
-            let pgrp = nix::unistd::Pid::from_raw(-pid);
-            let _ = nix::sys::signal::kill(pgrp, nix::sys::signal::Signal::SIGHUP);
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_secs(1));
-                let _ = nix::sys::signal::kill(pgrp, nix::sys::signal::Signal::SIGKILL);
-            });
+            kill_session(pid);
+        } else if let Some(status) = self.status.take() {
+            kill_when_started(status);
         }
     }
+}
+
+/// SIGHUP to the command's session (its process group: the command called setsid), SIGKILL a
+/// second later.
+fn kill_session(pid: i32) {
+    let pgrp = nix::unistd::Pid::from_raw(-pid);
+    let _ = nix::sys::signal::kill(pgrp, nix::sys::signal::Signal::SIGHUP);
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        let _ = nix::sys::signal::kill(pgrp, nix::sys::signal::Signal::SIGKILL);
+    });
+}
+
+/// Reads the rest of the helper's report on a thread of its own (the runtime may be going away
+/// with the dropped stream) and kills the command once it has started.
+fn kill_when_started(status: StatusLines) {
+    let reader = status.into_inner();
+    let buffered = reader.buffer().to_vec();
+    let Ok(stream) = reader.into_inner().into_std() else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if stream.set_nonblocking(false).is_err() {
+            return;
+        }
+        let input = std::io::Read::chain(std::io::Cursor::new(buffered), stream);
+        let lines = std::io::BufRead::lines(std::io::BufReader::new(input));
+        for line in lines {
+            let Ok(line) = line else { return };
+            match serde_json::from_str::<ExecEvent>(&line) {
+                Ok(ExecEvent::Started { pid }) => {
+                    info!(pid, "the client left before the command started; killing it");
+                    return kill_session(pid);
+                }
+                Ok(ExecEvent::Finished { .. }) => return,
+                Err(_) => {}
+            }
+        }
+    });
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
@@ -150,24 +197,32 @@ async fn stream(
         (out_r, Some(err_r), in_w, [in_r, out_w, err_w])
     };
     let (status_ours, status_theirs) = std::os::unix::net::UnixStream::pair()?;
-    let fds = [
-        theirs[0].as_raw_fd(),
-        theirs[1].as_raw_fd(),
-        theirs[2].as_raw_fd(),
-        status_theirs.as_raw_fd(),
-    ];
+    status_ours.set_nonblocking(true)?;
+    // From here on a dropped stream kills the command, whenever it starts (see `Reaper`).
+    let mut reaper = Reaper {
+        pid: None,
+        status: Some(BufReader::new(tokio::net::UnixStream::from_std(status_ours)?).lines()),
+    };
     let pty = plan.pty;
     let req = Request::Exec(plan);
     let rt = s.manager_rt();
-    let spawned = actix_rt::task::spawn_blocking(move || rt.launcher.request(&req, &fds))
-        .await
-        .map_err(io::Error::other)?;
-    drop(theirs);
-    drop(status_theirs);
+    // The descriptors move into the blocking task: if this stream is dropped meanwhile, they must
+    // stay open (and their numbers unused by anything else) until the launcher has passed them on.
+    let spawned = actix_rt::task::spawn_blocking(move || {
+        let fds = [
+            theirs[0].as_raw_fd(),
+            theirs[1].as_raw_fd(),
+            theirs[2].as_raw_fd(),
+            status_theirs.as_raw_fd(),
+        ];
+        let r = rt.launcher.request(&req, &fds);
+        drop((theirs, status_theirs));
+        r
+    })
+    .await
+    .map_err(io::Error::other)?;
     spawned.map_err(io::Error::other)?;
 
-    status_ours.set_nonblocking(true)?;
-    let mut status = BufReader::new(tokio::net::UnixStream::from_std(status_ours)?).lines();
     set_nonblocking(&our_out)?;
     set_nonblocking(&our_in)?;
     let mut reader = pipe::Receiver::from_owned_fd_unchecked(our_out)?;
@@ -190,7 +245,6 @@ async fn stream(
     let mut stdin_eof = false;
     // Whether the last input byte did not end a line (see `Input::Eof`).
     let mut line_pending = false;
-    let mut reaper = Reaper { pid: None };
     let mut buf = vec![0u8; 16 * 1024];
     let mut ebuf = vec![0u8; 16 * 1024];
     let (mut out_open, mut err_open) = (true, err_reader.is_some());
@@ -208,18 +262,27 @@ async fn stream(
                 Ok(0) | Err(_) => err_open = false,
                 Ok(n) => { let _ = out.send(output(&ebuf[..n])); }
             },
-            line = status.next_line(), if finished.is_none() => match line {
+            line = async {
+                match reaper.status.as_mut() {
+                    Some(status) => status.next_line().await,
+                    None => std::future::pending().await,
+                }
+            }, if finished.is_none() => match line {
                 Ok(Some(l)) => match serde_json::from_str::<ExecEvent>(&l) {
                     Ok(ExecEvent::Started { pid }) => reaper.pid = Some(pid),
                     Ok(ExecEvent::Finished { code, error }) => {
                         reaper.pid = None;
+                        reaper.status = None;
                         finished = Some((code, error));
                         // The command is gone; output still buffered is drained below, then we end.
                         if plan_is_pty(&err_reader) { out_open = drain_pty(&mut reader, &mut buf, out).await; }
                     }
                     Err(_) => {}
                 },
-                _ => { finished = Some((125, Some("the exec helper ended without a status".into()))); }
+                _ => {
+                    reaper.status = None;
+                    finished = Some((125, Some("the exec helper ended without a status".into())));
+                }
             },
             r = async { match writer.as_mut() { Some(w) => w.write(&stdin_buf).await, None => std::future::pending().await } },
                 if !stdin_buf.is_empty() => match r {

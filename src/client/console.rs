@@ -44,11 +44,7 @@ pub fn attach(session: &mut Session<'_, UnixStream>, container: &str) -> Result<
     // Blocked before any thread exists (see `Signals`).
     let signals = if terminal { Some(Signals::block()?) } else { None };
     let window = if terminal { stdin_window_size() } else { None };
-    let msg = ControllerToDaemon {
-        exec_window: window.map(window_size),
-        ..container_request(Cmd::ContainerConsole, &status.uuid)
-    };
-    let reply = session.call(&msg)?;
+    let reply = session.call(&console_request(&status.uuid, window))?;
     session.expect_response(&reply, &[Response::CmdOk])?;
     eprintln!(
         "control: attached to the console of {} (detach with Ctrl-])",
@@ -77,30 +73,10 @@ pub fn attach(session: &mut Session<'_, UnixStream>, container: &str) -> Result<
             let _ = stream.shutdown(Shutdown::Both);
         }
     });
-    let end = loop {
-        let reply = match session.recv() {
-            Ok(r) => r,
-            Err(_) if detached.load(Ordering::SeqCst) => break Ok(None),
-            Err(e) => break Err(e),
-        };
-        match Code::try_from(reply.code) {
-            Ok(Code::ExecOutput) => {
-                if session.mode() != OutputMode::Proto
-                    && let Some(bytes) = &reply.exec_output
-                    && let Err(e) = session.write_out(bytes)
-                {
-                    break Err(e);
-                }
-            }
-            Ok(Code::ExecEnd) => break Ok(Some(reply.exec_end_reason.unwrap_or_default())),
-            Ok(Code::Response) => break Err(session.failure(&reply)),
-            _ => {
-                break Err(ClientError::UnexpectedReply {
-                    expected: "EXEC_OUTPUT or EXEC_END",
-                    got: format::reply_name(&reply),
-                });
-            }
-        }
+    let end = match console_output(session) {
+        Ok(reason) => Ok(Some(reason)),
+        Err(_) if detached.load(Ordering::SeqCst) => Ok(None),
+        Err(e) => Err(e),
     };
     // The terminal is ours again before anything else is printed.
     drop(raw);
@@ -112,6 +88,41 @@ pub fn attach(session: &mut Session<'_, UnixStream>, container: &str) -> Result<
         Some(reason) => eprintln!("\r\ncontrol: console of {} closed: {reason}", status.name),
     }
     Ok(0)
+}
+
+/// `CONTAINER_CONSOLE`: attach to the console of container `uuid` with a terminal of `window`
+/// (rows, cols). The daemon answers `CMD_OK` or a failure, then streams (see [`console_output`]).
+pub fn console_request(uuid: &str, window: Option<(u16, u16)>) -> ControllerToDaemon {
+    ControllerToDaemon {
+        exec_window: window.map(window_size),
+        ..container_request(Cmd::ContainerConsole, uuid)
+    }
+}
+
+/// Reads an attached console's replies until its `EXEC_END`, writing the guest's output with
+/// [`Session::write_out`]; returns the end's reason (the daemon's text, e.g. "the container stopped").
+/// A lost connection, which is also how a detach ends, is an error.
+pub fn console_output(session: &mut Session<'_, UnixStream>) -> Result<String, ClientError> {
+    loop {
+        let reply = session.recv()?;
+        match Code::try_from(reply.code) {
+            Ok(Code::ExecOutput) => {
+                if session.mode() != OutputMode::Proto
+                    && let Some(bytes) = &reply.exec_output
+                {
+                    session.write_out(bytes)?;
+                }
+            }
+            Ok(Code::ExecEnd) => return Ok(reply.exec_end_reason.unwrap_or_default()),
+            Ok(Code::Response) => return Err(session.failure(&reply)),
+            _ => {
+                return Err(ClientError::UnexpectedReply {
+                    expected: "EXEC_OUTPUT or EXEC_END",
+                    got: format::reply_name(&reply),
+                });
+            }
+        }
+    }
 }
 
 /// Prints the console log of `container` (the last `tail` lines; with `follow`, then new output

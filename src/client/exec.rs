@@ -51,23 +51,16 @@ pub fn run_with_input(
     input: impl Read + Send + 'static,
 ) -> Result<u8, ClientError> {
     let status = session.resolve(container)?;
-    let Some(cmd) = argv.first() else {
+    if argv.is_empty() {
         return Err(ClientError::Internal("run without a command"));
-    };
+    }
     // Our terminal drives the remote PTY only when stdin is one.
     let terminal = pty && io::stdin().is_terminal();
     // Blocked before the size is read (a SIGWINCH in between stays pending for the signal thread)
     // and before any thread is spawned.
     let signals = if terminal { Some(Signals::block()?) } else { None };
     let window = if terminal { stdin_window_size() } else { None };
-    let msg = ControllerToDaemon {
-        exec_command: Some(cmd.clone()),
-        exec_args: argv.to_vec(),
-        exec_pty: Some(pty),
-        exec_window: window.map(window_size),
-        ..container_request(Cmd::ContainerExecCmd, &status.uuid)
-    };
-    session.send(&msg)?;
+    session.send(&exec_request(&status.uuid, argv, pty, window))?;
     let writer = FrameWriter::new(session.stream().try_clone().map_err(ClientError::Send)?);
     let raw = if terminal { TermGuard::raw()? } else { None };
     if let Some(signals) = signals {
@@ -79,6 +72,35 @@ pub fn run_with_input(
     // Detached: it ends at EOF (after telling the daemon, see `forward_stdin`) or when the socket
     // closes; the process exits without waiting for it.
     std::thread::spawn(move || forward_stdin(input, writer));
+    let (code, message) = exec_output(session)?;
+    if let Some(m) = message {
+        eprintln!("control: {m}");
+    }
+    Ok(code)
+}
+
+/// `CONTAINER_EXEC_CMD`: run `argv` in the container `uuid`, with a pty of `window` (rows, cols)
+/// if `pty`.
+pub fn exec_request(
+    uuid: &str,
+    argv: &[String],
+    pty: bool,
+    window: Option<(u16, u16)>,
+) -> ControllerToDaemon {
+    ControllerToDaemon {
+        exec_command: argv.first().cloned(),
+        exec_args: argv.to_vec(),
+        exec_pty: Some(pty),
+        exec_window: window.map(window_size),
+        ..container_request(Cmd::ContainerExecCmd, uuid)
+    }
+}
+
+/// Reads the replies to a sent [`exec_request`] until its `EXEC_END`, writing the command's output
+/// with [`Session::write_out`]. Returns the command's exit status and the daemon's message beside
+/// it (why the command could not run, e.g. 125 with "run: ..."); an end without a status is the
+/// daemon's failure.
+pub fn exec_output(session: &mut Session<'_, UnixStream>) -> Result<(u8, Option<String>), ClientError> {
     loop {
         let reply = session.recv()?;
         match Code::try_from(reply.code) {
@@ -91,16 +113,11 @@ pub fn run_with_input(
             }
             Ok(Code::ExecEnd) => {
                 let code = format::exec_exit_status(reply.exec_end_reason.as_deref());
-                return match (code, reply.error_message.clone()) {
-                    (Some(code), message) => {
-                        if let Some(m) = message {
-                            eprintln!("control: {m}");
-                        }
-                        Ok(code)
-                    }
-                    (None, message) => Err(ClientError::Daemon {
+                return match code {
+                    Some(code) => Ok((code, reply.error_message.clone())),
+                    None => Err(ClientError::Daemon {
                         reply: format::reply_name(&reply),
-                        message: message.or(reply.exec_end_reason.clone()),
+                        message: reply.error_message.clone().or(reply.exec_end_reason.clone()),
                     }),
                 };
             }
@@ -216,14 +233,8 @@ pub fn forward_input(mut input: impl Read, mut writer: impl Write, escape: Optio
         pending.extend_from_slice(&buf[..n]);
         let (text, rest) = split_utf8(&pending);
         pending = rest;
-        if !text.is_empty() {
-            let msg = ControllerToDaemon {
-                exec_input: Some(text),
-                ..request(Cmd::ContainerExecInput)
-            };
-            if writer.write_all(&encode_frame(&msg)).is_err() {
-                return InputEnd::Closed;
-            }
+        if !text.is_empty() && writer.write_all(&encode_frame(&input_request(text))).is_err() {
+            return InputEnd::Closed;
         }
         if escaped {
             return InputEnd::Escaped;
@@ -231,15 +242,19 @@ pub fn forward_input(mut input: impl Read, mut writer: impl Write, escape: Optio
     }
     if !pending.is_empty() {
         let text = String::from_utf8_lossy(&pending).into_owned();
-        let msg = ControllerToDaemon {
-            exec_input: Some(text),
-            ..request(Cmd::ContainerExecInput)
-        };
-        if writer.write_all(&encode_frame(&msg)).is_err() {
+        if writer.write_all(&encode_frame(&input_request(text))).is_err() {
             return InputEnd::Closed;
         }
     }
     InputEnd::Ended
+}
+
+/// Input for the open exec (or console) stream: `CONTAINER_EXEC_INPUT` with `exec_input`.
+pub fn input_request(text: String) -> ControllerToDaemon {
+    ControllerToDaemon {
+        exec_input: Some(text),
+        ..request(Cmd::ContainerExecInput)
+    }
 }
 
 /// The end of the client's input: `CONTAINER_EXEC_INPUT` with `exec_input_eof` and no input.

@@ -8,14 +8,15 @@
 //! Access control ([`auth`]): one operator password, stored as an argon2id PHC hash
 //! (`cml-web passwd`); `POST /api/login` opens an in-memory session (cookie `cml_session`), and
 //! every state-changing request must carry the session's CSRF token in `X-CSRF-Token`.
-//! The HTTP routes and the OpenAPI document are in [`api`]; the page and its embedded assets in
-//! [`ui`].
+//! The HTTP routes and the OpenAPI document are in [`api`]; the terminal WebSockets (`run`,
+//! `console`) in [`terminal`]; the page and its embedded assets in [`ui`].
 
 pub mod api;
 pub mod auth;
 pub mod daemon;
 pub mod events;
 pub mod metrics;
+pub mod terminal;
 pub mod ui;
 
 use std::{
@@ -203,6 +204,7 @@ pub fn serve(config: &Config) -> Result<(), WebError> {
                 .wrap(actix_web::middleware::from_fn(count_http_request))
                 .app_data(state.clone())
                 .configure(ui::routes)
+                .configure(terminal::routes)
                 .configure(api::routes)
         });
         let server = match &listen {

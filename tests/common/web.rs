@@ -50,6 +50,11 @@ impl Drop for Web {
 }
 
 impl Web {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start(d: &Daemon) -> Web {
         Self::start_with(d, &[])
     }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::web::Resp;
 
 /// The element key of the W3C protocol.
-const ELEMENT: &str = "element-6066-11e4-a52f-4a4f8fb9c1b0";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Where screenshots go (kept after the run as test artifacts).
 pub fn artifacts_dir() -> PathBuf {
@@ -164,7 +164,9 @@ impl Browser {
                     return el;
                 }
             }
-            assert!(Instant::now() < deadline, "no visible {css}");
+            if Instant::now() >= deadline {
+                panic!("no visible {css}; {}", self.diagnose());
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -237,12 +239,24 @@ impl Browser {
             if f(&t) {
                 return t;
             }
-            assert!(Instant::now() < deadline, "{css}: unexpected text {t:?}");
+            if Instant::now() >= deadline {
+                panic!("{css}: unexpected text {t:?}; {}", self.diagnose());
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     /// Saves a PNG screenshot of the window to the artifacts dir as `name.png`.
+    /// What the page shows when a wait fails: its URL, visible text and a screenshot (`failure`).
+    fn diagnose(&self) -> String {
+        let shot = self.screenshot("failure");
+        let page = self.exec(
+            "return location.href + ' | ' + (document.body ? document.body.innerText : '').slice(0, 2000);",
+            &[],
+        );
+        format!("page: {page} (screenshot {})", shot.display())
+    }
+
     pub fn screenshot(&self, name: &str) -> PathBuf {
         let v = self.session_call("GET", "/screenshot", None);
         let png = base64_decode(v.as_str().unwrap());
@@ -265,9 +279,40 @@ fn raw_call(port: u16, method: &str, path: &str, body: Option<&Value>) -> Option
         body.len()
     )
     .ok()?;
+    // chromedriver keeps the connection open despite `Connection: close`: read the head, then
+    // exactly Content-Length bytes (or to the end when it sends none).
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    (!raw.is_empty()).then(|| Resp::parse(&raw))
+    let mut buf = [0u8; 64 * 1024];
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return (!raw.is_empty()).then(|| Resp::parse(&raw));
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let length = String::from_utf8_lossy(&raw[..head_end])
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+    match length {
+        Some(len) => {
+            while raw.len() < head_end + len {
+                let n = s.read(&mut buf).ok()?;
+                if n == 0 {
+                    break;
+                }
+                raw.extend_from_slice(&buf[..n]);
+            }
+        }
+        None => {
+            s.read_to_end(&mut raw).ok()?;
+        }
+    }
+    Some(Resp::parse(&raw))
 }
 
 /// Standard base64 (the screenshot's encoding).

@@ -118,7 +118,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -227,7 +227,7 @@ fn path_name<'a>(what: &str, id: &'a str) -> Result<&'a str, ApiError> {
 }
 
 /// Checks a container id (name or UUID) from the path (see [`path_name`]).
-fn container_id(id: &str) -> Result<&str, ApiError> {
+pub(super) fn container_id(id: &str) -> Result<&str, ApiError> {
     path_name("container id (a name or UUID)", id)
 }
 
@@ -265,8 +265,8 @@ fn session_cookie(req: &HttpRequest) -> Option<String> {
 /// token. As an extractor it answers 401 (no session) or 403 (CSRF) itself.
 #[derive(Debug)]
 pub struct Authed {
-    token: String,
-    csrf: String,
+    pub(super) token: String,
+    pub(super) csrf: String,
 }
 
 impl FromRequest for Authed {
@@ -441,9 +441,12 @@ pub struct ApiDoc;
 
 /// `GET /api/openapi.json` (no session needed).
 async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into()))
+    HttpResponse::Ok().content_type("application/json").body(
+        ApiDoc::openapi()
+            .merge_from(super::terminal::TerminalDoc::openapi())
+            .to_json()
+            .unwrap_or_else(|_| "{}".into()),
+    )
 }
 
 #[cfg(test)]
