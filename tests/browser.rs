@@ -25,7 +25,6 @@ fn wait_state(b: &Browser, name: &str, state: &str) {
     b.wait_text(&card(name, ".state"), WAIT, |t| t == state);
 }
 
-#[allow(dead_code)] // the provisioned-device test uses it (next commit)
 fn log_in(b: &Browser, web: &Web) {
     b.goto(&format!("http://127.0.0.1:{}/", web.port));
     b.type_into("#login-password", PASSWORD);
@@ -64,7 +63,11 @@ fn a_user_logs_in_starts_with_the_pin_uses_the_terminal_and_logs_out() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let d = common::busybox_daemon(tmp.path(), &[]);
-    d.create_soft("vault");
+    // The colour 0x3366ccff (RGBA): the card's swatch shows rgb(51, 102, 204).
+    d.create_text(
+        "vault",
+        "name: \"vault\"\nguest_os: \"busybox\"\ncolor: 862375167\ntoken_type: SOFT\nuserns: false\n",
+    );
     let web = Web::start(&d);
     let b = Browser::start();
 
@@ -102,6 +105,34 @@ fn a_user_logs_in_starts_with_the_pin_uses_the_terminal_and_logs_out() {
     assert!(b.exec("return !document.querySelector('#pin-dialog').open;", &[]) == true);
     assert_eq!(d.ok(&["state", "vault"]).trim(), "RUNNING");
 
+    // Its colour, and the live figures from its cgroup with their charts (a line once the page
+    // has polled twice).
+    let swatch = b.exec(
+        "return getComputedStyle(document.querySelector(arguments[0])).backgroundColor;",
+        &[json!(card("vault", ".swatch"))],
+    );
+    assert_eq!(swatch, "rgb(51, 102, 204)");
+    let pids = b.wait_text(&card("vault", "[data-figure=pids]"), WAIT, |t| {
+        t.parse::<u32>().is_ok_and(|n| n >= 1)
+    });
+    let memory = b.text(&card("vault", "[data-figure=memory]"));
+    assert!(memory.ends_with('B') && !memory.starts_with('0'), "{memory}");
+    // (a flat line has no height, so WebDriver would not call it displayed: look for its points)
+    let deadline = std::time::Instant::now() + WAIT;
+    while b.exec(
+        "const l = document.querySelector(arguments[0]);\
+         return !!l && l.getAttribute('points').trim().split(/\\s+/).length >= 2;",
+        &[json!(card("vault", "svg.spark polyline"))],
+    ) != true
+    {
+        assert!(std::time::Instant::now() < deadline, "no chart line on the card");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cpu = b.text(&card("vault", "[data-figure=cpu]"));
+    assert!(cpu.ends_with('%') || cpu.ends_with(" s"), "{cpu}");
+    eprintln!("figures shown: memory {memory}, CPU {cpu}, pids {pids}");
+    b.screenshot("02b-dashboard-running");
+
     // 4. `hostname` in the browser terminal; the output is read from the page.
     let hostname = d.ok(&["run", "vault", "nopty", "hostname"]).trim().to_owned();
     assert!(!hostname.is_empty());
@@ -135,6 +166,81 @@ fn a_user_logs_in_starts_with_the_pin_uses_the_terminal_and_logs_out() {
     b.wait_visible("#login-password", WAIT);
     assert!(b.exec("return document.querySelector('#view-containers').hidden;", &[]) == true);
     b.screenshot("05-logged-out");
+}
+
+/// On a provisioned device the page offers only what the daemon serves there: no create, no
+/// GuestOS or CA management, no CSR, no set_provisioned; every action button on a card is in the
+/// daemon's `allowed` list.
+#[test]
+fn a_provisioned_device_offers_only_what_the_daemon_allows() {
+    if !require_browser() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = common::busybox_daemon(tmp.path(), &[]);
+    d.create_soft("vault");
+    d.ok(&["set_provisioned"]);
+    let web = Web::start(&d);
+    let b = Browser::start();
+    log_in(&b, &web);
+    wait_state(&b, "vault", "STOPPED");
+
+    let allowed = b.exec_async(
+        "const done = arguments[arguments.length - 1];\
+         fetch('/api/device', {credentials: 'same-origin'}).then(r => r.json()).then(d => done(d.allowed));",
+        &[],
+    );
+    let allowed: Vec<String> = serde_json::from_value(allowed).unwrap();
+    assert!(allowed.contains(&"start".to_owned()), "{allowed:?}");
+    for refused in [
+        "guestos_push",
+        "guestos_list",
+        "ca_register",
+        "csr",
+        "set_provisioned",
+    ] {
+        assert!(!allowed.iter().any(|a| a == refused), "{refused} in {allowed:?}");
+    }
+    let buttons = b.exec(
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.dataset.action);",
+        &[json!(card("vault", ".actions button"))],
+    );
+    let buttons: Vec<String> = serde_json::from_value(buttons).unwrap();
+    assert!(buttons.contains(&"start".to_owned()), "{buttons:?}");
+    for button in &buttons {
+        assert!(
+            allowed.contains(button),
+            "button {button} is not allowed: {allowed:?}"
+        );
+    }
+    let hidden = |css: &str| {
+        b.exec(
+            "return document.querySelector(arguments[0]).hidden;",
+            &[json!(css)],
+        )
+    };
+    assert_eq!(
+        hidden("#create-open") == true,
+        !allowed.contains(&"create".to_owned())
+    );
+    b.screenshot("10-provisioned-containers");
+
+    b.click("nav a[data-view=guestos]");
+    b.wait_text("#guestos-error", WAIT, |t| t.contains("does not list"));
+    assert!(hidden("#guestos-push") == true && hidden("#ca-register") == true);
+
+    b.click("nav a[data-view=device]");
+    b.wait_text("#device-info", WAIT, |t| {
+        t.contains("Provisioned") && t.contains("yes")
+    });
+    for css in ["#csr-download", "#cert-upload", "#provision-open"] {
+        let shown = b.exec(
+            "return document.querySelector(arguments[0]).closest('[data-needs]').hidden;",
+            &[json!(css)],
+        );
+        assert!(shown == true, "{css} is offered on a provisioned device");
+    }
+    b.screenshot("11-provisioned-device");
 }
 
 /// The page's own security: the headers on the page, no session → the login form.
