@@ -325,3 +325,29 @@ fn it_listens_on_a_unix_socket_too() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["containers"][0]["name"], "plain", "{}", r.body);
 }
+
+/// Wrong PINs through the web meet the daemon's lockout: after three, even the right PIN is
+/// refused (403, with cmld's message) — cml-web neither retries nor hides it.
+#[test]
+fn repeated_wrong_pins_meet_the_daemons_lockout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = common::busybox_daemon(tmp.path(), &[]);
+    d.create_soft("vault");
+    let web = Web::start(&d);
+    let login = web.login();
+    for _ in 0..3 {
+        let r = web.post("/api/containers/vault/start", &login, "{\"pin\": \"wrong\"}");
+        assert_eq!(r.status, 403, "{}", r.body);
+    }
+    let r = web.post("/api/containers/vault/start", &login, "{\"pin\": \"trustme\"}");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.error().contains("locked"), "{}", r.body);
+    assert_eq!(d.ok(&["state", "vault"]).trim(), "STOPPED");
+    // Neither the PIN nor the password is in any log line of cml-web (it logs at debug level).
+    let log = web.log_text();
+    assert!(log.contains("login"), "{log}");
+    assert!(
+        !log.contains("trustme") && !log.contains(common::web::PASSWORD),
+        "{log}"
+    );
+}

@@ -46,10 +46,18 @@ impl Drop for Web {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- cml-web's log ---\n{}", self.log_text());
+        }
     }
 }
 
 impl Web {
+    /// cml-web's log so far (it logs at debug level into its temporary directory).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("cml-web.log")).unwrap_or_default()
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -71,8 +79,9 @@ impl Web {
                 .local_addr()
                 .unwrap()
                 .port();
+            let log = std::fs::File::create(dir.path().join("cml-web.log")).unwrap();
             let mut child = Command::new(CML_WEB)
-                .env("RUST_LOG", "warn")
+                .env("RUST_LOG", "debug")
                 .arg("--socket")
                 .arg(&d.socket)
                 .args(["--listen", &format!("127.0.0.1:{port}"), "--password-file"])
@@ -80,7 +89,7 @@ impl Web {
                 .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
+                .stderr(log)
                 .spawn()
                 .unwrap();
             let deadline = Instant::now() + Duration::from_secs(10);
