@@ -35,6 +35,8 @@ use prost::Message as _;
 
 /// The daemon under test.
 pub const CMLD: &str = env!("CARGO_BIN_EXE_cmld");
+/// The client users type: each "fresh process" row runs it once per request.
+pub const CONTROL: &str = env!("CARGO_BIN_EXE_control");
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -98,6 +100,50 @@ pub struct Row {
     pub peer: Option<f64>,
     /// Unit ("ms" or "MiB").
     pub unit: &'static str,
+    /// The target of issue #17 for this figure, if it has one.
+    pub target: Option<Target>,
+}
+
+/// A performance target.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// The median at most this, and the p95 at most the second value where given.
+    AtMost(f64, Option<f64>),
+    /// The peer's median at least this many times ours.
+    PeerRatio(f64),
+}
+
+impl Target {
+    fn describe(self, unit: &str) -> String {
+        match self {
+            Target::AtMost(m, None) => format!("≤{m} {unit}"),
+            Target::AtMost(m, Some(p)) => format!("≤{m}/{p}"),
+            Target::PeerRatio(r) => format!("≥{r}×"),
+        }
+    }
+
+    /// Whether `row` meets it (`None`: not decidable, e.g. no peer figure).
+    pub fn met(self, row: &Row) -> Option<bool> {
+        match self {
+            Target::AtMost(m, p95) => Some(row.median <= m && p95.is_none_or(|p| row.p95 <= p)),
+            Target::PeerRatio(r) => row.peer.map(|peer| peer / row.median >= r),
+        }
+    }
+}
+
+/// The targets of issue #17 (hosted mode, this machine kind), by row name and N.
+fn target_for(op: &str, n: usize) -> Option<Target> {
+    Some(match (op, n) {
+        ("`control start` → RUNNING, fresh process", _) => Target::AtMost(8.0, Some(12.0)),
+        ("start → RUNNING", _) => Target::AtMost(5.0, Some(8.0)),
+        ("`control stop` → STOPPED, fresh process", _) => Target::AtMost(4.0, None),
+        ("`control start --key`, SOFT+ext4+veth, fresh process", _) => Target::AtMost(20.0, None),
+        ("concurrent start+stop (wall)", 100) => Target::AtMost(200.0, None),
+        ("`control list`, fresh process", _) => Target::AtMost(2.0, None),
+        ("daemon RSS, idle", _) => Target::AtMost(13.2, None),
+        ("debian/systemd start → RUNNING (READY=1)", _) => Target::PeerRatio(1.5),
+        _ => return None,
+    })
 }
 
 /// Median and p95 (nearest rank) of samples.
@@ -351,6 +397,47 @@ fn lifecycle(c: &mut Client, uuid: &str, pin: Option<&str>, runs: usize) -> (Vec
     (starts, stops)
 }
 
+/// One `control` invocation, as a user types it (a fresh process, its output discarded): the wall
+/// time from spawning it to its exit, which must be a success.
+fn control(b: &Bench, args: &[&str]) -> f64 {
+    let t = Instant::now();
+    let out = Command::new(CONTROL)
+        .arg("-s")
+        .arg(&b.socket)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let took = ms(t.elapsed());
+    assert!(
+        out.status.success(),
+        "control {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+/// Start/stop latencies through a fresh `control` process each, measured like [`lifecycle`].
+fn lifecycle_control(b: &Bench, name: &str, pin: Option<&str>, runs: usize) -> (Vec<f64>, Vec<f64>) {
+    let key = pin.map(|p| format!("--key={p}"));
+    let with_key = |cmd: &'static str| -> Vec<&str> {
+        let mut a = vec![cmd, name];
+        a.extend(key.as_deref());
+        a
+    };
+    control(b, &with_key("start"));
+    control(b, &with_key("stop"));
+    let (mut starts, mut stops) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        std::thread::sleep(Duration::from_millis(300));
+        starts.push(control(b, &with_key("start")));
+        stops.push(control(b, &with_key("stop")));
+    }
+    (starts, stops)
+}
+
 /// N containers started at once (one connection each), then stopped at once: wall times.
 fn concurrent(b: &Bench, uuids: &[String]) -> (f64, f64) {
     let wave = |stop: bool| {
@@ -437,6 +524,7 @@ pub fn run(cfg: &Config) -> Vec<Row> {
             p95,
             peer,
             unit,
+            target: target_for(op, n),
         });
     };
     let peer_median = |f: fn(&crun::PeerFigures) -> &Vec<f64>| peer.as_ref().map(|p| stats(f(p)).0);
@@ -449,6 +537,23 @@ pub fn run(cfg: &Config) -> Vec<Row> {
     let (starts, stops) = lifecycle(&mut c, &a, None, cfg.runs);
     row("start → RUNNING", 1, &starts, peer_median(|p| &p.start_ms), "ms");
     row("stop → STOPPED", 1, &stops, peer_median(|p| &p.stop_ms), "ms");
+    // The same container as users start it: a fresh `control` process per request (crun's
+    // figures include its own process too).
+    let (starts, stops) = lifecycle_control(&b, "plain", None, cfg.runs);
+    row(
+        "`control start` → RUNNING, fresh process",
+        1,
+        &starts,
+        peer_median(|p| &p.start_ms),
+        "ms",
+    );
+    row(
+        "`control stop` → STOPPED, fresh process",
+        1,
+        &stops,
+        peer_median(|p| &p.stop_ms),
+        "ms",
+    );
 
     // Encrypted volume + veth: the first start creates the volume (and its key).
     let f = c.create(&featured_conf("featured"));
@@ -464,6 +569,14 @@ pub fn run(cfg: &Config) -> Vec<Row> {
     let (starts, stops) = lifecycle(&mut c, &f, Some("trustme"), cfg.runs);
     row("start → RUNNING, SOFT+ext4+veth", 1, &starts, None, "ms");
     row("stop → STOPPED, SOFT+ext4+veth", 1, &stops, None, "ms");
+    let (starts, _) = lifecycle_control(&b, "featured", Some("trustme"), cfg.runs);
+    row(
+        "`control start --key`, SOFT+ext4+veth, fresh process",
+        1,
+        &starts,
+        None,
+        "ms",
+    );
 
     // Concurrency.
     let max_n = cfg
@@ -511,6 +624,14 @@ pub fn run(cfg: &Config) -> Vec<Row> {
     // Queries with many containers.
     let lists: Vec<f64> = (0..cfg.runs.max(5)).map(|_| ms(c.status(&[]))).collect();
     row("list (all containers)", uuids.len() + 2, &lists, None, "ms");
+    let lists: Vec<f64> = (0..cfg.runs.max(5)).map(|_| control(&b, &["list"])).collect();
+    row(
+        "`control list`, fresh process",
+        uuids.len() + 2,
+        &lists,
+        None,
+        "ms",
+    );
     let one = [uuids[0].clone()];
     let t = Instant::now();
     for _ in 0..cfg.state_requests {
@@ -577,20 +698,26 @@ pub fn run(cfg: &Config) -> Vec<Row> {
 }
 
 /// Prints the table: operation, N, median, p95, peer median, ratio (peer ÷ ours: above 1 means
-/// faster than the peer).
+/// faster than the peer), the target (issue #17) and whether it is met.
 pub fn print_table(rows: &[Row], peer: Option<&str>) {
     println!("# cml benchmark — {}", host_facts());
     println!("# peer: {}", peer.unwrap_or("none measured"));
     println!(
-        "{:<44} {:>5} {:>10} {:>10} {:>10} {:>8}",
-        "operation", "N", "median", "p95", "peer", "ratio"
+        "{:<52} {:>5} {:>10} {:>10} {:>10} {:>8} {:>10} {:>4}",
+        "operation", "N", "median", "p95", "peer", "ratio", "target", "met"
     );
     for r in rows {
         let peer = r.peer.map_or("-".to_owned(), |p| format!("{p:.1}"));
         let ratio = r.peer.map_or("-".to_owned(), |p| format!("{:.2}", p / r.median));
+        let target = r.target.map_or("-".to_owned(), |t| t.describe(r.unit));
+        let met = match r.target.and_then(|t| t.met(r)) {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "-",
+        };
         println!(
-            "{:<44} {:>5} {:>7.2} {:<2} {:>7.2} {:<2} {:>10} {:>8}",
-            r.op, r.n, r.median, r.unit, r.p95, r.unit, peer, ratio
+            "{:<52} {:>5} {:>7.2} {:<2} {:>7.2} {:<2} {:>10} {:>8} {:>10} {:>4}",
+            r.op, r.n, r.median, r.unit, r.p95, r.unit, peer, ratio, target, met
         );
     }
 }
