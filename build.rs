@@ -46,7 +46,12 @@ fn stage_ui_vendor(dest: &Path) -> Result<()> {
     let modules = ui.join("node_modules");
     let stamp = modules.join(".cml-lockfile");
     let wanted = fs::read(&lock)?;
-    let guard = fs::File::create(ui.join(".npm-ci.lock"))?;
+    // Opened without truncating, so that the lock file's mtime stays put (it is no source).
+    let guard = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(ui.join(".npm-ci.lock"))?;
     guard.lock()?;
     if fs::read(&stamp).ok().as_deref() != Some(&wanted[..]) {
         let status = Command::new("npm")

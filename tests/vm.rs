@@ -49,11 +49,16 @@ fn mtime(p: &Path) -> SystemTime {
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
-/// The newest modification time among the files the binaries are built from.
+/// The newest modification time among the files the binaries are built from (not the npm
+/// packages `build.rs` installs under `src/web/ui/node_modules`, nor hidden files such as its lock).
 fn newest_source() -> (SystemTime, PathBuf) {
     fn walk(dir: &Path, best: &mut (SystemTime, PathBuf)) {
         for e in fs::read_dir(dir).unwrap().flatten() {
             let p = e.path();
+            let name = e.file_name();
+            if name == "node_modules" || name.to_string_lossy().starts_with('.') {
+                continue;
+            }
             if p.is_dir() {
                 walk(&p, best);
             } else if mtime(&p) > best.0 {
