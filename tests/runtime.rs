@@ -85,6 +85,36 @@ fn a_container_starts_isolated_runs_commands_and_stops_gracefully() {
         assert_ne!(inside.trim(), host_ns(ns), "{ns}");
         assert!(inside.starts_with(ns), "{inside}");
     }
+    // The init and a `run` command are in the container's cgroup of every hierarchy (they move
+    // themselves into the v1 ones): the host lists the init in each, and inside (a cgroup namespace
+    // rooted at the container's cgroup) both see `/` everywhere; the monitor is in none.
+    let dirs = common::cgroup_dirs(&d.cgroup_parent);
+    assert!(!dirs.is_empty());
+    for dir in &dirs {
+        let procs = fs::read_to_string(dir.join(&uuid).join("cgroup.procs")).unwrap();
+        assert!(
+            procs.lines().any(|l| l == pid.to_string()),
+            "{}: {procs}",
+            dir.display()
+        );
+        let monitor = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let ppid = monitor
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .unwrap()
+            .trim();
+        assert!(
+            !procs.lines().any(|l| l == ppid),
+            "the monitor joined {}",
+            dir.display()
+        );
+    }
+    let (_, out) = d.sh("box1", "cat /proc/1/cgroup /proc/self/cgroup");
+    assert!(out.lines().count() >= 2 * dirs.len(), "{out}");
+    for line in out.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap();
+        assert_eq!(path, "/", "outside the container's cgroup: {out}");
+    }
     // Its own network namespace has lo, up (flags IFF_UP|IFF_LOOPBACK), and the default veth eth0.
     assert_eq!(
         d.sh("box1", "cat /sys/class/net/lo/flags; ls /sys/class/net").1,

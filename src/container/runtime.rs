@@ -746,13 +746,10 @@ pub fn prepare(
         images,
         netns: cfg.netns(),
         net,
-        // On a v2-only host the init is cloned straight into its cgroup (CLONE_INTO_CGROUP).
-        cgroup_procs: if cg.single_v2_dir().is_some() {
-            Vec::new()
-        } else {
-            cg.procs_files()
-        },
-        cgroup_into: cg.single_v2_dir().map(Path::to_path_buf),
+        // No migration that takes the kernel's global threadgroup lock: the init is cloned into
+        // its cgroup2 directory and moves itself into its v1 cgroups.
+        cgroup_tasks: cg.v1_tasks_files(),
+        cgroup_into: cg.v2_dir().map(Path::to_path_buf),
         device_filter: cg.v2_devices_dir().map(|dir| DeviceFilterPlan {
             cgroup: dir.to_path_buf(),
             rules: limits.devices.iter().map(ToString::to_string).collect(),

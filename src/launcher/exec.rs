@@ -1,16 +1,20 @@
 //! The exec helper: runs one command inside a running container for `control run`.
 //!
-//! Order: open the container's `cgroup.procs` files (host paths, so before entering its mount
-//! namespace) → enter its cgroup, ipc, uts, net, pid and mount namespaces (mount last: it changes
-//! what paths mean) → fork, so the command is inside the pid namespace → the helper moves the
-//! command (not itself) into the container's cgroups and lets it go on → in the child: new
+//! Order: open the container's v1 `tasks` and v2 `cgroup.procs` files (host paths, so before
+//! entering its mount namespace) → enter its cgroup, ipc, uts, net, pid and mount namespaces (mount
+//! last: it changes what paths mean) → fork, so the command is inside the pid namespace → the
+//! command moves itself into the v1 cgroups and says so (or why not), the helper moves the command
+//! (not itself) into the v2 cgroup and lets it go on → in the child: new
 //! session, the terminal as controlling tty (pty mode), stdio from the passed descriptors,
 //! capability bounding set, exec → the helper waits and reports the command's status on the
 //! status descriptor as JSON.
 //!
 //! `fds` = `[stdin, stdout, stderr, status]` (3, 4, 5, 6 after the launcher arranged them).
 
-use std::{io::Write, os::fd::OwnedFd};
+use std::{
+    io::{Read, Write},
+    os::fd::OwnedFd,
+};
 
 use nix::{
     sched::{CloneFlags, setns},
@@ -106,8 +110,19 @@ pub fn run(plan: ExecPlan, fds: Vec<OwnedFd>) -> i32 {
             Err(e) => return fail(&mut status, 125, format!("join cgroup {}: {e}", procs.display())),
         }
     }
-    // The command waits until it is in them.
+    let mut tasks = Vec::with_capacity(plan.cgroup_tasks.len());
+    for path in &plan.cgroup_tasks {
+        match std::fs::OpenOptions::new().write(true).open(path) {
+            Ok(f) => tasks.push((path.clone(), f)),
+            Err(e) => return fail(&mut status, 125, format!("join cgroup {}: {e}", path.display())),
+        }
+    }
+    // The command waits until it is in them; it says when it is in the v1 ones.
     let (go_r, go_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return fail(&mut status, 125, format!("pipe: {e}")),
+    };
+    let (joined_r, joined_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => return fail(&mut status, 125, format!("pipe: {e}")),
     };
@@ -160,7 +175,16 @@ pub fn run(plan: ExecPlan, fds: Vec<OwnedFd>) -> i32 {
     }
     let child = match process::fork() {
         Ok(Forked::Child) => {
-            drop(go_w);
+            drop((go_w, joined_r));
+            let mut joined = std::fs::File::from(joined_w);
+            for (path, mut f) in tasks {
+                if let Err(e) = f.write_all(b"0") {
+                    let _ = write!(joined, "join cgroup {}: {e}", path.display());
+                    process::exit_now(125);
+                }
+            }
+            let _ = joined.write_all(b"j");
+            drop(joined);
             let mut go = [0u8; 1];
             if nix::unistd::read(&go_r, &mut go) != Ok(1) {
                 process::exit_now(125);
@@ -170,7 +194,18 @@ pub fn run(plan: ExecPlan, fds: Vec<OwnedFd>) -> i32 {
         Ok(Forked::Parent(pid)) => pid,
         Err(e) => return fail(&mut status, 125, format!("fork: {e}")),
     };
-    drop(go_r);
+    drop((go_r, joined_w, tasks));
+    let mut said = Vec::new();
+    let _ = std::fs::File::from(joined_r).read_to_end(&mut said);
+    if said != b"j" {
+        let _ = waitpid(child, None);
+        let why = if said.is_empty() {
+            "the command is gone before it started".to_owned()
+        } else {
+            String::from_utf8_lossy(&said).into_owned()
+        };
+        return fail(&mut status, 125, why);
+    }
     for j in &mut joins {
         if let Err(e) = j.add(child.as_raw()) {
             let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);

@@ -6,8 +6,9 @@
 //! under `<scratch>/rootfs`, root first (image directories idmapped with a user namespace) →
 //! /proc (without a user namespace; see below), /sys (read-only), /sys/fs/cgroup (the container's
 //! own cgroups), /dev (tmpfs with the allowed nodes, devpts, mqueue, shm), /run, /run/lock, the
-//! machine ID → report `M` and wait for the monitor to put us into the container's cgroups (after
-//! the mounts: the devices controller would refuse the loop block devices) → new cgroup namespace
+//! machine ID → move into the container's v1 cgroups (after the mounts: the devices controller
+//! would refuse the loop block devices) → report `M` and wait for the monitor (which attaches a v2
+//! device filter) → new cgroup namespace
 //! (rooted at the container's cgroup) → pivot_root into the new root (the `pivot_root(".", ".")`
 //! form runc uses, which needs no directory in a read-only root) and detach the old root →
 //! hostname → capability bounding set → exec. The report pipe is close-on-exec: EOF after `M`
@@ -331,7 +332,20 @@ fn setup(
 
     machine_id(plan, &rootfs)?;
 
-    // Mounted: now the monitor puts us into the container's cgroups.
+    // Mounted (the devices controller would refuse the loop block devices before): into the
+    // container's v1 cgroups, each by this thread itself (see `StartPlan::cgroup_tasks`) — a
+    // single-threaded process, so the whole of it moves, and what it forks (the init, with a user
+    // namespace) is born there. Then the monitor attaches a v2 device filter, if any.
+    for tasks in &plan.cgroup_tasks {
+        at(
+            "join the container's cgroups",
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(tasks)
+                .and_then(|mut f| f.write_all(b"0"))
+                .map_err(|e| format!("{}: {e}", tasks.display())),
+        )?;
+    }
     at("join the container's cgroups", report.write_all(b"M"))?;
     let mut b = [0u8; 1];
     if !matches!(go.read(&mut b), Ok(1)) {

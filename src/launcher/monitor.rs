@@ -1,8 +1,9 @@
 //! The per-container monitor: parent of the container's init, for the init's whole life.
 //!
 //! Order: attach loop devices → open the console pty (see [`super::console`]) → (with a user
-//! namespace: create it, with the container's mapping) → clone the init into new namespaces (it
-//! mounts, then waits) → put it into the container's cgroups → let it go → (with a user namespace:
+//! namespace: create it, with the container's mapping) → clone the init into new namespaces and
+//! its cgroup2 directory (it mounts, moves itself into its v1 cgroups, then waits) → attach a v2
+//! device filter → let it go → (with a user namespace:
 //! it forks the real init into a new pid namespace and reports its pid; mount that init's /proc and
 //! let it go) → record `<run>/state` → the init execs the guest init (a close-on-exec report pipe
 //! tells success from failure) → report `Started` (or `Failed`) to cmld → release the loop devices
@@ -137,7 +138,7 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
     }
     // Without a user namespace this child becomes the init; with one it builds the root, forks the
     // init into a pid namespace of the user namespace's, and exits.
-    // A v2-only host: the init starts in its cgroup.
+    // The init starts in its cgroup2 directory (and moves itself into its v1 cgroups first thing).
     let cgroup_dir = match plan.cgroup_into.as_ref().map(|d| {
         nix::fcntl::open(
             d,
@@ -189,22 +190,12 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
     match rep.read(&mut first) {
         Ok(1) if first[0] == b'M' => {
             mark("mounts");
-            for procs in &plan.cgroup_procs {
-                if let Err(e) = std::fs::write(procs, child.as_raw().to_string()) {
-                    return abort(
-                        &mut chan,
-                        "join the container's cgroups",
-                        format!("{}: {e}", procs.display()),
-                        init_pid,
-                    );
-                }
-            }
             if let Some(f) = &plan.device_filter
                 && let Err(e) = attach_device_filter(f)
             {
                 return abort(&mut chan, "attach the device filter", e, init_pid);
             }
-            mark("cgroup attach");
+            mark("device filter");
             match EncryptedVolume::open_all(&plan, child) {
                 Ok(v) => volumes = v,
                 Err(e) => return abort(&mut chan, "hold the encrypted volumes", e, init_pid),

@@ -24,10 +24,14 @@ pub struct StartPlan {
     pub netns: bool,
     /// Interfaces the monitor sets up in that namespace (with `netns`).
     pub net: Option<NetPlan>,
-    /// `cgroup.procs` files the init joins before anything else happens.
-    pub cgroup_procs: Vec<PathBuf>,
-    /// The cgroup2 directory the init is cloned into (`CLONE_INTO_CGROUP`; then `cgroup_procs` is
-    /// empty): a v2-only host.
+    /// The `tasks` files of the container's v1 cgroups: the init moves itself into each (writes
+    /// `0`) before anything else happens. A single thread moving itself is the one migration the
+    /// kernel does without its global threadgroup lock, whose first writer after idle waits an
+    /// RCU grace period (10–20 ms here); `cgroup.procs` with a pid would take it.
+    #[serde(default)]
+    pub cgroup_tasks: Vec<PathBuf>,
+    /// The container's cgroup2 directory, if it has one: the init is cloned into it
+    /// (`CLONE_INTO_CGROUP`), so no migration there at all.
     #[serde(default)]
     pub cgroup_into: Option<PathBuf>,
     /// Where the device controller is v2: the eBPF device filter the monitor attaches to the
@@ -277,8 +281,13 @@ pub enum MountSource {
 pub struct ExecPlan {
     /// Host pid of the container's init (whose namespaces are joined).
     pub init_pid: i32,
-    /// `cgroup.procs` files of the container.
+    /// The `cgroup.procs` file of the container's cgroup2 directory, if it has one: the helper
+    /// moves the command there.
     pub cgroup_procs: Vec<PathBuf>,
+    /// The `tasks` files of the container's v1 cgroups: the command moves itself into each (see
+    /// [`StartPlan::cgroup_tasks`]), through descriptors the helper opened on the host.
+    #[serde(default)]
+    pub cgroup_tasks: Vec<PathBuf>,
     /// Capabilities dropped from the bounding set.
     pub drop_caps: Vec<u8>,
     /// argv; argv[0] is looked up in PATH.

@@ -688,7 +688,13 @@ impl Handler<ExecInfo> for ContainerActor {
         env.extend(cfg.init_env.iter().cloned());
         Ok(ExecPlan {
             init_pid: run.init.pid(),
-            cgroup_procs: run.cgroup.procs_files(),
+            cgroup_procs: run
+                .cgroup
+                .v2_dir()
+                .map(|d| d.join("cgroup.procs"))
+                .into_iter()
+                .collect(),
+            cgroup_tasks: run.cgroup.v1_tasks_files(),
             drop_caps: runtime::dropped_caps(cfg.userns() || run.setup),
             userns: cfg.userns(),
             argv: msg.argv,

@@ -85,9 +85,6 @@ async fn launch(
     let join = |e: tokio::task::JoinError| StartError::at("internal", e);
     let rt2 = rt.clone();
     let (t0, uuid_for_log) = (Instant::now(), uuid.clone());
-    // Off the critical path: the cgroup attach lock's grace period runs while we prepare.
-    let rt_warm = rt.clone();
-    actix_rt::task::spawn_blocking(move || crate::sys::cgroup::warm_attach_lock(&rt_warm.layout));
     let guard = StartGuard(
         Some(
             actix_rt::task::spawn_blocking(move || {

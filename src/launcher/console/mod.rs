@@ -442,7 +442,7 @@ mod tests {
     fn test_plan(run_dir: &Path) -> StartPlan {
         serde_json::from_value(serde_json::json!({
             "uuid": "u", "hostname": "h", "run_dir": run_dir, "root": run_dir.join("root"),
-            "mounts": [], "images": [], "netns": false, "net": null, "cgroup_procs": [],
+            "mounts": [], "images": [], "netns": false, "net": null, "cgroup_tasks": [],
             "devices": [], "drop_caps": [], "argv": [], "env": [], "notify_socket": null,
             "setup": false, "userns": null, "volume_key": null,
             "console": {"log_kib": 64},

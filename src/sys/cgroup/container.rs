@@ -180,13 +180,19 @@ impl ContainerCgroup {
         &self.dirs
     }
 
-    /// The container's cgroup2 directory when every hierarchy it has is that one (a v2-only host):
-    /// a process cloned into it (`CLONE_INTO_CGROUP`) needs no attach.
-    pub fn single_v2_dir(&self) -> Option<&Path> {
-        match (self.dirs.as_slice(), &self.v2_dir) {
-            ([only], Some(v2)) if only == v2 => Some(v2),
-            _ => None,
-        }
+    /// The `tasks` files of its v1 directories (a thread writes `0` there to move itself).
+    pub fn v1_tasks_files(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .filter(|d| Some(*d) != self.v2_dir.as_ref())
+            .map(|d| d.join("tasks"))
+            .collect()
+    }
+
+    /// The container's cgroup2 directory, if some controller of ours (or the host's only
+    /// hierarchy) is v2.
+    pub fn v2_dir(&self) -> Option<&Path> {
+        self.v2_dir.as_deref()
     }
 
     /// The container's cgroup2 directory when the device controller is v2: its device filter is

@@ -195,7 +195,6 @@ pub use bpf::{
 pub use container::{ContainerCgroup, GuestCgroup, Usage};
 pub use devices::{DeviceRule, default_devices};
 pub use layout::Layout;
-pub use v1::warm_attach_lock;
 pub use v2::favor_dynmods;
 
 /// The limits a container's cgroup is created with.
