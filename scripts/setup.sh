@@ -13,6 +13,7 @@ PACKAGES=(
   iproute2                # tests/netlink.rs: `ip route` in a test netns
   nftables                # nft: device.conf nat_uplink (masquerading)
   mmdebstrap              # tests: the Debian 12 systemd GuestOS (scripts/debian-fixture.sh)
+  systemd-container       # cargo bench: systemd-nspawn, the peer of the Debian/systemd boot rows
   qemu-system-x86         # the VM lab (scripts/vm-lab.sh, tests/vm.rs): a pure cgroup-v2 kernel
   kmod                    # the VM lab: depmod/modprobe resolve the kernel modules' order
   binutils                # the VM lab: strip (the binaries in its initramfs)

@@ -55,19 +55,25 @@ pub struct Config {
     pub peers: bool,
     /// Boot runs of the Debian/systemd guest against systemd-nspawn (0: skipped).
     pub debian_runs: usize,
+    /// Only these parts of the table (`plain`, `featured`, `concurrent`, `queries`, `rss`,
+    /// `debian`); all when `None`. From `CML_BENCH_ONLY=plain,featured`.
+    pub only: Option<Vec<String>>,
 }
 
 impl Config {
-    /// The full benchmark.
+    /// The full benchmark; `CML_BENCH_RUNS=N` changes the cycles per variant, `CML_BENCH_ONLY`
+    /// picks parts of it (see [`Config::only`]).
     pub fn full() -> Config {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Config {
-            runs: 30,
+            runs: env("CML_BENCH_RUNS").and_then(|v| v.parse().ok()).unwrap_or(30),
             concurrency: vec![1, 10, 20, 50, 100],
             list_n: 100,
             state_requests: 1000,
             rss_n: 100,
             peers: true,
             debian_runs: 10,
+            only: env("CML_BENCH_ONLY").map(|v| v.split(',').map(|p| p.trim().to_owned()).collect()),
         }
     }
 
@@ -81,6 +87,7 @@ impl Config {
             rss_n: 2,
             peers: false,
             debian_runs: 0,
+            only: None,
         }
     }
 }
@@ -497,7 +504,8 @@ pub fn host_facts() -> String {
 
 /// Runs everything in `cfg`, prints the table, returns its rows.
 pub fn run(cfg: &Config) -> Vec<Row> {
-    let peer = if cfg.peers {
+    let want = |part: &str| cfg.only.as_ref().is_none_or(|o| o.iter().any(|p| p == part));
+    let peer = if cfg.peers && (want("plain") || want("concurrent")) {
         let work = tempfile::Builder::new()
             .prefix("cmlbench-crun")
             .tempdir()
@@ -533,50 +541,54 @@ pub fn run(cfg: &Config) -> Vec<Row> {
     row("daemon RSS, idle", 0, &[rss_idle], None, "MiB");
 
     // The plain shape.
-    let a = c.create(&plain_conf("plain"));
-    let (starts, stops) = lifecycle(&mut c, &a, None, cfg.runs);
-    row("start → RUNNING", 1, &starts, peer_median(|p| &p.start_ms), "ms");
-    row("stop → STOPPED", 1, &stops, peer_median(|p| &p.stop_ms), "ms");
-    // The same container as users start it: a fresh `control` process per request (crun's
-    // figures include its own process too).
-    let (starts, stops) = lifecycle_control(&b, "plain", None, cfg.runs);
-    row(
-        "`control start` → RUNNING, fresh process",
-        1,
-        &starts,
-        peer_median(|p| &p.start_ms),
-        "ms",
-    );
-    row(
-        "`control stop` → STOPPED, fresh process",
-        1,
-        &stops,
-        peer_median(|p| &p.stop_ms),
-        "ms",
-    );
+    if want("plain") {
+        let a = c.create(&plain_conf("plain"));
+        let (starts, stops) = lifecycle(&mut c, &a, None, cfg.runs);
+        row("start → RUNNING", 1, &starts, peer_median(|p| &p.start_ms), "ms");
+        row("stop → STOPPED", 1, &stops, peer_median(|p| &p.stop_ms), "ms");
+        // The same container as users start it: a fresh `control` process per request (crun's
+        // figures include its own process too).
+        let (starts, stops) = lifecycle_control(&b, "plain", None, cfg.runs);
+        row(
+            "`control start` → RUNNING, fresh process",
+            1,
+            &starts,
+            peer_median(|p| &p.start_ms),
+            "ms",
+        );
+        row(
+            "`control stop` → STOPPED, fresh process",
+            1,
+            &stops,
+            peer_median(|p| &p.stop_ms),
+            "ms",
+        );
+    }
 
     // Encrypted volume + veth: the first start creates the volume (and its key).
-    let f = c.create(&featured_conf("featured"));
-    let first = ms(c.start(&f, Some("trustme")));
-    c.stop(&f, Some("trustme"));
-    row(
-        "first start, SOFT+ext4 (makes the volume)",
-        1,
-        &[first],
-        None,
-        "ms",
-    );
-    let (starts, stops) = lifecycle(&mut c, &f, Some("trustme"), cfg.runs);
-    row("start → RUNNING, SOFT+ext4+veth", 1, &starts, None, "ms");
-    row("stop → STOPPED, SOFT+ext4+veth", 1, &stops, None, "ms");
-    let (starts, _) = lifecycle_control(&b, "featured", Some("trustme"), cfg.runs);
-    row(
-        "`control start --key`, SOFT+ext4+veth, fresh process",
-        1,
-        &starts,
-        None,
-        "ms",
-    );
+    if want("featured") {
+        let f = c.create(&featured_conf("featured"));
+        let first = ms(c.start(&f, Some("trustme")));
+        c.stop(&f, Some("trustme"));
+        row(
+            "first start, SOFT+ext4 (makes the volume)",
+            1,
+            &[first],
+            None,
+            "ms",
+        );
+        let (starts, stops) = lifecycle(&mut c, &f, Some("trustme"), cfg.runs);
+        row("start → RUNNING, SOFT+ext4+veth", 1, &starts, None, "ms");
+        row("stop → STOPPED, SOFT+ext4+veth", 1, &stops, None, "ms");
+        let (starts, _) = lifecycle_control(&b, "featured", Some("trustme"), cfg.runs);
+        row(
+            "`control start --key`, SOFT+ext4+veth, fresh process",
+            1,
+            &starts,
+            None,
+            "ms",
+        );
+    }
 
     // Concurrency.
     let max_n = cfg
@@ -590,7 +602,7 @@ pub fn run(cfg: &Config) -> Vec<Row> {
     let uuids: Vec<String> = (0..max_n)
         .map(|i| c.create(&plain_conf(&format!("c{i}"))))
         .collect();
-    for &n in &cfg.concurrency {
+    for &n in cfg.concurrency.iter().filter(|_| want("concurrent")) {
         let (start, stop) = concurrent(&b, &uuids[..n]);
         let peer_conc = peer.as_ref().and_then(|p| {
             p.concurrent
@@ -622,46 +634,50 @@ pub fn run(cfg: &Config) -> Vec<Row> {
     }
 
     // Queries with many containers.
-    let lists: Vec<f64> = (0..cfg.runs.max(5)).map(|_| ms(c.status(&[]))).collect();
-    row("list (all containers)", uuids.len() + 2, &lists, None, "ms");
-    let lists: Vec<f64> = (0..cfg.runs.max(5)).map(|_| control(&b, &["list"])).collect();
-    row(
-        "`control list`, fresh process",
-        uuids.len() + 2,
-        &lists,
-        None,
-        "ms",
-    );
-    let one = [uuids[0].clone()];
-    let t = Instant::now();
-    for _ in 0..cfg.state_requests {
-        c.status(&one);
+    if want("queries") {
+        let lists: Vec<f64> = (0..cfg.runs.max(5)).map(|_| ms(c.status(&[]))).collect();
+        row("list (all containers)", uuids.len() + 2, &lists, None, "ms");
+        let lists: Vec<f64> = (0..cfg.runs.max(5)).map(|_| control(&b, &["list"])).collect();
+        row(
+            "`control list`, fresh process",
+            uuids.len() + 2,
+            &lists,
+            None,
+            "ms",
+        );
+        let one = [uuids[0].clone()];
+        let t = Instant::now();
+        for _ in 0..cfg.state_requests {
+            c.status(&one);
+        }
+        row(
+            "state × N, one connection (total)",
+            cfg.state_requests,
+            &[ms(t.elapsed())],
+            None,
+            "ms",
+        );
     }
-    row(
-        "state × N, one connection (total)",
-        cfg.state_requests,
-        &[ms(t.elapsed())],
-        None,
-        "ms",
-    );
 
     // Memory with containers running.
-    let running = &uuids[..cfg.rss_n];
-    for u in running {
-        c.start(u, None);
-    }
-    row(
-        "daemon RSS, containers running",
-        cfg.rss_n,
-        &[b.rss_mib()],
-        None,
-        "MiB",
-    );
-    for u in running {
-        c.stop(u, None);
+    if want("rss") {
+        let running = &uuids[..cfg.rss_n];
+        for u in running {
+            c.start(u, None);
+        }
+        row(
+            "daemon RSS, containers running",
+            cfg.rss_n,
+            &[b.rss_mib()],
+            None,
+            "MiB",
+        );
+        for u in running {
+            c.stop(u, None);
+        }
     }
 
-    if cfg.debian_runs > 0 {
+    if cfg.debian_runs > 0 && want("debian") {
         match fixture::debian() {
             Ok(fx) => {
                 let (starts, stops) = debian::cml(&b, &fx, cfg.debian_runs);

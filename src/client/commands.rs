@@ -152,7 +152,9 @@ pub fn dispatch<S: Read + Write>(
                 return Err(ClientError::NoSuchContainer(container.clone()));
             };
             session.human(&format!("{}\n", format::state_name(s.state)))?;
-            session.json(&format::status_json(s))?;
+            if session.wants_json() {
+                session.json(&format::status_json(s))?;
+            }
         }
         Command::List { system, ignored: _ } => {
             let msg = ControllerToDaemon {
@@ -162,14 +164,18 @@ pub fn dispatch<S: Read + Write>(
             let reply = session.call(&msg)?;
             session.expect_data(&reply, Code::ContainerStatus)?;
             session.human(&format::list_table(&reply.container_status))?;
-            session.json(&format::list_json(&reply.container_status))?;
+            if session.wants_json() {
+                session.json(&format::list_json(&reply.container_status))?;
+            }
         }
         Command::Ifaces { container } => {
             let status = session.resolve(container)?;
             let reply = session.call(&container_request(Cmd::ContainerListIfaces, &status.uuid))?;
             session.expect_data(&reply, Code::ContainerIfaces)?;
             session.human(&format::ifaces_table(&reply.container_ifaces))?;
-            session.json(&format::ifaces_json(&reply.container_ifaces))?;
+            if session.wants_json() {
+                session.json(&format::ifaces_json(&reply.container_ifaces))?;
+            }
         }
         Command::ListGuestos => {
             let reply = session.call(&request(Cmd::ListGuestosConfigs))?;

@@ -181,6 +181,12 @@ impl<'o, S: Read + Write> Session<'o, S> {
         }
     }
 
+    /// Whether output is JSON: a caller builds a document only then (building one per container
+    /// of a long list costs more than the rest of `control list`).
+    pub fn wants_json(&self) -> bool {
+        self.mode == OutputMode::Json
+    }
+
     /// Writes one JSON document to stdout in the JSON mode (nothing in the other modes).
     pub fn json(&mut self, doc: &Value) -> Result<(), ClientError> {
         if self.mode == OutputMode::Json {
