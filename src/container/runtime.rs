@@ -277,9 +277,13 @@ impl Prepared {
 /// console log, see [`clear_run_dir`].
 pub fn cleanup(cg: &ContainerCgroup, run_dir: &Path) -> Vec<String> {
     let mut errors = Vec::new();
-    cg.kill_all();
-    if let Err(e) = cg.remove() {
-        errors.push(e.to_string());
+    // After a normal exit nothing is left (the pid namespace died with its init): the kernel's
+    // rmdir says so. Only when some directory is still busy are its processes hunted down.
+    if !cg.remove_if_empty() {
+        cg.kill_all();
+        if let Err(e) = cg.remove() {
+            errors.push(e.to_string());
+        }
     }
     if let Err(e) = clear_run_dir(run_dir) {
         errors.push(format!("remove {}: {e}", run_dir.display()));

@@ -556,6 +556,7 @@ impl Handler<Stop> for ContainerActor {
         let timeout = self.ctx.rt.stop_timeout;
         let _ = self.set_state(State::Shutdown);
         let uuid = self.uuid;
+        let t0 = Instant::now();
         let work = async move {
             // The signal goes again after 1 ms, 2, 4, … (at most every 500 ms) until the timeout: a
             // guest init that had not yet installed its handler when the first one came (a pid
@@ -587,9 +588,16 @@ impl Handler<Stop> for ContainerActor {
                     .unwrap_or_default()
             }
         };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(|info, act, _| {
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(move |info, act, _| {
+            let exited = t0.elapsed();
             act.finish_run(info, State::Stopped)
                 .map_err(StopFailure::Cleanup)?;
+            tracing::debug!(
+                container = %act.uuid,
+                exited_us = exited.as_micros() as u64,
+                stopped_us = t0.elapsed().as_micros() as u64,
+                "stop timings"
+            );
             info!(container = %act.uuid, "stopped");
             Ok(())
         })))

@@ -336,6 +336,17 @@ impl ContainerCgroup {
         }
     }
 
+    /// Removes every directory if none has a process or a cgroup below it (the kernel refuses
+    /// such an rmdir with `EBUSY`): one rmdir each, the fast path of a stop. `false`: something
+    /// is left (some directories may be gone already); [`kill_all`](Self::kill_all) and
+    /// [`remove`](Self::remove) finish the job.
+    pub fn remove_if_empty(&self) -> bool {
+        self.dirs.iter().rev().all(|dir| match fs::remove_dir(dir) {
+            Ok(()) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        })
+    }
+
     /// Removes every directory and what a guest made below it (retrying `EBUSY` for up to 100 ms
     /// each). Tries all and returns the first error; directories that are already gone are fine.
     pub fn remove(&self) -> Result<(), CgroupError> {
