@@ -289,6 +289,42 @@ fn open_in_restores_the_thread_namespace() {
 }
 
 #[test]
+fn a_veth_end_is_born_in_another_namespace_named_and_addressed() {
+    let guard = VethGuard::new();
+    let (a, b) = (guard.name("a"), guard.name("b"));
+    let host = Netlink::open().unwrap();
+    let ns = new_netns();
+    let inner = Netlink::open_in(&ns).unwrap();
+
+    host.add_veth_into(&a, "eth0", "02:00:00:aa:bb:cc", &ns).unwrap();
+    // One end here, the other only there: named, with its address, never on the host.
+    assert_eq!(by_name(&host, &a).kind.as_deref(), Some("veth"));
+    let eth0 = by_name(&inner, "eth0");
+    assert_eq!(eth0.kind.as_deref(), Some("veth"));
+    assert_eq!(eth0.mac.as_deref(), Some("02:00:00:aa:bb:cc"));
+    assert!(host.links().unwrap().iter().all(|l| !l.name.starts_with(&b)));
+    // A taken name inside fails, clearly, and leaves nothing behind on the host.
+    let e = host
+        .add_veth_into(&b, "eth0", "02:00:00:aa:bb:cd", &ns)
+        .unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::EEXIST), "{e}");
+    assert!(e.to_string().contains(&b), "{e}");
+    assert_eq!(host.link_by_name(&b).unwrap(), None);
+    // A bad MAC is refused before the kernel is asked.
+    assert!(host.add_veth_into(&b, "eth1", "not-a-mac", &ns).is_err());
+    // Deleting the host end takes the inner end with it.
+    host.del_link(by_name(&host, &a).index).unwrap();
+    assert!(poll(Duration::from_secs(2), || inner
+        .link_by_name("eth0")
+        .unwrap()
+        .is_none()));
+
+    drop(inner);
+    drop(ns);
+    assert_no_links_left(&guard.prefix);
+}
+
+#[test]
 fn move_without_rename_collides_and_with_rename_does_not() {
     let guard = VethGuard::new();
     let (a, b, c, d) = (guard.name("a"), guard.name("b"), guard.name("c"), guard.name("d"));

@@ -80,21 +80,11 @@ impl Attached {
                     let _ = self.host.del_link(old.index);
                 }
             }
+            // The container's end is born in its namespace, named and addressed (no move).
             self.host
-                .add_veth(&v.host, &v.peer)
-                .map_err(|e| err(&format!("create veth pair {}", v.host), e))?;
+                .add_veth_into(&v.host, &v.name, &v.mac, &self.ns)
+                .map_err(|e| err(&format!("create veth pair {} / {}", v.host, v.name), e))?;
             self.created.set(i + 1);
-            let peer = self
-                .host
-                .link_by_name(&v.peer)
-                .map_err(|e| err("find the veth peer", e))?
-                .ok_or_else(|| format!("veth peer {} vanished", v.peer))?;
-            self.host
-                .set_mac(peer.index, &v.mac)
-                .map_err(|e| err(&format!("set MAC {} on {}", v.mac, v.name), e))?;
-            self.host
-                .move_to_netns(peer.index, &self.ns, Some(&v.name))
-                .map_err(|e| err(&format!("move {} into the container", v.name), e))?;
             let hostside = self
                 .host
                 .link_by_name(&v.host)

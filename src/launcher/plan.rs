@@ -103,7 +103,9 @@ pub struct NetPlan {
 pub struct VnetPlan {
     /// The host side's name (unique per daemon: the ifname prefix and the subnet offset).
     pub host: String,
-    /// The container side's name while it is still on the host.
+    /// A host name reserved for the container side: it is created inside the container under
+    /// `name` (no longer on the host first), so only a leftover of an older cmld can carry it;
+    /// such a leftover is removed before the pair is made.
     pub peer: String,
     /// The container side's name inside (`if_name`).
     pub name: String,
