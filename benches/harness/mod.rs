@@ -71,7 +71,8 @@ impl Config {
             list_n: 100,
             state_requests: 1000,
             rss_n: 100,
-            peers: true,
+            // CML_BENCH_PEERS=0: without crun and systemd-nspawn (a quicker look at ours).
+            peers: env("CML_BENCH_PEERS").is_none_or(|v| v != "0"),
             debian_runs: 10,
             only: env("CML_BENCH_ONLY").map(|v| v.split(',').map(|p| p.trim().to_owned()).collect()),
         }
@@ -681,9 +682,13 @@ pub fn run(cfg: &Config) -> Vec<Row> {
         match fixture::debian() {
             Ok(fx) => {
                 let (starts, stops) = debian::cml(&b, &fx, cfg.debian_runs);
-                let nspawn = debian::nspawn(&fx, cfg.debian_runs)
-                    .map_err(|e| eprintln!("systemd-nspawn peer not measured: {e}"))
-                    .ok();
+                let nspawn = if cfg.peers {
+                    debian::nspawn(&fx, cfg.debian_runs)
+                        .map_err(|e| eprintln!("systemd-nspawn peer not measured: {e}"))
+                        .ok()
+                } else {
+                    None
+                };
                 let peer_of = |i: usize| nspawn.as_ref().map(|p| stats(if i == 0 { &p.0 } else { &p.1 }).0);
                 row(
                     "debian/systemd start → RUNNING (READY=1)",

@@ -7,9 +7,10 @@
 //! 1. cmld sends a [`Request`] as one JSON datagram, with file descriptors attached (`SCM_RIGHTS`):
 //!    - `Start`: `[channel]` — one end of a socketpair cmld keeps the other end of;
 //!    - `Exec`: `[stdin, stdout, stderr, status]`.
-//! 2. The launcher forks twice (so the worker is re-parented away from it and outlives it), the
-//!    worker calls `setsid`, keeps exactly the passed descriptors (as 3, 4, …) and runs
-//!    [`monitor::run`] or [`exec::run`].
+//! 2. The launcher forks the worker (it ignores `SIGCHLD` with `SA_NOCLDWAIT`, so the kernel
+//!    reaps workers as they end; a worker outlives the launcher, re-parented to init); the worker
+//!    restores `SIGCHLD`, calls `setsid`, keeps exactly the passed descriptors (as 3, 4, …) and
+//!    runs [`monitor::run`] or [`exec::run`].
 //! 3. The launcher replies with one [`Reply`] datagram: the worker's pid, or why it could not fork.
 //!
 //! From then on the worker talks to cmld directly over the passed descriptors (see
@@ -202,6 +203,9 @@ fn send_reply(sock: &OwnedFd, reply: &Reply) {
 /// The launcher's loop: one request at a time until cmld goes away.
 fn serve(sock: OwnedFd) -> ! {
     fdpass::ignore_sigpipe();
+    // Workers are children of the launcher, reaped by the kernel as they end (no zombies, and no
+    // second fork per request to hand them to init).
+    process::ignore_sigchld();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let (n, fds) = match fdpass::recv_with_fds(sock.as_raw_fd(), &mut buf) {
@@ -222,55 +226,28 @@ fn serve(sock: OwnedFd) -> ! {
     }
 }
 
-/// Forks twice; the grandchild becomes the worker. Returns the reply for cmld.
+/// Forks the worker. Returns the reply for cmld.
 fn spawn_worker(req: Request, fds: Vec<OwnedFd>) -> Reply {
-    let (pid_r, pid_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
-        Ok(p) => p,
-        Err(e) => {
-            return Reply::Failed {
-                error: format!("pipe: {e}"),
-            };
-        }
-    };
     match process::fork() {
         Err(e) => Reply::Failed {
             error: format!("fork: {e}"),
         },
         Ok(Forked::Child) => {
-            drop(pid_r);
-            match process::fork() {
-                Ok(Forked::Child) => {
-                    drop(pid_w);
-                    let _ = nix::unistd::setsid();
-                    let fds = fdpass::keep_only(fds);
-                    let code = match req {
-                        Request::Start(plan) => monitor::run(*plan, fds),
-                        Request::Exec(plan) => exec::run(plan, fds),
-                        Request::DevNodes(plan) => dev_nodes(&plan, fds),
-                    };
-                    process::exit_now(code)
-                }
-                Ok(Forked::Parent(pid)) => {
-                    let _ = nix::unistd::write(&pid_w, &pid.as_raw().to_ne_bytes());
-                    process::exit_now(0)
-                }
-                Err(_) => process::exit_now(1),
-            }
+            // The launcher ignores SIGCHLD (see `serve`); a worker waits for its own children,
+            // and what it execs must not inherit an ignored SIGCHLD either.
+            process::default_sigchld();
+            let _ = nix::unistd::setsid();
+            let fds = fdpass::keep_only(fds);
+            let code = match req {
+                Request::Start(plan) => monitor::run(*plan, fds),
+                Request::Exec(plan) => exec::run(plan, fds),
+                Request::DevNodes(plan) => dev_nodes(&plan, fds),
+            };
+            process::exit_now(code)
         }
-        Ok(Forked::Parent(mid)) => {
-            drop(pid_w);
+        Ok(Forked::Parent(pid)) => {
             drop(fds);
-            let mut b = [0u8; 4];
-            let got = nix::unistd::read(&pid_r, &mut b);
-            let _ = nix::sys::wait::waitpid(mid, None);
-            match got {
-                Ok(4) => Reply::Spawned {
-                    pid: i32::from_ne_bytes(b),
-                },
-                _ => Reply::Failed {
-                    error: "the worker could not be forked".into(),
-                },
-            }
+            Reply::Spawned { pid: pid.as_raw() }
         }
     }
 }

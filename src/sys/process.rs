@@ -104,3 +104,22 @@ pub fn set_controlling_tty(fd: i32) {
         libc::ioctl(fd, libc::TIOCSCTTY, 0);
     }
 }
+
+/// Ignores `SIGCHLD` with `SA_NOCLDWAIT`: the kernel reaps the caller's children as they end
+/// (they never become zombies, and `wait` finds none). For the launcher, whose workers outlive
+/// their requests; each worker restores the default with [`default_sigchld`].
+pub fn ignore_sigchld() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let act = SigAction::new(SigHandler::SigIgn, SaFlags::SA_NOCLDWAIT, SigSet::empty());
+    // SAFETY: SIG_IGN runs no handler code, so nothing async-signal-unsafe can run.
+    let _ = unsafe { sigaction(Signal::SIGCHLD, &act) };
+}
+
+/// Restores the default `SIGCHLD` disposition (children become zombies until waited for): an
+/// ignored `SIGCHLD` would survive exec and break every `wait` in what runs next.
+pub fn default_sigchld() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let act = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: SIG_DFL runs no handler code.
+    let _ = unsafe { sigaction(Signal::SIGCHLD, &act) };
+}

@@ -83,38 +83,41 @@ async fn launch(
     key: Option<Arc<crate::softtoken::MasterKey>>,
 ) -> Result<Launched, StartError> {
     let join = |e: tokio::task::JoinError| StartError::at("internal", e);
-    let rt2 = rt.clone();
     let (t0, uuid_for_log) = (Instant::now(), uuid.clone());
-    let guard = StartGuard(
-        Some(
-            actix_rt::task::spawn_blocking(move || {
-                runtime::prepare(&rt2, &data, &uuid, &cfg, &os, setup, key.as_deref())
-            })
-            .await
-            .map_err(join)??,
-        ),
-        rt.clone(),
-    );
-    let prepared_at = t0.elapsed();
-    let notify = match &guard.prepared().plan.notify_socket {
-        Some(path) => match UnixDatagram::bind(path) {
-            Ok(s) => Some(s),
-            Err(e) => return Err(guard.abort(StartError::at("create the notify socket", e))),
-        },
-        None => None,
-    };
-    let (ours, theirs) = match StdUnixStream::pair() {
-        Ok(p) => p,
-        Err(e) => return Err(guard.abort(StartError::at("create the monitor channel", e))),
-    };
-    let req = Request::Start(Box::new(guard.prepared().plan.clone()));
-    let rt3 = rt.clone();
-    let spawned = actix_rt::task::spawn_blocking(move || rt3.launcher.request(&req, &[theirs.as_raw_fd()]))
-        .await
-        .map_err(join)?;
-    if let Err(e) = spawned {
-        return Err(guard.abort(StartError::at("launch the monitor", e)));
-    }
+    // Preparing and asking the launcher for the monitor: one trip to the blocking pool.
+    let (guard, notify, ours, prepared_at) = actix_rt::task::spawn_blocking(move || {
+        let guard = StartGuard(
+            Some(runtime::prepare(
+                &rt,
+                &data,
+                &uuid,
+                &cfg,
+                &os,
+                setup,
+                key.as_deref(),
+            )?),
+            rt.clone(),
+        );
+        let prepared_at = t0.elapsed();
+        let notify = match &guard.prepared().plan.notify_socket {
+            Some(path) => match UnixDatagram::bind(path) {
+                Ok(s) => Some(s),
+                Err(e) => return Err(guard.abort(StartError::at("create the notify socket", e))),
+            },
+            None => None,
+        };
+        let (ours, theirs) = match StdUnixStream::pair() {
+            Ok(p) => p,
+            Err(e) => return Err(guard.abort(StartError::at("create the monitor channel", e))),
+        };
+        let req = Request::Start(Box::new(guard.prepared().plan.clone()));
+        if let Err(e) = rt.launcher.request(&req, &[theirs.as_raw_fd()]) {
+            return Err(guard.abort(StartError::at("launch the monitor", e)));
+        }
+        Ok((guard, notify, ours, prepared_at))
+    })
+    .await
+    .map_err(join)??;
     let monitor_at = t0.elapsed();
     let _ = ours.set_nonblocking(true);
     let channel = match tokio::net::UnixStream::from_std(ours) {
