@@ -687,11 +687,13 @@ pub fn prepare(
         pids_max: Some(DEFAULT_PIDS_MAX),
         devices,
     };
+    let t_cg = std::time::Instant::now();
     let cg = ContainerCgroup::create(&rt.layout, &rt.cgroup_parent, uuid, &limits).map_err(|e| {
         let _ = fs::remove_dir_all(&run_dir);
         rt.release_devices(uuid);
         StartError::at("create cgroup", e)
     })?;
+    tracing::debug!(us = t_cg.elapsed().as_micros() as u64, "cgroup create timing");
     if let Err(e) = save_device_rules(&run_dir, &limits.devices) {
         let _ = cleanup(&cg, &run_dir);
         rt.release_devices(uuid);
