@@ -138,7 +138,8 @@ pub fn run(mut plan: StartPlan, fds: Vec<OwnedFd>) -> i32 {
     }
     // Without a user namespace this child becomes the init; with one it builds the root, forks the
     // init into a pid namespace of the user namespace's, and exits.
-    // The init starts in its cgroup2 directory (and moves itself into its v1 cgroups first thing).
+    // The init starts in its cgroup2 directory (and moves itself into its v1 cgroups after its
+    // mounts).
     let cgroup_dir = match plan.cgroup_into.as_ref().map(|d| {
         nix::fcntl::open(
             d,
