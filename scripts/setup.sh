@@ -15,6 +15,7 @@ PACKAGES=(
   mmdebstrap              # tests: the Debian 12 systemd GuestOS (scripts/debian-fixture.sh)
   systemd-container       # cargo bench: systemd-nspawn, the peer of the Debian/systemd boot rows
   qemu-system-x86         # the VM lab (scripts/vm-lab.sh, tests/vm.rs): a pure cgroup-v2 kernel
+  qemu-utils              # the VM lab's install scenario: qemu-img (an overlay of the systemd host's disk)
   kmod                    # the VM lab: depmod/modprobe resolve the kernel modules' order
   binutils                # the VM lab: strip (the binaries in its initramfs)
   curl openssl            # demo.sh: cml-web's first password, waiting for it to listen

@@ -10,6 +10,11 @@
 #                              reboot the VM; the host then reads the disk
 #                     debian   the Debian 12 GuestOS with systemd (scripts/debian-fixture.sh, its
 #                              store on a read-only virtio disk) boots in its delegated cgroup
+#                     install  a Debian 12 host with systemd as pid 1 (scripts/vm/systemd-host.sh):
+#                              cml's package installed, its service used, restarted, upgraded,
+#                              stopped, removed and purged
+#   --deb FILE        install: the package installed first (default: scripts/package.sh --revision 1)
+#   --deb-new FILE    install: the upgrade, a higher version (default: scripts/package.sh --revision 2)
 #   --bin-dir DIR     cmld, control, cml-guestos (default: $CARGO_TARGET_DIR or target, /release)
 #   --cmld FILE       the cmld to boot (default: BIN_DIR/cmld; for `device`
 #                     target/vm/cmld-device-mode, see scripts/test.sh)
@@ -28,20 +33,24 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 vm=$root/target/vm
 
-usage() { sed -n '5,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '5,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 scenario=${1:-}
-case $scenario in hosted | device | debian) ;; *) usage ;; esac
+case $scenario in hosted | device | debian | install) ;; *) usage ;; esac
 shift
 bin_dir=${CARGO_TARGET_DIR:-$root/target}/release
 cmld=
 timeout_s=420
 keep=0
+deb=
+deb_new=
 while [ $# -gt 0 ]; do
   case $1 in
     --bin-dir) bin_dir=$2; shift 2 ;;
     --cmld) cmld=$2; shift 2 ;;
     --timeout) timeout_s=$2; shift 2 ;;
     --keep) keep=1; shift ;;
+    --deb) deb=$2; shift 2 ;;
+    --deb-new) deb_new=$2; shift 2 ;;
     *) usage ;;
   esac
 done
@@ -56,9 +65,18 @@ done
 busybox=/bin/busybox
 "$busybox" --list 2>/dev/null | grep -x switch_root >/dev/null || die "$busybox is not busybox-static (scripts/setup.sh)"
 ldd "$busybox" >/dev/null 2>&1 && die "$busybox is dynamically linked: install busybox-static"
-for f in "$cmld" "$bin_dir/control" "$bin_dir/cml-guestos"; do
-  [ -x "$f" ] || die "$f is missing (cargo build --release --bins; for device: scripts/test.sh)"
-done
+if [ "$scenario" = install ]; then
+  # The package holds cmld and control; the host only builds and signs the GuestOS.
+  [ -x "$bin_dir/cml-guestos" ] || die "$bin_dir/cml-guestos is missing (cargo build --release --bins)"
+  for tool in qemu-img mmdebstrap dpkg-deb; do
+    command -v "$tool" >/dev/null || die "$tool is missing: run scripts/setup.sh"
+  done
+  [ "$timeout_s" != 420 ] || timeout_s=900
+else
+  for f in "$cmld" "$bin_dir/control" "$bin_dir/cml-guestos"; do
+    [ -x "$f" ] || die "$f is missing (cargo build --release --bins; for device: scripts/test.sh)"
+  done
+fi
 [ "$(id -u)" = 0 ] || die "run as root (the GuestOS build and the disk checks need it)"
 
 t0=$(date +%s.%N)
@@ -81,7 +99,7 @@ cleanup() {
   elif [ "$rc" = 0 ]; then
     rm -rf "$w"
   else
-    rm -rf "$w/initramfs.cpio" "$w/disk-check/disk.img"
+    rm -rf "$w/initramfs.cpio" "$w/disk-check/disk.img" "$w/root.qcow2"
     echo "vm-lab: logs kept in $w" >&2
   fi
 }
@@ -93,72 +111,116 @@ st=$w/stage
 mkdir -p "$st/vmlab/store"
 "$here/vm/guestos.sh" "$bin_dir/cml-guestos" "$busybox" "$w/guestos" "$st/vmlab" "$scenario"
 
-# 3. The initramfs: busybox, cmld and control (stripped) with their libraries, mke2fs (ext4
-#    volumes), a nanosecond date (busybox's has no %N), the modules, the scenario.
-mkdir -p "$st/usr/bin" "$st/usr/sbin" "$st/usr/lib" "$st/usr/lib64" "$st/etc" "$st/vmlab/bin"
-ln -s usr/bin "$st/bin"; ln -s usr/sbin "$st/sbin"; ln -s usr/lib "$st/lib"; ln -s usr/lib64 "$st/lib64"
-cp "$busybox" "$st/usr/bin/busybox"
-for a in $("$busybox" --list); do
-  [ -e "$st/usr/bin/$a" ] || ln -s busybox "$st/usr/bin/$a"
-done
-strip -o "$st/usr/bin/cmld" "$cmld"
-strip -o "$st/usr/bin/control" "$bin_dir/control"
-cp /usr/sbin/mke2fs "$st/usr/sbin/mke2fs"
-ln -sf mke2fs "$st/usr/sbin/mkfs.ext4"
-cp /etc/mke2fs.conf "$st/etc/"
-cp /usr/bin/date "$st/vmlab/bin/date"
-for elf in "$st/usr/bin/cmld" "$st/usr/bin/control" "$st/usr/sbin/mke2fs" "$st/vmlab/bin/date"; do
-  for lib in $(ldd "$elf" | grep -o '/[^ ]*'); do
-    [ -e "$st$lib" ] || { mkdir -p "$(dirname "$st$lib")" && cp -L "$lib" "$st$lib"; }
+if [ "$scenario" = install ]; then
+  # 3'. The systemd host: the cached Debian 12 image (scripts/vm/systemd-host.sh) under a
+  #     copy-on-write overlay of this run, and an initramfs with busybox, the disk's modules, its
+  #     /init (scripts/vm/host-init) and /vmlab: the runner, lib.sh, the scenario, the GuestOS
+  #     store and PKI, the two packages.
+  image=$("$here/vm/systemd-host.sh" "$kdir" "$vm/systemd-host")
+  if [ -z "$deb" ] || [ -z "$deb_new" ]; then
+    [ -x "$root/scripts/package.sh" ] || die "scripts/package.sh is missing: give --deb and --deb-new"
+  fi
+  [ -n "$deb" ] || deb=$("$root/scripts/package.sh" --revision 1 | tail -n1)
+  [ -n "$deb_new" ] || deb_new=$("$root/scripts/package.sh" --revision 2 | tail -n1)
+  for d in "$deb" "$deb_new"; do
+    if [ ! -f "$d" ] || ! dpkg-deb -f "$d" Package | grep -qx cml; then die "$d is not a cml package"; fi
   done
-done
-printf 'root:x:0:0:root:/root:/bin/sh\n' > "$st/etc/passwd"
-printf 'root:x:0:\n' > "$st/etc/group"
-# fscrypt (SOFT-token volumes) asks for xts(aes), cts(cbc(aes)) and hmac(sha512): preloaded, since
-# the kernel's request_module finds no modprobe database in the VM.
-mods=(loop squashfs overlay ext4 veth dummy tun xts cts ecb sha512_generic)
-[ "$scenario" = hosted ] || mods+=(virtio_pci virtio_blk)
-: > "$st/vmlab/modules"
-for m in "${mods[@]}"; do
-  modprobe -d "$kroot" -S "$kver" --show-depends "$m" | while read -r kind path args; do
-    [ "$kind" = insmod ] || continue
-    rel=${path#"$kroot"/}
-    grep -q "^$rel\( \|$\)" "$st/vmlab/modules" && continue
-    mkdir -p "$st/$(dirname "$rel")"
-    cp "$path" "$st/$rel"
-    echo "$rel${args:+ $args}" >> "$st/vmlab/modules"
+  v_old=$(dpkg-deb -f "$deb" Version)
+  v_new=$(dpkg-deb -f "$deb_new" Version)
+  dpkg --compare-versions "$v_new" gt "$v_old" || die "--deb-new ($v_new) is not newer than --deb ($v_old)"
+  mkdir -p "$st/bin" "$st/vmlab/bin" "$st/vmlab/deb/old" "$st/vmlab/deb/new"
+  cp "$busybox" "$st/bin/busybox"
+  for a in sh mount mkdir insmod sleep cp rm poweroff switch_root cut; do ln -s busybox "$st/bin/$a"; done
+  cp "$deb" "$st/vmlab/deb/old/"
+  cp "$deb_new" "$st/vmlab/deb/new/"
+  ln -s /bin/date "$st/vmlab/bin/date"
+  : > "$st/vmlab/modules"
+  for m in virtio_pci virtio_blk ext4; do
+    modprobe -d "$kroot" -S "$kver" --show-depends "$m" | while read -r kind path args; do
+      [ "$kind" = insmod ] || continue
+      rel=${path#"$kroot"/}
+      grep -q "^$rel\( \|$\)" "$st/vmlab/modules" && continue
+      mkdir -p "$st/$(dirname "$rel")"
+      cp "$path" "$st/$rel"
+      echo "$rel${args:+ $args}" >> "$st/vmlab/modules"
+    done
   done
-done
-cp "$here/vm/init" "$st/init"
-cp "$here/vm/stage2.sh" "$here/vm/lib.sh" "$st/vmlab/"
-cp "$here/vm/$scenario.sh" "$st/vmlab/scenario.sh"
-echo "$root/target/fixtures/debian-12/store" > "$st/vmlab/debian-store"
-chmod +x "$st/init" "$st/vmlab/stage2.sh"
-# Uncompressed: the guest's gzip under TCG costs more than qemu copying a few more MiB.
-(cd "$st" && find . | "$busybox" cpio -o -H newc -R 0:0 2>/dev/null) > "$w/initramfs.cpio"
-rm -rf "$st"
-prep_s=$(elapsed)
+  cp "$here/vm/host-init" "$st/init"
+  cp "$here/vm/host-stage2.sh" "$here/vm/lib.sh" "$st/vmlab/"
+  cp "$here/vm/$scenario.sh" "$st/vmlab/scenario.sh"
+  chmod +x "$st/init" "$st/vmlab/host-stage2.sh"
+  (cd "$st" && find . | "$busybox" cpio -o -H newc -R 0:0 2>/dev/null) > "$w/initramfs.cpio"
+  rm -rf "$st"
+  qemu-img create -q -f qcow2 -F raw -b "$image" "$w/root.qcow2"
+  prep_s=$(elapsed)
+else
+  # 3. The initramfs: busybox, cmld and control (stripped) with their libraries, mke2fs (ext4
+  #    volumes), a nanosecond date (busybox's has no %N), the modules, the scenario.
+  mkdir -p "$st/usr/bin" "$st/usr/sbin" "$st/usr/lib" "$st/usr/lib64" "$st/etc" "$st/vmlab/bin"
+  ln -s usr/bin "$st/bin"; ln -s usr/sbin "$st/sbin"; ln -s usr/lib "$st/lib"; ln -s usr/lib64 "$st/lib64"
+  cp "$busybox" "$st/usr/bin/busybox"
+  for a in $("$busybox" --list); do
+    [ -e "$st/usr/bin/$a" ] || ln -s busybox "$st/usr/bin/$a"
+  done
+  strip -o "$st/usr/bin/cmld" "$cmld"
+  strip -o "$st/usr/bin/control" "$bin_dir/control"
+  cp /usr/sbin/mke2fs "$st/usr/sbin/mke2fs"
+  ln -sf mke2fs "$st/usr/sbin/mkfs.ext4"
+  cp /etc/mke2fs.conf "$st/etc/"
+  cp /usr/bin/date "$st/vmlab/bin/date"
+  for elf in "$st/usr/bin/cmld" "$st/usr/bin/control" "$st/usr/sbin/mke2fs" "$st/vmlab/bin/date"; do
+    for lib in $(ldd "$elf" | grep -o '/[^ ]*'); do
+      [ -e "$st$lib" ] || { mkdir -p "$(dirname "$st$lib")" && cp -L "$lib" "$st$lib"; }
+    done
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\n' > "$st/etc/passwd"
+  printf 'root:x:0:\n' > "$st/etc/group"
+  # fscrypt (SOFT-token volumes) asks for xts(aes), cts(cbc(aes)) and hmac(sha512): preloaded, since
+  # the kernel's request_module finds no modprobe database in the VM.
+  mods=(loop squashfs overlay ext4 veth dummy tun xts cts ecb sha512_generic)
+  [ "$scenario" = hosted ] || mods+=(virtio_pci virtio_blk)
+  : > "$st/vmlab/modules"
+  for m in "${mods[@]}"; do
+    modprobe -d "$kroot" -S "$kver" --show-depends "$m" | while read -r kind path args; do
+      [ "$kind" = insmod ] || continue
+      rel=${path#"$kroot"/}
+      grep -q "^$rel\( \|$\)" "$st/vmlab/modules" && continue
+      mkdir -p "$st/$(dirname "$rel")"
+      cp "$path" "$st/$rel"
+      echo "$rel${args:+ $args}" >> "$st/vmlab/modules"
+    done
+  done
+  cp "$here/vm/init" "$st/init"
+  cp "$here/vm/stage2.sh" "$here/vm/lib.sh" "$st/vmlab/"
+  cp "$here/vm/$scenario.sh" "$st/vmlab/scenario.sh"
+  echo "$root/target/fixtures/debian-12/store" > "$st/vmlab/debian-store"
+  chmod +x "$st/init" "$st/vmlab/stage2.sh"
+  # Uncompressed: the guest's gzip under TCG costs more than qemu copying a few more MiB.
+  (cd "$st" && find . | "$busybox" cpio -o -H newc -R 0:0 2>/dev/null) > "$w/initramfs.cpio"
+  rm -rf "$st"
+  prep_s=$(elapsed)
 
-# 4. The device scenario's disk: cmld's data dir, ext4 on a virtio disk. The debian scenario's: the
-#    fixture's store, read-only, mounted in the VM where its update_base_url points.
-drive=()
-if [ "$scenario" = debian ]; then
-  fixture=$root/target/fixtures/debian-12
-  "$here/debian-fixture.sh" "$bin_dir/cml-guestos" "$fixture"
-  # Also the same root as an ext4 image (`ext4/`): Linux 6.1 cannot idmap squashfs, so the
-  # user-namespace guest boots from this one.
-  cp -a "$fixture/store" "$w/disk"
-  "$bin_dir/cml-guestos" build --rootfs "$fixture/rootfs" --name debext4 --version 12 --out "$w/disk/ext4" \
-    --root-type shared_rw --root-fs ext4 --data-fs ext4 --data-size 64 --notify --stop-signal SIGRTMIN+3 \
-    --update-base-url "file://$fixture/store/ext4" > /dev/null
-  mkfs.ext4 -q -F -L debian-store -d "$w/disk" "$w/store.img" "$(( $(du -sm "$w/disk" | cut -f1) + 64 ))M"
-  rm -rf "$w/disk"
-  drive=(-drive "file=$w/store.img,format=raw,if=virtio,readonly=on")
-fi
-if [ "$scenario" = device ]; then
-  truncate -s 512M "$w/disk.img"
-  mkfs.ext4 -q -F -L cml-data "$w/disk.img"
-  drive=(-drive "file=$w/disk.img,format=raw,if=virtio,cache=unsafe")
+  # 4. The device scenario's disk: cmld's data dir, ext4 on a virtio disk. The debian scenario's: the
+  #    fixture's store, read-only, mounted in the VM where its update_base_url points.
+  drive=()
+  if [ "$scenario" = debian ]; then
+    fixture=$root/target/fixtures/debian-12
+    "$here/debian-fixture.sh" "$bin_dir/cml-guestos" "$fixture"
+    # Also the same root as an ext4 image (`ext4/`): Linux 6.1 cannot idmap squashfs, so the
+    # user-namespace guest boots from this one.
+    cp -a "$fixture/store" "$w/disk"
+    "$bin_dir/cml-guestos" build --rootfs "$fixture/rootfs" --name debext4 --version 12 --out "$w/disk/ext4" \
+      --root-type shared_rw --root-fs ext4 --data-fs ext4 --data-size 64 --notify --stop-signal SIGRTMIN+3 \
+      --update-base-url "file://$fixture/store/ext4" > /dev/null
+    mkfs.ext4 -q -F -L debian-store -d "$w/disk" "$w/store.img" "$(( $(du -sm "$w/disk" | cut -f1) + 64 ))M"
+    rm -rf "$w/disk"
+    drive=(-drive "file=$w/store.img,format=raw,if=virtio,readonly=on")
+  fi
+  if [ "$scenario" = device ]; then
+    truncate -s 512M "$w/disk.img"
+    mkfs.ext4 -q -F -L cml-data "$w/disk.img"
+    drive=(-drive "file=$w/disk.img,format=raw,if=virtio,cache=unsafe")
+  fi
 fi
 
 # 5. Boot. Console (kernel, scenario output) on the first serial port, results on the second.
@@ -166,12 +228,19 @@ accel_args=(-accel tcg)
 [ "$accel" = kvm ] && accel_args=(-enable-kvm -cpu max)
 echo "vm-lab: $scenario: kernel $kver, accel $accel, initramfs $(( $(stat -c %s "$w/initramfs.cpio") / 1048576 )) MiB, prepared in ${prep_s} s" >&2
 set +e
+mem=2048
+append="console=ttyS0 quiet panic=-1 cgroup_no_v1=all vmlab.scenario=$scenario"
+if [ "$scenario" = install ]; then
+  # systemd on pure cgroup v2, its status lines off; the rest of the quiet boot is in the image.
+  mem=2560
+  drive=(-drive "file=$w/root.qcow2,format=qcow2,if=virtio,cache=unsafe")
+  append+=" systemd.unified_cgroup_hierarchy=1 systemd.show_status=0 loglevel=4"
+fi
 timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 -nodefaults -no-user-config -display none \
-  "${accel_args[@]}" -m 2048 -smp 2 -no-reboot \
+  "${accel_args[@]}" -m "$mem" -smp 2 -no-reboot \
   -serial "file:$w/console.log" -serial "file:$w/results.log" \
   -kernel "$kroot/boot/vmlinuz-$kver" -initrd "$w/initramfs.cpio" "${drive[@]}" \
-  -append "console=ttyS0 quiet panic=-1 cgroup_no_v1=all vmlab.scenario=$scenario" \
-  </dev/null >"$w/qemu.log" 2>&1
+  -append "$append" </dev/null >"$w/qemu.log" 2>&1
 qemu_rc=$?
 set -e
 boot_s=$(elapsed)

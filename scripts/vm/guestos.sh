@@ -12,8 +12,12 @@
 #   device: keeper-1   squashfs root, persistent ext4 /data; on SIGTERM its init writes
 #                      /data/stop-marker, syncs and exits; plus keeper.conf, a container config
 #                      signed with the same PKI (the device scenario runs with signed_configs: true)
+#   install: keeper-1  as for device, but each SIGTERM appends a line to /data/stop-marker; plus
+#                      demo.conf(.sig), a signed config of a SOFT-token container `demo` of it (as
+#                      config/containers/demo.conf: the device token's PIN, encrypted /data)
 # Usage: scripts/vm/guestos.sh CML_GUESTOS BUSYBOX WORK_DIR VMLAB_DIR SCENARIO
-# Writes VMLAB_DIR/pki/{root-ca,signing}.cert, VMLAB_DIR/store/…, and for device VMLAB_DIR/keeper.conf(.sig).
+# Writes VMLAB_DIR/pki/{root-ca,signing}.cert, VMLAB_DIR/store/…, and for device VMLAB_DIR/keeper.conf(.sig),
+# for install VMLAB_DIR/demo.conf(.sig).
 set -euo pipefail
 tool=${1:?usage}
 busybox=${2:?usage}
@@ -63,6 +67,19 @@ userns: false
 netns: false
 CONF
     "$tool" sign "$out/keeper.conf" --key "$w/pki/signing.key" --cert "$w/pki/signing.cert" >/dev/null
+    ;;
+  install)
+    init="trap 'echo \"stopped by SIGTERM at \$(date)\" >> /data/stop-marker; sync; exit 0' TERM; echo ready; while :; do sleep 3600 & wait; done"
+    build keeper "$init" --data-fs ext4 --data-size 16
+    cat > "$out/demo.conf" <<'CONF'
+name: "demo"
+guest_os: "keeper"
+guestos_version: 1
+color: 0x3366ffff
+token_type: SOFT
+netns: false
+CONF
+    "$tool" sign "$out/demo.conf" --key "$w/pki/signing.key" --cert "$w/pki/signing.cert" >/dev/null
     ;;
   debian) ;; # the Debian fixture's store comes on a disk (scripts/vm-lab.sh)
   *) echo "vm/guestos: unknown scenario $scenario" >&2; exit 2 ;;
