@@ -8,7 +8,11 @@
 //!   `scripts/test.sh`), `hostedmode: false`, data dir on a virtio disk; `control reboot` stops the
 //!   guest gracefully and reboots the VM, and the disk holds what the guest wrote;
 //! - `debian`: the Debian 12 GuestOS with systemd as its init (`scripts/debian-fixture.sh`) boots
-//!   to `running` in the cgroup subtree cml delegates to it, and stops.
+//!   to `running` in the cgroup subtree cml delegates to it, and stops;
+//! - `install`: a Debian 12 host with systemd as pid 1 (`scripts/vm/systemd-host.sh`) installs cml's
+//!   Debian package (two revisions made here by `scripts/package.sh` from the release binaries),
+//!   uses the service, restarts and upgrades it with a container running, stops, removes and
+//!   purges it.
 //!
 //! The lab runs the release binaries (the suite's `cargo build --release --bins`), so the test
 //! refuses binaries older than the sources rather than test something else than the checkout. It
@@ -29,6 +33,10 @@ use std::{
 
 /// Bound of one scenario, preparation included (the lab's own qemu timeout is 420 s).
 const LIMIT: Duration = Duration::from_secs(600);
+
+/// Bound of the install scenario: two packages, the systemd host's image at its first run, a boot
+/// of systemd under TCG and two package installations (the lab's qemu timeout is 900 s there).
+const INSTALL_LIMIT: Duration = Duration::from_secs(1200);
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -94,6 +102,11 @@ fn require_fresh(bin: &Path, how: &str) {
 /// Runs `scripts/vm-lab.sh SCENARIO ARGS`, bounded by [`LIMIT`]; panics with its whole output
 /// unless it exits 0.
 fn lab(scenario: &str, args: &[&str]) {
+    lab_within(scenario, args, LIMIT);
+}
+
+/// [`lab`] with another bound.
+fn lab_within(scenario: &str, args: &[&str], limit: Duration) {
     let out_path = std::env::temp_dir().join(format!("cml-vm-lab-{scenario}-{}.log", std::process::id()));
     let out = fs::File::create(&out_path).unwrap();
     let mut child = Command::new(root().join("scripts/vm-lab.sh"))
@@ -111,7 +124,7 @@ fn lab(scenario: &str, args: &[&str]) {
         if let Some(st) = child.try_wait().unwrap() {
             break Some(st);
         }
-        if start.elapsed() > LIMIT {
+        if start.elapsed() > limit {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(child.id() as i32),
                 nix::sys::signal::Signal::SIGKILL,
@@ -134,7 +147,7 @@ fn lab(scenario: &str, args: &[&str]) {
     match status {
         None => panic!(
             "the VM lab's {scenario} scenario took longer than {} s:\n{text}",
-            LIMIT.as_secs()
+            limit.as_secs()
         ),
         Some(st) if !st.success() => panic!(
             "the VM lab's {scenario} scenario failed ({st}; exit 1: checks failed, 2: a tool or binary is missing, 3: the VM never reported):\n{text}"
@@ -195,4 +208,63 @@ fn device_mode_reboot_keeps_what_the_guest_wrote() {
 fn systemd_guest_boots_in_its_delegated_cgroup_v2_subtree() {
     let bin = fresh_release_bins();
     lab("debian", &["--bin-dir", bin.to_str().unwrap()]);
+}
+
+/// `scripts/package.sh --revision REVISION` on the release binaries of this target directory: the
+/// path of the package it made (the last line it prints).
+fn package(revision: u32) -> PathBuf {
+    let target = release_dir().parent().unwrap().to_path_buf();
+    let out = Command::new(root().join("scripts/package.sh"))
+        .args(["--revision", &revision.to_string()])
+        .env("CARGO_TARGET_DIR", &target)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run scripts/package.sh: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "scripts/package.sh --revision {revision} failed ({}):\n{stdout}",
+        out.status
+    );
+    let deb = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    assert!(
+        deb.extension().is_some_and(|e| e == "deb") && deb.is_file(),
+        "scripts/package.sh --revision {revision} printed no package path:\n{stdout}"
+    );
+    // The next call overwrites nothing of this one (the revision is in the name), but a copy keeps
+    // it apart from other runs.
+    let kept = std::env::temp_dir().join(format!(
+        "cml-vm-lab-{}-{}",
+        std::process::id(),
+        deb.file_name().unwrap().to_string_lossy()
+    ));
+    fs::copy(&deb, &kept).unwrap();
+    kept
+}
+
+#[test]
+fn debian_package_installs_restarts_upgrades_and_purges_on_a_systemd_host() {
+    let bin = fresh_release_bins();
+    let old = package(1);
+    let new = package(2);
+    let result = std::panic::catch_unwind(|| {
+        lab_within(
+            "install",
+            &[
+                "--bin-dir",
+                bin.to_str().unwrap(),
+                "--deb",
+                old.to_str().unwrap(),
+                "--deb-new",
+                new.to_str().unwrap(),
+            ],
+            INSTALL_LIMIT,
+        )
+    });
+    let _ = fs::remove_file(&old);
+    let _ = fs::remove_file(&new);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
 }
