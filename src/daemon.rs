@@ -2,8 +2,10 @@
 //!
 //! Start-up order: data directory and its lock → `device.conf` (created with defaults on first
 //! start) → run directory → actix system → GuestOS catalog and container configs loaded → control
-//! socket bound (so no client sees a half-loaded daemon) → serve until SIGTERM/SIGINT → socket
-//! removed.
+//! socket bound, or taken from a systemd socket unit (so no client sees a half-loaded daemon) →
+//! `READY=1` → serve until SIGTERM/SIGINT → the containers stopped, unless systemd is restarting
+//! cmld (then they keep running for the next cmld to adopt) → socket removed (unless systemd owns
+//! it).
 
 use std::{
     fs, io,
@@ -31,7 +33,7 @@ use crate::{
     guestos::Catalog,
     launcher::Launcher,
     store::{DataDir, StoreError},
-    sys::cgroup::Layout,
+    sys::{cgroup::Layout, systemd},
 };
 
 /// Daemon settings (from the command line).
@@ -235,8 +237,9 @@ fn resolve_id(text: &str, by_name: impl Fn(&str) -> nix::Result<Option<u32>>) ->
         .ok_or_else(|| format!("no such user or group {text:?}"))
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(opts: Options) -> Result<(), DaemonError> {
+/// Runs the daemon until SIGTERM or SIGINT. `sd` is what the service manager passed
+/// ([`systemd::Manager::from_env`], taken before any thread or process started).
+pub fn run(opts: Options, mut sd: systemd::Manager) -> Result<(), DaemonError> {
     // First, while cmld is single-threaded and holds no lock or socket a container must not inherit.
     let launcher = Launcher::spawn().map_err(DaemonError::Launcher)?;
     let data = DataDir::new(&opts.data_dir);
@@ -291,13 +294,33 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             nat: device.nat_uplink(),
         }),
     });
+    let activated = sd.take_listener();
+    let socket_owned = activated.is_none();
+    let sd = Arc::new(sd);
     let system = actix_rt::System::new();
-    let result = system.block_on(serve(opts.clone(), data, device, rt.clone()));
-    crate::sys::cgroup::remove_parent_if_empty(&rt.layout, &rt.cgroup_parent);
-    rt.images.detach_all();
-    let _ = fs::remove_file(&opts.socket);
+    let result = system.block_on(serve(opts.clone(), data, device, rt.clone(), activated, sd));
+    match result {
+        Ok(Exit::ContainersStopped) | Err(_) => {
+            crate::sys::cgroup::remove_parent_if_empty(&rt.layout, &rt.cgroup_parent);
+            rt.images.detach_all();
+        }
+        // As after a crash: the shared images stay mounted for the running containers and the
+        // next cmld, which adopts them.
+        Ok(Exit::ContainersKept) => {}
+    }
+    if socket_owned {
+        let _ = fs::remove_file(&opts.socket);
+    }
     info!("cmld stopped");
-    result
+    result.map(|_| ())
+}
+
+/// How [`serve`] ended.
+enum Exit {
+    /// Every container was stopped (SPEC §4.4).
+    ContainersStopped,
+    /// systemd restarts cmld: the containers keep running for the next cmld to adopt.
+    ContainersKept,
 }
 
 async fn serve(
@@ -305,7 +328,9 @@ async fn serve(
     data: DataDir,
     device: Arc<crate::protocol::pb::DeviceConfig>,
     rt: Arc<Runtime>,
-) -> Result<(), DaemonError> {
+    activated: Option<std::os::fd::OwnedFd>,
+    sd: Arc<systemd::Manager>,
+) -> Result<Exit, DaemonError> {
     // Before the socket exists: a SIGTERM from a client that saw the socket must be handled.
     let io_err = |source| DaemonError::Io {
         what: "install signal handlers".into(),
@@ -349,11 +374,16 @@ async fn serve(
         "containers loaded"
     );
 
-    let listener = tokio::net::UnixListener::from_std(bind_socket(&opts.socket, &device)?).map_err(|e| {
-        DaemonError::Socket {
+    let std_listener = match activated {
+        Some(fd) => activated_listener(fd).map_err(|reason| DaemonError::Socket {
             path: opts.socket.clone(),
-            reason: e.to_string(),
-        }
+            reason,
+        })?,
+        None => bind_socket(&opts.socket, &device)?,
+    };
+    let listener = tokio::net::UnixListener::from_std(std_listener).map_err(|e| DaemonError::Socket {
+        path: opts.socket.clone(),
+        reason: e.to_string(),
     })?;
     let softtoken = crate::actors::token::open_token(&data.tokens_dir())
         .map_err(|e| DaemonError::Token(e.to_string()))?;
@@ -391,7 +421,7 @@ async fn serve(
             rt: rt_handle.clone(),
             data,
             device,
-            board,
+            board: board.clone(),
             manager: manager.clone(),
             guestos,
             trust,
@@ -401,15 +431,60 @@ async fn serve(
         },
     );
     info!(socket = %opts.socket.display(), "ready");
+    sd.notify("READY=1");
+    if let Some(interval) = sd.watchdog() {
+        // On this event loop: if it hangs, the pings stop and systemd restarts cmld.
+        let sd = sd.clone();
+        let every = interval / 2;
+        info!(interval_ms = interval.as_millis() as u64, "systemd watchdog");
+        actix_rt::spawn(async move {
+            loop {
+                sd.watchdog_ping();
+                actix_rt::time::sleep(every).await;
+            }
+        });
+    }
 
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: shutting down"),
         _ = int.recv() => info!("SIGINT: shutting down"),
     }
+    sd.notify("STOPPING=1");
+    let restart = {
+        let sd = sd.clone();
+        tokio::task::spawn_blocking(move || sd.stopping_for_restart())
+            .await
+            .unwrap_or(false)
+    };
+    if restart {
+        info!(
+            containers = board.running_count(),
+            "systemd restarts cmld: the running containers keep running for the next cmld to adopt"
+        );
+        return Ok(Exit::ContainersKept);
+    }
     // SPEC §4.4: stop every container gracefully, then exit.
     let stopped = manager.send(StopAll).await.unwrap_or(0);
     info!(containers = stopped, "containers stopped");
-    Ok(())
+    Ok(Exit::ContainersStopped)
+}
+
+/// The listening socket a systemd socket unit passed: it must be a listening UNIX stream socket.
+fn activated_listener(fd: std::os::fd::OwnedFd) -> Result<std::os::unix::net::UnixListener, String> {
+    use nix::sys::socket::{SockType, UnixAddr, getsockname, getsockopt, sockopt};
+    let unix = getsockname::<UnixAddr>(std::os::fd::AsRawFd::as_raw_fd(&fd)).is_ok();
+    let stream = getsockopt(&fd, sockopt::SockType).is_ok_and(|t| t == SockType::Stream);
+    let listening = getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false);
+    if !(unix && stream && listening) {
+        return Err(
+            "the descriptor systemd passed is no listening UNIX stream socket (cmld.socket needs ListenStream=)"
+                .into(),
+        );
+    }
+    let listener = std::os::unix::net::UnixListener::from(fd);
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    info!("control socket from systemd (socket activation)");
+    Ok(listener)
 }
 
 #[cfg(test)]

@@ -173,6 +173,16 @@ impl StatusBoard {
             .collect()
     }
 
+    /// How many containers run (or are frozen, starting, stopping).
+    pub fn running_count(&self) -> usize {
+        self.entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|e| e.state.is_running())
+            .count()
+    }
+
     /// Every UUID in creation order.
     pub fn uuids(&self) -> Vec<Uuid> {
         self.read().iter().map(|e| e.uuid).collect()

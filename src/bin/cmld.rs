@@ -47,6 +47,9 @@ fn main() -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    // SAFETY: still the only thread; this takes systemd's variables out of the environment
+    // before cmld starts any thread or process.
+    let service_manager = unsafe { cml::sys::systemd::Manager::from_env() };
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -66,7 +69,7 @@ fn main() -> ExitCode {
         net_base: args.net_base,
         ifname_prefix: args.ifname_prefix,
     };
-    match daemon::run(opts) {
+    match daemon::run(opts, service_manager) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let mut msg = format!("cmld: {e}");

@@ -102,6 +102,9 @@ impl Launcher {
         match process::fork().map_err(LauncherError::Spawn)? {
             Forked::Child => {
                 drop(ours);
+                // Nothing the daemon was given (a socket unit's listening socket) stays open in
+                // the launcher and the monitors it forks.
+                process::close_fds_except(theirs.as_raw_fd());
                 process::set_name("cml-launcher");
                 serve(theirs)
             }

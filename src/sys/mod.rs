@@ -22,4 +22,5 @@ pub mod netlink;
 pub mod pidfd;
 pub mod process;
 pub mod pty;
+pub mod systemd;
 pub mod xattr;

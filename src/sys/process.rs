@@ -97,6 +97,20 @@ pub fn close_fds_from(first: u32) {
     }
 }
 
+/// Closes every file descriptor from 3 upwards except `keep` (`close_range(2)` on both sides of
+/// it): for a child forked from a process whose other descriptors it must not hold.
+pub fn close_fds_except(keep: std::os::fd::RawFd) {
+    let keep = u32::try_from(keep).unwrap_or(0);
+    if keep > 3 {
+        // SAFETY: closes only descriptors 3..keep-1 of the calling process, whose caller owns
+        // every descriptor but `keep` and the standard three.
+        unsafe {
+            libc::syscall(libc::SYS_close_range, 3u32, keep - 1, 0);
+        }
+    }
+    close_fds_from(keep.max(2) + 1);
+}
+
 /// Makes the terminal on `fd` the controlling terminal of the calling session leader (TIOCSCTTY).
 pub fn set_controlling_tty(fd: i32) {
     // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal) and changes only our session.

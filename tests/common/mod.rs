@@ -154,6 +154,30 @@ impl Daemon {
         self
     }
 
+    /// Starts cmld as a systemd socket unit would: `systemd-socket-activate` binds the control
+    /// socket and execs cmld (with `env` added) on the first connection, passing the listening
+    /// socket as descriptor 3 with `LISTEN_PID`/`LISTEN_FDS`. Waits until the socket answers
+    /// (that first connection starts cmld).
+    pub fn spawn_socket_activated(mut self, env: &[(&str, &str)]) -> Daemon {
+        let inner = self.command();
+        let mut c = Command::new("systemd-socket-activate");
+        c.arg("-l").arg(&self.socket);
+        for (k, v) in env {
+            c.arg("-E").arg(format!("{k}={v}"));
+        }
+        c.arg(inner.get_program()).args(inner.get_args());
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .unwrap(),
+        );
+        self.child = Some(c.spawn().unwrap());
+        self.wait_ready();
+        self
+    }
+
     /// Runs cmld expecting it to exit (e.g. on a bad device.conf); returns its exit status and log.
     pub fn run_to_exit(&self) -> (std::process::ExitStatus, String) {
         let status = self.command().status().unwrap();
