@@ -12,9 +12,10 @@
 #   device: keeper-1   squashfs root, persistent ext4 /data; on SIGTERM its init writes
 #                      /data/stop-marker, syncs and exits; plus keeper.conf, a container config
 #                      signed with the same PKI (the device scenario runs with signed_configs: true)
-#   install: keeper-1  as for device, but each SIGTERM appends a line to /data/stop-marker; plus
-#                      demo.conf(.sig), a signed config of a SOFT-token container `demo` of it (as
-#                      config/containers/demo.conf: the device token's PIN, encrypted /data)
+#   install: keeper-1  as for device, but its init appends a line to /data/stop-marker at its stop
+#                      (the first SIGTERM); plus demo.conf(.sig), a signed config of a SOFT-token
+#                      container `demo` of it (as config/containers/demo.conf: the device token's
+#                      PIN, an encrypted /data)
 # Usage: scripts/vm/guestos.sh CML_GUESTOS BUSYBOX WORK_DIR VMLAB_DIR SCENARIO
 # Writes VMLAB_DIR/pki/{root-ca,signing}.cert, VMLAB_DIR/store/…, and for device VMLAB_DIR/keeper.conf(.sig),
 # for install VMLAB_DIR/demo.conf(.sig).
@@ -69,7 +70,10 @@ CONF
     "$tool" sign "$out/keeper.conf" --key "$w/pki/signing.key" --cert "$w/pki/signing.cert" >/dev/null
     ;;
   install)
-    init="trap 'echo \"stopped by SIGTERM at \$(date)\" >> /data/stop-marker; sync; exit 0' TERM; echo ready; while :; do sleep 3600 & wait; done"
+    # cmld repeats the stop signal until the init exits (1 ms, 2, 4, … apart), and a handler's
+    # `sync` may outlast a gap: the handler first ignores further ones, so it writes once. No
+    # command substitution in it: a forked subshell would inherit the trap.
+    init="trap 'trap \"\" TERM; read -r up _ < /proc/uptime; echo \"stopped by SIGTERM at uptime \$up\" >> /data/stop-marker; sync; exit 0' TERM; echo ready; while :; do sleep 3600 & wait; done"
     build keeper "$init" --data-fs ext4 --data-size 16
     cat > "$out/demo.conf" <<'CONF'
 name: "demo"

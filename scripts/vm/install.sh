@@ -38,7 +38,7 @@ main_pid() { systemctl show -p MainPID --value cmld.service; }
 journal_of() { journalctl -u cmld.service "_PID=$1" --no-pager -o cat; }
 
 # The number of graceful stops the container's init recorded.
-stop_marks() { crun demo 'cat /data/stop-marker 2>/dev/null' | grep -c '^stopped by SIGTERM' || true; }
+stop_marks() { crun demo 'cat /data/stop-marker 2>/dev/null || true' | grep -c '^stopped by SIGTERM' || true; }
 
 # The container's cgroup directory as the host sees it (from its init's /proc/PID/cgroup).
 cgroup_of() { echo "/sys/fs/cgroup$(sed -n 's/^0:://p' "/proc/$1/cgroup")"; }
@@ -142,17 +142,19 @@ c_stop_start_after_upgrade() {
   [ ! -d "/proc/$pid" ] || die "the init (pid $pid) still runs after control stop"
   ctl_ok start demo --key=$PIN
   expect_state demo RUNNING
+  init_pid demo > /run/vmlab/demo.pid
   [ "$(crun demo hostname)" = demo ] || die "control run does not work after the new start"
   marks=$(stop_marks)
-  [ "$marks" = 1 ] || die "the stop-marker has $marks lines, not 1: control stop was not graceful"
+  [ "$marks" = 1 ] || die "the stop-marker has $marks lines, not 1: control stop was not graceful ($(crun demo 'cat /data/stop-marker' | one_line))"
   echo "$marks" > /run/vmlab/demo.marks
-  init_pid demo > /run/vmlab/demo.pid
 }
 
 # 6. `systemctl stop cmld` stops the container gracefully (its init wrote the marker), leaves no
 #    process in its cgroup; `systemctl start cmld` brings the service back.
 c_service_stop() {
   pid=$(cat /run/vmlab/demo.pid)
+  expect_state demo RUNNING
+  [ -d "/proc/$pid" ] || die "the container's init (pid $pid) does not run"
   cg=$(cgroup_of "$pid")
   cmld=$(main_pid)
   echo "init pid $pid in $cg; cmld pid $cmld"
@@ -174,9 +176,9 @@ c_service_stop() {
   expect_state demo STOPPED
   ctl_ok start demo --key=$PIN
   expect_state demo RUNNING
+  init_pid demo > /run/vmlab/demo.pid
   marks=$(stop_marks)
   [ "$marks" = 2 ] || die "the stop-marker has $marks lines, not 2: the container did not get SIGTERM at systemctl stop cmld ($(crun demo 'cat /data/stop-marker' | one_line))"
-  init_pid demo > /run/vmlab/demo.pid
 }
 
 # 7. Removal keeps the data; purge removes the configuration without asking.
@@ -201,8 +203,13 @@ c_purge() {
   case $v in "" | *"not-installed"*) ;; *) die "dpkg-query says '$v' after purge" ;; esac
   [ ! -e /etc/default/cmld ] || die "/etc/default/cmld is still there after purge"
   if [ -d /var/lib/cml ]; then
-    left=$(find /var/lib/cml -maxdepth 2 | sort | tr '\n' ' ')
-    report "VMLAB info purge_kept=$left"
+    find /var/lib/cml -maxdepth 2 | sort
+    # Its entries, a directory with the number of entries in it: `containers/(6) device.conf …`.
+    left=$(cd /var/lib/cml && for e in * .[!.]*; do
+      [ -e "$e" ] || continue
+      if [ -d "$e" ]; then printf '%s/(%s) ' "$e" "$(find "$e" -mindepth 1 -maxdepth 1 | wc -l)"; else printf '%s ' "$e"; fi
+    done)
+    report "VMLAB info purge_kept=/var/lib/cml: $left"
     echo "$out" | grep -q /var/lib/cml || die "purge kept /var/lib/cml and said nothing about it"
   else
     report "VMLAB info purge_kept=nothing"
