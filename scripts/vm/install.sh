@@ -101,7 +101,7 @@ c_demo_flow() {
   echo "$pid" > /run/vmlab/demo.pid
   stop_marks > /run/vmlab/demo.marks
   [ "$(cat /run/vmlab/demo.marks)" = 0 ] || die "a fresh container has a stop marker"
-  echo "init pid $pid in $(cgroup_of "$pid")"
+  report "VMLAB info demo_init_cgroup=$(cgroup_of "$pid") cmld_cgroup=$(cgroup_of "$(main_pid)")"
   ctl list
 }
 
