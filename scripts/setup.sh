@@ -20,6 +20,8 @@ PACKAGES=(
   binutils                # the VM lab: strip (the binaries in its initramfs)
   curl openssl            # demo.sh: cml-web's first password, waiting for it to listen
   chromium chromium-driver # tests/browser.rs: the cml-web page in headless Chromium (WebDriver)
+  systemd                 # tests/systemd.rs: systemd-socket-activate (socket activation of cmld)
+  lintian                 # scripts/package.sh --lintian: the Debian package's checks
 )
 # build.rs runs `npm ci` for cml-web's pinned front-end libraries (src/web/ui/package-lock.json).
 # Node from NodeSource ships npm inside its nodejs package; Debian splits them.
@@ -37,3 +39,11 @@ if ((${#missing[@]})); then
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo (Rust toolchain) is required" >&2; exit 1; }
+
+# scripts/package.sh builds the Debian package with cargo-deb: pinned, compiled once (~40 s) into
+# cargo's own bin directory, where `cargo deb` finds it.
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -qw "$CARGO_DEB_VERSION"; then
+  echo "setup: installing cargo-deb $CARGO_DEB_VERSION" >&2
+  cargo install --locked --quiet --version "$CARGO_DEB_VERSION" cargo-deb
+fi

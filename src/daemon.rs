@@ -375,10 +375,18 @@ async fn serve(
     );
 
     let std_listener = match activated {
-        Some(fd) => activated_listener(fd).map_err(|reason| DaemonError::Socket {
-            path: opts.socket.clone(),
-            reason,
-        })?,
+        Some(fd) => {
+            if device.socket_owner.is_some() || device.socket_group.is_some() || device.socket_mode.is_some()
+            {
+                warn!(
+                    "device.conf's socket_owner/socket_group/socket_mode do not apply to a socket from systemd: set SocketUser=/SocketGroup=/SocketMode= in cmld.socket"
+                );
+            }
+            activated_listener(fd).map_err(|reason| DaemonError::Socket {
+                path: opts.socket.clone(),
+                reason,
+            })?
+        }
         None => bind_socket(&opts.socket, &device)?,
     };
     let listener = tokio::net::UnixListener::from_std(std_listener).map_err(|e| DaemonError::Socket {

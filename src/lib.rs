@@ -7,6 +7,7 @@
 //! `device`) → `store` (files on disk).
 
 pub mod actors;
+pub mod cli_assets;
 pub mod client;
 pub mod container;
 pub mod crypto;

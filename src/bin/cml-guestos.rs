@@ -9,7 +9,7 @@ use std::{
     process::ExitCode,
 };
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use cml::{
     crypto,
     guestos_build::{self, BuildOptions, DataFs, RootFs, RootType, RootfsSource},
@@ -200,6 +200,9 @@ fn run(cli: Cli) -> ToolResult {
 }
 
 fn main() -> ExitCode {
+    if let Some(status) = cml::cli_assets::generate_if_asked(Cli::command, "cml-guestos", "1") {
+        return status;
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -4,7 +4,7 @@
 
 use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use cml::client::{DEFAULT_SOCKET, PinSource as _, StdinPin};
 use cml::web::{self, Listen, WebError};
 
@@ -40,6 +40,9 @@ enum Sub {
 }
 
 fn main() -> ExitCode {
+    if let Some(status) = cml::cli_assets::generate_if_asked(Args::command, "cml-web", "1") {
+        return status;
+    }
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
 use cml::daemon::{self, NetBase, Options};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -50,6 +50,9 @@ fn main() -> ExitCode {
     // SAFETY: still the only thread; this takes systemd's variables out of the environment
     // before cmld starts any thread or process.
     let service_manager = unsafe { cml::sys::systemd::Manager::from_env() };
+    if let Some(status) = cml::cli_assets::generate_if_asked(Args::command, "cmld", "8") {
+        return status;
+    }
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

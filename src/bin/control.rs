@@ -7,6 +7,9 @@ use clap::Parser as _;
 use cml::client::{self, Cli};
 
 fn main() -> ExitCode {
+    if let Some(status) = cml::cli_assets::generate_if_asked(client::cli_command, "control", "1") {
+        return status;
+    }
     // Command words are case-insensitive (upstream compares them with strcasecmp). Usage errors
     // exit with clap's status 2.
     let cli = Cli::parse_from(client::normalize_args(std::env::args_os()));
