@@ -99,7 +99,7 @@ cleanup() {
   elif [ "$rc" = 0 ]; then
     rm -rf "$w"
   else
-    rm -rf "$w/initramfs.cpio" "$w/disk-check/disk.img" "$w/root.qcow2"
+    rm -rf "$w/initramfs.cpio" "$w/disk-check/disk.img" "$w/root.qcow2" "$w/deb"
     echo "vm-lab: logs kept in $w" >&2
   fi
 }
@@ -120,8 +120,18 @@ if [ "$scenario" = install ]; then
   if [ -z "$deb" ] || [ -z "$deb_new" ]; then
     [ -x "$root/scripts/package.sh" ] || die "scripts/package.sh is missing: give --deb and --deb-new"
   fi
-  [ -n "$deb" ] || deb=$("$root/scripts/package.sh" --revision 1 | tail -n1)
-  [ -n "$deb_new" ] || deb_new=$("$root/scripts/package.sh" --revision 2 | tail -n1)
+  # Each copied at once: cargo-deb empties target/debian when it makes the next one.
+  mkdir -p "$w/deb"
+  if [ -z "$deb" ]; then
+    made=$("$root/scripts/package.sh" --revision 1 | tail -n1)
+    deb=$w/deb/$(basename "$made")
+    cp "$made" "$deb"
+  fi
+  if [ -z "$deb_new" ]; then
+    made=$("$root/scripts/package.sh" --revision 2 | tail -n1)
+    deb_new=$w/deb/$(basename "$made")
+    cp "$made" "$deb_new"
+  fi
   for d in "$deb" "$deb_new"; do
     if [ ! -f "$d" ] || ! dpkg-deb -f "$d" Package | grep -qx cml; then die "$d is not a cml package"; fi
   done
