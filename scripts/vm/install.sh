@@ -15,8 +15,9 @@ NEW=$(ls /vmlab/deb/new/*.deb)
 V_OLD=$(dpkg-deb -f "$OLD" Version)
 V_NEW=$(dpkg-deb -f "$NEW" Version)
 PIN=trustme   # the device token's default PIN
-# cmld's log is the journal's; dumped (as lib.sh's dump_cmld_log shows $CMLD_LOG) after a failure.
-trap '[ "$(failures)" = 0 ] || { journalctl -u cmld -u cmld.socket --no-pager -o short-monotonic > "$CMLD_LOG" 2>&1; dump_cmld_log; }' EXIT
+# cmld's log is the journal's (with systemd's lines about its units): on the console at the end
+# (scripts/vm-lab.sh shows it after a failure; `--keep` keeps it).
+trap 'journalctl -u cmld -u cmld.socket --no-pager -o short-monotonic > "$CMLD_LOG" 2>&1; dump_cmld_log' EXIT
 
 # `check`, and a `VMLAB time NAME_s=…` line with its duration.
 timed() { # NAME FUNC
@@ -157,9 +158,14 @@ c_service_stop() {
   [ -d "/proc/$pid" ] || die "the container's init (pid $pid) does not run"
   cg=$(cgroup_of "$pid")
   cmld=$(main_pid)
-  echo "init pid $pid in $cg; cmld pid $cmld"
+  svc=$(cgroup_of "$cmld")
+  echo "init pid $pid in $cg; cmld pid $cmld in $svc"
   systemctl stop cmld.service || die "systemctl stop cmld failed ($?)"
   [ "$(systemctl is-active cmld.service)" != active ] || die "cmld.service is still active"
+  # KillMode=process: systemd signals cmld only; what cmld started must have ended with it.
+  if [ -d "$svc" ] && [ -n "$(cat "$svc/cgroup.procs")" ]; then
+    die "processes left in cmld.service's cgroup after the stop: $(for p in $(cat "$svc/cgroup.procs"); do printf '%s(%s) ' "$p" "$(cat "/proc/$p/comm" 2>/dev/null)"; done)"
+  fi
   [ ! -d "/proc/$pid" ] || die "the container's init (pid $pid) survived systemctl stop cmld"
   if [ -d "$cg" ]; then
     procs=$(cat "$cg/cgroup.procs")
