@@ -18,7 +18,7 @@
 #   --bin-dir DIR     cmld, control, cml-guestos (default: $CARGO_TARGET_DIR or target, /release)
 #   --cmld FILE       the cmld to boot (default: BIN_DIR/cmld; for `device`
 #                     target/vm/cmld-device-mode, see scripts/test.sh)
-#   --timeout SECONDS for qemu (default 420)
+#   --timeout SECONDS for qemu (default 420; 900 for install)
 #   --keep            keep the run directory (target/vm/runs/SCENARIO.*) also on success
 # Environment: VMLAB_ACCEL=tcg|kvm skips the accelerator probe.
 #
@@ -26,8 +26,9 @@
 # failure also the serial console (kernel, scenario output, cmld's log). Exit status: 0 every check
 # passed; 1 a check failed; 2 usage or a missing tool; 3 the VM never reported (crash, timeout).
 #
-# Caches below target/vm/: the kernel (scripts/vm/kernel.sh) and the accelerator probe's answer
-# for this boot of the host; everything else is made per run, so runs may go in parallel.
+# Caches below target/vm/: the kernel (scripts/vm/kernel.sh), the accelerator probe's answer for
+# this boot of the host and the install scenario's systemd host image (scripts/vm/systemd-host.sh,
+# booted through a per-run overlay); everything else is made per run, so runs may go in parallel.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
