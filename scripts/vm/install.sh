@@ -103,6 +103,8 @@ c_demo_flow() {
   stop_marks > /run/vmlab/demo.marks
   [ "$(cat /run/vmlab/demo.marks)" = 0 ] || die "a fresh container has a stop marker"
   report "VMLAB info demo_init_cgroup=$(cgroup_of "$pid") cmld_cgroup=$(cgroup_of "$(main_pid)")"
+  # Loaded on demand by the kernel (modprobe, the image's depmod), none by the lab.
+  report "VMLAB info modules_loaded=$(awk '{ print $1 }' /proc/modules | sort | tr '\n' ' ')"
   ctl list
 }
 
