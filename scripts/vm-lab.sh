@@ -40,7 +40,7 @@ case $scenario in hosted | device | debian | install) ;; *) usage ;; esac
 shift
 bin_dir=${CARGO_TARGET_DIR:-$root/target}/release
 cmld=
-timeout_s=420
+timeout_s=
 keep=0
 deb=
 deb_new=
@@ -55,6 +55,9 @@ while [ $# -gt 0 ]; do
     *) usage ;;
   esac
 done
+if [ -z "$timeout_s" ]; then
+  if [ "$scenario" = install ]; then timeout_s=900; else timeout_s=420; fi
+fi
 if [ -z "$cmld" ]; then
   if [ "$scenario" = device ]; then cmld=$vm/cmld-device-mode; else cmld=$bin_dir/cmld; fi
 fi
@@ -72,7 +75,6 @@ if [ "$scenario" = install ]; then
   for tool in qemu-img mmdebstrap dpkg-deb; do
     command -v "$tool" >/dev/null || die "$tool is missing: run scripts/setup.sh"
   done
-  [ "$timeout_s" != 420 ] || timeout_s=900
 else
   for f in "$cmld" "$bin_dir/control" "$bin_dir/cml-guestos"; do
     [ -x "$f" ] || die "$f is missing (cargo build --release --bins; for device: scripts/test.sh)"
