@@ -3,8 +3,8 @@
 # (/vmlab/deb/old/, /vmlab/deb/new/: the same cml, the second a higher revision), the busybox
 # GuestOS `keeper` and a signed config of a SOFT-token container `demo` of it, with the development
 # PKI that signed both (scripts/vm/guestos.sh). The container's init appends a line to its
-# persistent /data/stop-marker at each SIGTERM, so the count of lines tells how often it was
-# stopped gracefully. The package is installed offline (everything it depends on is in the
+# persistent /data/stop-marker when it is stopped (the first SIGTERM), so the count of lines tells
+# how often it was stopped gracefully. The package is installed offline (everything it depends on is in the
 # image), used with its defaults (device.conf: signed configs; socket /run/socket/cml-control),
 # restarted, upgraded, stopped, removed and purged. Each step also reports `VMLAB time STEP_s=…`.
 . /vmlab/lib.sh
@@ -31,6 +31,9 @@ installed_version() { dpkg-query -W -f='${Status} ${Version}' cml 2>/dev/null; }
 # apt as a user runs it (no DEBIAN_FRONTEND, no tty: stdin is /dev/null), bounded so that a prompt
 # fails the check instead of hanging the VM.
 apt_() { env -u DEBIAN_FRONTEND timeout 300 apt "$@" < /dev/null; }
+
+# `apt install -y ./cml_….deb` in the package's directory, as a user installs a downloaded one.
+apt_install_file() { (cd "$(dirname "$1")" && apt_ install -y "./$(basename "$1")"); }
 
 # cmld's main pid as systemd knows it (0 when it does not run).
 main_pid() { systemctl show -p MainPID --value cmld.service; }
@@ -60,11 +63,11 @@ same_container() { # WHAT
 # 1. The package installs offline with its dependencies from the image.
 c_apt_install() {
   echo "installing $OLD ($V_OLD)"
-  apt_ install -y "$OLD" || die "apt install $OLD failed ($?)"
+  apt_install_file "$OLD" || die "apt install $OLD failed ($?)"
   v=$(installed_version)
   [ "$v" = "install ok installed $V_OLD" ] || die "dpkg-query says '$v'"
   for f in /usr/sbin/cmld /usr/bin/control /usr/bin/cml-guestos /usr/bin/cml-web /etc/default/cmld \
-    /lib/systemd/system/cmld.service /lib/systemd/system/cmld.socket; do
+    /usr/lib/systemd/system/cmld.service /usr/lib/systemd/system/cmld.socket; do
     [ -e "$f" ] || die "the package did not install $f"
   done
 }
@@ -103,7 +106,7 @@ c_demo_flow() {
   stop_marks > /run/vmlab/demo.marks
   [ "$(cat /run/vmlab/demo.marks)" = 0 ] || die "a fresh container has a stop marker"
   report "VMLAB info demo_init_cgroup=$(cgroup_of "$pid") cmld_cgroup=$(cgroup_of "$(main_pid)")"
-  # Loaded on demand by the kernel (modprobe, the image's depmod), none by the lab.
+  # Besides the initramfs's virtio and ext4 ones, loaded on demand (modprobe, the image's depmod).
   report "VMLAB info modules_loaded=$(awk '{ print $1 }' /proc/modules | sort | tr '\n' ' ')"
   ctl list
 }
@@ -125,7 +128,7 @@ c_restart_adopts() {
 c_upgrade() {
   before=$(main_pid)
   echo "upgrading to $NEW ($V_NEW)"
-  apt_ install -y "$NEW" || die "apt install $NEW failed ($?)"
+  apt_install_file "$NEW" || die "apt install $NEW failed ($?)"
   v=$(installed_version)
   [ "$v" = "install ok installed $V_NEW" ] || die "dpkg-query says '$v' after the upgrade"
   wait_for 30 '[ "$(systemctl is-active cmld.service)" = active ]' || die "cmld.service is $(systemctl is-active cmld.service) after the upgrade"
