@@ -5,9 +5,11 @@
 #      definition (CML_GENERATE_ASSETS, src/cli_assets.rs) into <target>/release/assets;
 #   3. `cargo deb --no-build`, which adds the systemd units, sysusers.d/tmpfiles.d entries and
 #      maintainer scripts of config/.
-# Usage: scripts/package.sh [--revision N] [--lintian]
+# Usage: scripts/package.sh [--revision N] [--out DIR] [--lintian]
 #   --revision N   the Debian revision (default 1): cml_<version>-N_amd64.deb; a higher N is a newer
 #                  package (the upgrade test installs -2 over -1)
+#   --out DIR      copy the package into DIR (under the lock: cargo-deb empties <target>/debian
+#                  when it makes the next one, so parallel callers each take their own copy)
 #   --lintian      also run lintian on it: no error or warning may remain (the tags the package
 #                  overrides are explained in config/debian/lintian-overrides)
 # Prints the path of the .deb (in <target>/debian/). Needs cargo-deb (scripts/setup.sh installs it).
@@ -15,9 +17,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 revision=1
 lint=0
+out=
 while [ $# -gt 0 ]; do
   case $1 in
     --revision) revision=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
     --lintian) lint=1; shift ;;
     *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
   esac
@@ -39,6 +43,11 @@ gzip -9n "$assets"/man/*
 # cargo-deb writes its own messages to stderr and the package's path last on stdout.
 deb=$(cargo deb --no-build --locked --strip --deb-revision "$revision" | tail -n1)
 [ -f "$deb" ] || { echo "package.sh: cargo deb made no package ($deb)" >&2; exit 1; }
+if [ -n "$out" ]; then
+  mkdir -p "$out"
+  cp "$deb" "$out/"
+  deb=$(cd "$out" && pwd)/$(basename "$deb")
+fi
 if [ "$lint" = 1 ]; then
   lintian --fail-on error,warning --display-info "$deb" >&2
 fi

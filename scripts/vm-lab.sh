@@ -123,17 +123,13 @@ if [ "$scenario" = install ]; then
   if [ -z "$deb" ] || [ -z "$deb_new" ]; then
     [ -x "$root/scripts/package.sh" ] || die "scripts/package.sh is missing: give --deb and --deb-new"
   fi
-  # Each copied at once: cargo-deb empties target/debian when it makes the next one.
+  # Each copied under package.sh's lock: cargo-deb empties target/debian when it makes the next one.
   mkdir -p "$w/deb"
   if [ -z "$deb" ]; then
-    made=$("$root/scripts/package.sh" --revision 1 | tail -n1)
-    deb=$w/deb/$(basename "$made")
-    cp "$made" "$deb"
+    deb=$("$root/scripts/package.sh" --revision 1 --out "$w/deb" | tail -n1)
   fi
   if [ -z "$deb_new" ]; then
-    made=$("$root/scripts/package.sh" --revision 2 | tail -n1)
-    deb_new=$w/deb/$(basename "$made")
-    cp "$made" "$deb_new"
+    deb_new=$("$root/scripts/package.sh" --revision 2 --out "$w/deb" | tail -n1)
   fi
   for d in "$deb" "$deb_new"; do
     if [ ! -f "$d" ] || ! dpkg-deb -f "$d" Package | grep -qx cml; then die "$d is not a cml package"; fi

@@ -52,9 +52,14 @@ fn the_package_is_lintian_clean_and_holds_what_a_system_needs() {
         eprintln!("skipped: cargo-deb is missing (scripts/setup.sh installs it)");
         return;
     }
+    let tmp = tempfile::tempdir().unwrap();
+    // Its own copy: cargo-deb empties <target>/debian when it makes the next package (the VM
+    // lab's test makes two in parallel with this one).
     let deb = output(
         Command::new(root().join("scripts/package.sh"))
             .arg("--lintian")
+            .arg("--out")
+            .arg(tmp.path().join("deb"))
             .env("CARGO_TARGET_DIR", target_dir()),
     );
     let deb = PathBuf::from(deb.trim());
@@ -107,7 +112,6 @@ fn the_package_is_lintian_clean_and_holds_what_a_system_needs() {
         "the data directory is cmld's, not the package's"
     );
 
-    let tmp = tempfile::tempdir().unwrap();
     let unpacked = tmp.path().join("root");
     let control = tmp.path().join("DEBIAN");
     output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked));

@@ -214,8 +214,12 @@ fn systemd_guest_boots_in_its_delegated_cgroup_v2_subtree() {
 /// path of the package it made (the last line it prints).
 fn package(revision: u32) -> PathBuf {
     let target = release_dir().parent().unwrap().to_path_buf();
+    // A directory of this run's own: cargo-deb empties <target>/debian when it makes the next
+    // package, so package.sh copies it here under its lock.
+    let keep = std::env::temp_dir().join(format!("cml-vm-lab-{}", std::process::id()));
     let out = Command::new(root().join("scripts/package.sh"))
-        .args(["--revision", &revision.to_string()])
+        .args(["--revision", &revision.to_string(), "--out"])
+        .arg(&keep)
         .env("CARGO_TARGET_DIR", &target)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
@@ -229,18 +233,10 @@ fn package(revision: u32) -> PathBuf {
     );
     let deb = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
     assert!(
-        deb.extension().is_some_and(|e| e == "deb") && deb.is_file(),
+        deb.extension().is_some_and(|e| e == "deb") && deb.is_file() && deb.starts_with(&keep),
         "scripts/package.sh --revision {revision} printed no package path:\n{stdout}"
     );
-    // The next call overwrites nothing of this one (the revision is in the name), but a copy keeps
-    // it apart from other runs.
-    let kept = std::env::temp_dir().join(format!(
-        "cml-vm-lab-{}-{}",
-        std::process::id(),
-        deb.file_name().unwrap().to_string_lossy()
-    ));
-    fs::copy(&deb, &kept).unwrap();
-    kept
+    deb
 }
 
 #[test]
@@ -264,6 +260,9 @@ fn debian_package_installs_restarts_upgrades_and_purges_on_a_systemd_host() {
     });
     let _ = fs::remove_file(&old);
     let _ = fs::remove_file(&new);
+    if let Some(dir) = old.parent() {
+        let _ = fs::remove_dir(dir);
+    }
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
