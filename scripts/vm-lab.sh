@@ -91,6 +91,24 @@ kver=$(cat "$kdir/kver")
 kroot=$kdir/root
 accel=${VMLAB_ACCEL:-$("$here/vm/accel.sh" "$vm" "$kroot/boot/vmlinuz-$kver")}
 
+# Copies MODULE… and what they depend on from the kernel package into the initramfs stage $st,
+# listed in $st/vmlab/modules in the order `modprobe --show-depends` gives (each once), for /init
+# to insmod.
+stage_modules() {
+  : > "$st/vmlab/modules"
+  local m kind path args rel
+  for m in "$@"; do
+    modprobe -d "$kroot" -S "$kver" --show-depends "$m" | while read -r kind path args; do
+      [ "$kind" = insmod ] || continue
+      rel=${path#"$kroot"/}
+      grep -q "^$rel\( \|$\)" "$st/vmlab/modules" && continue
+      mkdir -p "$st/$(dirname "$rel")"
+      cp "$path" "$st/$rel"
+      echo "$rel${args:+ $args}" >> "$st/vmlab/modules"
+    done
+  done
+}
+
 mkdir -p "$vm/runs"
 # Failed runs are kept for a look; those of earlier days go.
 find "$vm/runs" -mindepth 1 -maxdepth 1 -mmin +1440 -exec rm -rf {} + 2>/dev/null || true
@@ -143,17 +161,7 @@ if [ "$scenario" = install ]; then
   cp "$deb" "$st/vmlab/deb/old/"
   cp "$deb_new" "$st/vmlab/deb/new/"
   ln -s /bin/date "$st/vmlab/bin/date"
-  : > "$st/vmlab/modules"
-  for m in virtio_pci virtio_blk ext4; do
-    modprobe -d "$kroot" -S "$kver" --show-depends "$m" | while read -r kind path args; do
-      [ "$kind" = insmod ] || continue
-      rel=${path#"$kroot"/}
-      grep -q "^$rel\( \|$\)" "$st/vmlab/modules" && continue
-      mkdir -p "$st/$(dirname "$rel")"
-      cp "$path" "$st/$rel"
-      echo "$rel${args:+ $args}" >> "$st/vmlab/modules"
-    done
-  done
+  stage_modules virtio_pci virtio_blk ext4
   cp "$here/vm/host-init" "$st/init"
   cp "$here/vm/host-stage2.sh" "$here/vm/lib.sh" "$st/vmlab/"
   cp "$here/vm/$scenario.sh" "$st/vmlab/scenario.sh"
@@ -188,17 +196,7 @@ else
   # the kernel's request_module finds no modprobe database in the VM.
   mods=(loop squashfs overlay ext4 veth dummy tun xts cts ecb sha512_generic)
   [ "$scenario" = hosted ] || mods+=(virtio_pci virtio_blk)
-  : > "$st/vmlab/modules"
-  for m in "${mods[@]}"; do
-    modprobe -d "$kroot" -S "$kver" --show-depends "$m" | while read -r kind path args; do
-      [ "$kind" = insmod ] || continue
-      rel=${path#"$kroot"/}
-      grep -q "^$rel\( \|$\)" "$st/vmlab/modules" && continue
-      mkdir -p "$st/$(dirname "$rel")"
-      cp "$path" "$st/$rel"
-      echo "$rel${args:+ $args}" >> "$st/vmlab/modules"
-    done
-  done
+  stage_modules "${mods[@]}"
   cp "$here/vm/init" "$st/init"
   cp "$here/vm/stage2.sh" "$here/vm/lib.sh" "$st/vmlab/"
   cp "$here/vm/$scenario.sh" "$st/vmlab/scenario.sh"

@@ -240,7 +240,8 @@ fn resolve_id(text: &str, by_name: impl Fn(&str) -> nix::Result<Option<u32>>) ->
 /// Runs the daemon until SIGTERM or SIGINT. `sd` is what the service manager passed
 /// ([`systemd::Manager::from_env`], taken before any thread or process started).
 pub fn run(opts: Options, mut sd: systemd::Manager) -> Result<(), DaemonError> {
-    // First, while cmld is single-threaded and holds no lock or socket a container must not inherit.
+    // First, while cmld is single-threaded and holds no lock or socket a container must not inherit
+    // (a listening socket from systemd is already open: the launcher closes what it inherits).
     let launcher = Launcher::spawn().map_err(DaemonError::Launcher)?;
     let data = DataDir::new(&opts.data_dir);
     data.create()?;

@@ -18,9 +18,7 @@ echo "VMLAB info systemd: $(systemd-analyze time 2>/dev/null | head -n1)" > /dev
 systemd-analyze time 2>/dev/null | head -n1
 bash /vmlab/scenario.sh
 rc=$?
-failed=$(grep -c '^VMLAB FAIL ' "$VMLAB_RESULTS")
-[ "$rc" = 0 ] || { echo "VMLAB FAIL scenario: the scenario stopped early (status $rc)" > /dev/ttyS1; failed=$((failed + 1)); }
-echo "VMLAB DONE $failed" > /dev/ttyS1
-echo "VMLAB DONE $failed"
+. /vmlab/lib.sh
+report_done "$rc"
 sync
 systemctl --force poweroff

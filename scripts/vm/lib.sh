@@ -15,6 +15,18 @@ report() {
   echo "$*"
 }
 
+# For the VM's init after the scenario ran with status $1: one `VMLAB DONE <failed>` line (a
+# scenario that stopped early counts as one more failure), on the results port and the console.
+report_done() {
+  _failed=$(grep -c '^VMLAB FAIL ' "$VMLAB_RESULTS")
+  if [ "$1" != 0 ]; then
+    echo "VMLAB FAIL scenario: the scenario stopped early (status $1)" > "$RESULTS_PORT"
+    _failed=$((_failed + 1))
+  fi
+  echo "VMLAB DONE $_failed" > "$RESULTS_PORT"
+  echo "VMLAB DONE $_failed"
+}
+
 # One line, at most 400 characters.
 one_line() { tr '\n\r' '  ' | sed 's/  *$//' | cut -c1-400; }
 

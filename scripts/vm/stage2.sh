@@ -19,9 +19,7 @@ export VMLAB_RESULTS=/run/vmlab/results
 echo "vmlab: stage 2 at $(cut -d' ' -f1 /proc/uptime) s; cgroup2 controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
 sh /vmlab/scenario.sh
 rc=$?
-failed=$(grep -c '^VMLAB FAIL ' "$VMLAB_RESULTS")
-[ "$rc" = 0 ] || { echo "VMLAB FAIL scenario: the scenario stopped early (status $rc)" > /dev/ttyS1; failed=$((failed + 1)); }
-echo "VMLAB DONE $failed" > /dev/ttyS1
-echo "VMLAB DONE $failed"
+. /vmlab/lib.sh
+report_done "$rc"
 sync
 poweroff -f
