@@ -5,9 +5,11 @@
 # Usage: scripts/vm-lab.sh SCENARIO [options]
 #   SCENARIO          hosted   cmld in hosted mode on a tmpfs data dir: lifecycle, limits, devices,
 #                              user namespace, network, adoption, isolation, cgroup v2, timings
-#                     device   cmld built with `device-mode`, hostedmode: false, its data dir on a
-#                              virtio disk; `control reboot` must stop the guests gracefully and
-#                              reboot the VM; the host then reads the disk
+#                     device   cmld built with `device-mode` runs from the initramfs (no
+#                              switch_root), hostedmode: false, its data dir on a virtio disk:
+#                              containers enter their root by a move + chroot, stay inside it;
+#                              `control reboot` must stop the guests gracefully and reboot the
+#                              VM; the host then reads the disk
 #                     debian   the Debian 12 GuestOS with systemd (scripts/debian-fixture.sh, its
 #                              store on a read-only virtio disk) boots in its delegated cgroup
 #                     install  a Debian 12 host with systemd as pid 1 (scripts/vm/systemd-host.sh):
@@ -34,7 +36,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 vm=$root/target/vm
 
-usage() { sed -n '5,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '5,29p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 scenario=${1:-}
 case $scenario in hosted | device | debian | install) ;; *) usage ;; esac
 shift
@@ -76,7 +78,7 @@ if [ "$scenario" = install ]; then
     command -v "$tool" >/dev/null || die "$tool is missing: run scripts/setup.sh"
   done
 else
-  for f in "$cmld" "$bin_dir/control" "$bin_dir/cml-guestos"; do
+  for f in "$cmld" "$bin_dir/cmld" "$bin_dir/control" "$bin_dir/cml-guestos"; do
     [ -x "$f" ] || die "$f is missing (cargo build --release --bins; for device: scripts/test.sh)"
   done
 fi
@@ -181,6 +183,8 @@ else
   done
   strip -o "$st/usr/bin/cmld" "$cmld"
   strip -o "$st/usr/bin/control" "$bin_dir/control"
+  # The device scenario also runs a hosted cmld there (the initial rootfs: it must warn, then work).
+  [ "$scenario" != device ] || strip -o "$st/usr/bin/cmld-hosted" "$bin_dir/cmld"
   cp /usr/sbin/mke2fs "$st/usr/sbin/mke2fs"
   ln -sf mke2fs "$st/usr/sbin/mkfs.ext4"
   cp /etc/mke2fs.conf "$st/etc/"
@@ -237,6 +241,8 @@ echo "vm-lab: $scenario: kernel $kver, accel $accel, initramfs $(( $(stat -c %s 
 set +e
 mem=2048
 append="console=ttyS0 quiet panic=-1 cgroup_no_v1=all vmlab.scenario=$scenario"
+# A device's cmld runs from the initramfs: its /init starts the scenario without switch_root.
+[ "$scenario" != device ] || append+=" vmlab.root=initramfs"
 if [ "$scenario" = install ]; then
   # systemd on pure cgroup v2, its status lines off; the rest of the quiet boot is in the image.
   mem=2560

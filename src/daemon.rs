@@ -278,6 +278,7 @@ pub fn run(opts: Options, mut sd: systemd::Manager) -> Result<(), DaemonError> {
     }
     let layout = Layout::detect().map_err(|e| DaemonError::Cgroup(e.to_string()))?;
     info!(layout = %layout.describe(), "cgroup controllers");
+    let root_switch = root_switch(device::hosted(&device));
     let rt = Arc::new(Runtime {
         launcher,
         layout,
@@ -288,6 +289,7 @@ pub fn run(opts: Options, mut sd: systemd::Manager) -> Result<(), DaemonError> {
         claims: Default::default(),
         id_lock: Default::default(),
         images: crate::container::runtime::SharedImages::new(opts.run_dir.join("images")),
+        root_switch,
         net: crate::container::network::Network::new(crate::container::network::NetSettings {
             base: opts.net_base,
             ifname_prefix: opts.ifname_prefix.clone(),
@@ -494,6 +496,36 @@ fn activated_listener(fd: std::os::fd::OwnedFd) -> Result<std::os::unix::net::Un
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     info!("control socket from systemd (socket activation)");
     Ok(listener)
+}
+
+/// How containers will enter their root, from what cmld's own root is (logged: a hosted cmld on
+/// the initial rootfs is unusual enough for a warning, a device's cmld runs from there by design).
+fn root_switch(hosted: bool) -> crate::launcher::root::RootSwitch {
+    use crate::launcher::root::{HostRoot, RootSwitch};
+    match HostRoot::detect() {
+        Ok(HostRoot::Mounted) => RootSwitch::Pivot,
+        Ok(HostRoot::NamespaceRoot { fstype }) => {
+            let msg = "cmld's root is the root mount of its namespace (the initial rootfs), which \
+                       pivot_root cannot move: containers enter their root with MS_MOVE + chroot";
+            if hosted {
+                warn!(fstype = %fstype, "{msg}");
+            } else {
+                info!(fstype = %fstype, "{msg}");
+            }
+            RootSwitch::Move
+        }
+        Ok(HostRoot::NotAMountPoint) => {
+            warn!(
+                "cmld's root is not a mount point (a chroot?): pivot_root will refuse to start \
+                 containers; bind-mount the root directory onto itself first"
+            );
+            RootSwitch::Pivot
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot tell what cmld's root is; containers enter theirs with pivot_root");
+            RootSwitch::Pivot
+        }
+    }
 }
 
 #[cfg(test)]

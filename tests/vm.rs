@@ -5,8 +5,11 @@
 //! - `hosted`: lifecycle, `run`, freeze, limits, device filtering, user namespace, veth and dummy
 //!   interfaces, adoption after `kill -9`, isolation, the cgroup v2 files, start/stop timings;
 //! - `device`: cmld built with the `device-mode` feature (`target/vm/cmld-device-mode`, made by
-//!   `scripts/test.sh`), `hostedmode: false`, data dir on a virtio disk; `control reboot` stops the
-//!   guest gracefully and reboots the VM, and the disk holds what the guest wrote;
+//!   `scripts/test.sh`) runs straight from the initramfs, `hostedmode: false`, data dir on a virtio
+//!   disk: containers enter their root by a move + chroot and cannot leave it (`..`, a directory
+//!   left outside a nested chroot, host mounts, host files), a hosted cmld there warns and works;
+//!   `control reboot` stops the guest gracefully and reboots the VM, and the disk holds what the
+//!   guest wrote;
 //! - `debian`: the Debian 12 GuestOS with systemd as its init (`scripts/debian-fixture.sh`) boots
 //!   to `running` in the cgroup subtree cml delegates to it, and stops;
 //! - `install`: a Debian 12 host with systemd as pid 1 (`scripts/vm/systemd-host.sh`) installs cml's
@@ -180,14 +183,15 @@ fn hosted_scenario_on_a_cgroup_v2_kernel() {
 }
 
 #[test]
-fn device_mode_reboot_keeps_what_the_guest_wrote() {
+fn device_mode_from_the_initramfs_keeps_guests_in_their_root_and_reboot_keeps_their_data() {
     let bin = release_dir();
     let cmld = root().join("target/vm/cmld-device-mode");
     require_fresh(
         &cmld,
         "scripts/test.sh builds it (cargo build --release --locked --features device-mode --bin cmld, copied to target/vm/cmld-device-mode)",
     );
-    for b in ["control", "cml-guestos"] {
+    // cmld: the hosted one the scenario also runs from the initramfs.
+    for b in ["cmld", "control", "cml-guestos"] {
         require_fresh(
             &bin.join(b),
             "the VM lab runs the release binaries: cargo build --release --locked --bins (scripts/test.sh does)",

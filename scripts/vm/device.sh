@@ -1,9 +1,13 @@
-# The device-mode scenario: cmld built with the `device-mode` feature, `hostedmode: false` and
-# signed configs (the shipped default), its data dir on the VM's virtio disk (ext4, made by the
-# host). A container whose init writes a stop marker on its persistent ext4 /data when it gets
-# SIGTERM writes a file there; then `control reboot` must stop it gracefully, sync and reboot the
-# machine. What happens after the reboot call the host checks: the kernel's "reboot: Restarting
-# system" on the console (qemu runs with -no-reboot and exits), and the disk (scripts/vm/disk-check.sh).
+# The device-mode scenario: cmld built with the `device-mode` feature runs straight from the
+# initramfs, as on a device (no switch_root: its root is the initial rootfs, which pivot_root
+# cannot move), `hostedmode: false` and signed configs (the shipped default), its data dir on the
+# VM's virtio disk (ext4, made by the host). Containers enter their root by a move onto / and a
+# chroot; a probe container checks they stay inside it and hold no host mount; a hosted cmld on
+# the same root warns and works. A container whose init writes a stop marker on its persistent
+# ext4 /data when it gets SIGTERM writes a file there; then `control reboot` must stop it
+# gracefully, sync and reboot the machine. What happens after the reboot call the host checks: the
+# kernel's "reboot: Restarting system" on the console (qemu runs with -no-reboot and exits), and
+# the disk (scripts/vm/disk-check.sh).
 . /vmlab/lib.sh
 DISK=/mnt/disk
 DATA=$DISK/cml
@@ -27,6 +31,15 @@ c_cmld_up() {
     die "cmld does not run in device mode: $(grep 'cmld starting' "$CMLD_LOG" | one_line)"
 }
 
+# The VM's root is the initial rootfs (the root of the mount namespace: its own parent), and
+# cmld says containers enter theirs by a move + chroot.
+c_root_switch() {
+  awk '$5 == "/"' /proc/self/mountinfo
+  awk '$5 == "/" && $1 == $2 { f = 1 } END { exit !f }' /proc/self/mountinfo ||
+    die "the VM's root is not the initial rootfs: $(awk '$5 == "/"' /proc/self/mountinfo | one_line)"
+  grep 'MS_MOVE + chroot' "$CMLD_LOG" || die "cmld did not say it enters containers' roots by MS_MOVE + chroot"
+}
+
 # Device mode defaults to `cgroup_favordynmods`: the cgroup2 mount is remounted with it, keeping
 # its other options, and the log says so.
 c_favordynmods() {
@@ -47,6 +60,101 @@ c_unsigned_refused() {
   ! ctl create /run/vmlab/unsigned.conf > /dev/null 2>&1 || die "an unsigned container config was accepted"
 }
 
+# An ext4 file system the host mounts before a container starts and unmounts while it runs: its
+# super block must go with the host's unmount — the container's mount namespace (a copy of the
+# host's at its start) holds no host mount after the root switch.
+c_pin_mount() {
+  truncate -s 8M /run/vmlab/pin.img
+  mkfs.ext4 -q -F /run/vmlab/pin.img
+  mkdir -p /mnt/pin
+  mount -o loop /run/vmlab/pin.img /mnt/pin
+  dev=$(awk '$2 == "/mnt/pin" { print $1 }' /proc/mounts)
+  [ -d "/sys/fs/ext4/${dev##*/}" ] || die "no /sys/fs/ext4/${dev##*/} for /mnt/pin ($dev)"
+  echo "${dev##*/}" > /run/vmlab/pin.dev
+  # A file on the VM's own root, which no container may reach.
+  echo host-only > /vmlab-host-only
+}
+
+c_probe_start() {
+  ctl_ok create /vmlab/probe.conf /vmlab/probe.conf.sig /vmlab/pki/signing.cert > /dev/null
+  ctl_ok start probe
+  expect_state probe RUNNING
+  out=$(crun probe 'echo "hello from $(hostname)"')
+  [ "$out" = "hello from probe" ] || die "control run: '$out'"
+}
+
+c_host_mount_released() {
+  d=$(cat /run/vmlab/pin.dev)
+  umount /mnt/pin
+  wait_for 5 "[ ! -e /sys/fs/ext4/$d ]" ||
+    die "the ext4 of /mnt/pin ($d) lives on after the host unmounted it: a container's namespace holds it"
+}
+
+# The listing after each `== NAME` line of /bin/escape-probe run in container $1 must be the
+# container's root (it has /data) and not the VM's (/init, /vmlab, /vmlab-host-only).
+probe_escape() {
+  out=$(crun "$1" escape-probe) || die "escape-probe failed in $1: $(echo "$out" | one_line)"
+  echo "$out"
+  echo "$out" | grep -qx '== end' || die "escape-probe stopped early: $(echo "$out" | one_line)"
+  for s in dotdot proc-1-root fd-outside-jail; do
+    l=$(echo "$out" | awk -v s="== $s" '$0 == s { f = 1; next } /^== / { f = 0 } f')
+    if ! echo "$l" | grep -qx data; then die "$s: not the container's root: $(echo "$l" | one_line)"; fi
+    for h in init vmlab vmlab-host-only; do
+      if echo "$l" | grep -qx "$h"; then die "$s reached the VM's root: $(echo "$l" | one_line)"; fi
+    done
+  done
+}
+
+c_iso_escape() { probe_escape probe; }
+
+# What the container sees of mounts and processes: none of the VM's.
+c_iso_host_unseen() {
+  mi=$(crun probe 'cat /proc/self/mountinfo')
+  echo "$mi"
+  if echo "$mi" | awk '{ print $5 }' | grep -qE '^/(mnt|vmlab)'; then
+    die "the VM's mounts are listed inside: $(echo "$mi" | one_line)"
+  fi
+  comms=$(crun probe 'cat /proc/[0-9]*/comm')
+  if echo "$comms" | grep -qx cmld; then die "cmld is visible inside: $(echo "$comms" | one_line)"; fi
+  if crun probe 'cat /vmlab-host-only' | grep -qx host-only; then die "the VM's /vmlab-host-only is readable inside"; fi
+}
+
+c_probe_stop_start() {
+  pid=$(init_pid probe)
+  ctl_ok stop probe
+  expect_state probe STOPPED
+  if kill -0 "$pid" 2> /dev/null; then die "the init ($pid) lives on after the stop"; fi
+  ctl_ok start probe
+  expect_state probe RUNNING
+  [ "$(crun probe 'echo again')" = again ] || die "no output after the restart"
+  ctl_ok stop probe
+  expect_state probe STOPPED
+}
+
+# A hosted cmld (the default build) whose root is the initial rootfs too: it warns in its log, then
+# its containers start, stay inside their root and stop.
+c_hosted_fallback() {
+  DATA=/run/hosted/data SOCK=/run/hosted/sock RUN=/run/hosted/run CMLD=cmld-hosted
+  CMLD_LOG=/run/vmlab/cmld-hosted.log CMLD_PIDFILE=/run/vmlab/cmld-hosted.pid
+  mkdir -p "$DATA"
+  printf 'hostedmode: true\nsigned_configs: false\n' > "$DATA/device.conf"
+  # Shown after a failure (set -e holds in the trap too).
+  trap 'kill -TERM "$(cmld_pid)" 2> /dev/null || true; echo "== hosted cmld log"; cat "$CMLD_LOG"' EXIT
+  start_cmld --cgroup-parent cmlhosted --ifname-prefix cmh
+  grep 'cmld starting' "$CMLD_LOG" | grep -q 'hosted=true' || die "not hosted: $(grep 'cmld starting' "$CMLD_LOG" | one_line)"
+  grep 'WARN' "$CMLD_LOG" | grep 'MS_MOVE + chroot' || die "no warning about the move + chroot in the hosted cmld's log"
+  ctl_ok ca_register /vmlab/pki/root-ca.cert
+  ctl_ok push_guestos_config /vmlab/store/keeper-1.conf /vmlab/store/keeper-1.conf.sig /vmlab/pki/signing.cert
+  create hprobe keeper 'netns: false\n'
+  ctl_ok start hprobe
+  expect_state hprobe RUNNING
+  probe_escape hprobe
+  ctl_ok stop hprobe
+  expect_state hprobe STOPPED
+  kill -TERM "$(cmld_pid)"
+  wait_for 30 "! kill -0 $(cmld_pid)" || die "the hosted cmld did not exit on SIGTERM"
+}
+
 c_create_start() {
   ctl_ok create /vmlab/keeper.conf /vmlab/keeper.conf.sig /vmlab/pki/signing.cert > /dev/null
   ctl_ok start keeper
@@ -63,9 +171,17 @@ c_write_before_reboot() {
 
 require disk c_disk
 require cmld-up c_cmld_up
+check root-switch-move c_root_switch
 check favordynmods c_favordynmods
 require guestos-push c_guestos_push
 check unsigned-config-refused c_unsigned_refused
+require pin-mount c_pin_mount
+require probe-start c_probe_start
+check host-mount-released c_host_mount_released
+check iso-escape c_iso_escape
+check iso-host-unseen c_iso_host_unseen
+check probe-stop-start c_probe_stop_start
+check hosted-fallback c_hosted_fallback
 require create-start c_create_start
 require write-before-reboot c_write_before_reboot
 

@@ -10,14 +10,15 @@
 #           bbdata-1   squashfs root, persistent ext4 /data (made by cmld at the first start)
 #   debian: none (the Debian fixture, scripts/debian-fixture.sh, on a disk of its own)
 #   device: keeper-1   squashfs root, persistent ext4 /data; on SIGTERM its init writes
-#                      /data/stop-marker, syncs and exits; plus keeper.conf, a container config
+#                      /data/stop-marker, syncs and exits; /bin/escape-probe (tries to leave the
+#                      container's root); plus keeper.conf and probe.conf, container configs
 #                      signed with the same PKI (the device scenario runs with signed_configs: true)
 #   install: keeper-1  as for device, but its init appends a line to /data/stop-marker at its stop
 #                      (the first SIGTERM); plus demo.conf(.sig), a signed config of a SOFT-token
 #                      container `demo` of it (as config/containers/demo.conf: the device token's
 #                      PIN, an encrypted /data)
 # Usage: scripts/vm/guestos.sh CML_GUESTOS BUSYBOX WORK_DIR VMLAB_DIR SCENARIO
-# Writes VMLAB_DIR/pki/{root-ca,signing}.cert, VMLAB_DIR/store/…, and for device VMLAB_DIR/keeper.conf(.sig),
+# Writes VMLAB_DIR/pki/{root-ca,signing}.cert, VMLAB_DIR/store/…, and for device VMLAB_DIR/{keeper,probe}.conf(.sig),
 # for install VMLAB_DIR/demo.conf(.sig).
 set -euo pipefail
 tool=${1:?usage}
@@ -56,6 +57,24 @@ case $scenario in
     build bbdata "$init" --data-fs ext4 --data-size 16
     ;;
   device)
+    cat > "$rootfs/bin/escape-probe" <<'PROBE'
+#!/bin/sh
+# Run inside a container: tries to leave its root the classic ways; after each `== NAME` line, the
+# listing of the root directory it reached (the container's own, if the root switch holds).
+jail=/data/jail
+mkdir -p "$jail/bin" && cp /bin/busybox "$jail/bin/busybox" || exit 1
+echo "== dotdot"
+cd / && cd ../../../.. && ls -a .
+echo "== proc-1-root"
+ls -a /proc/1/root/
+echo "== fd-outside-jail"
+# busybox nsenter opens -w's directory before it chroots into -r's, and fchdir()s to it after: a
+# process in a jail holding a directory outside it. From there `..` as far as it goes, then a
+# chroot into wherever that is.
+busybox nsenter -r"$jail" -w/ /bin/busybox sh -c 'cd ../../../../..; exec /bin/busybox chroot . /bin/busybox ls -a /'
+echo "== end"
+PROBE
+    chmod +x "$rootfs/bin/escape-probe"
     init="trap 'echo \"stopped by SIGTERM at \$(date)\" > /data/stop-marker; sync; exit 0' TERM; echo ready; while :; do sleep 3600 & wait; done"
     build keeper "$init" --data-fs ext4 --data-size 16
     cat > "$out/keeper.conf" <<'CONF'
@@ -67,7 +86,10 @@ token_type: NONE
 userns: false
 netns: false
 CONF
-    "$tool" sign "$out/keeper.conf" --key "$w/pki/signing.key" --cert "$w/pki/signing.cert" >/dev/null
+    sed '1s/.*/name: "probe"/' "$out/keeper.conf" > "$out/probe.conf"
+    for c in keeper probe; do
+      "$tool" sign "$out/$c.conf" --key "$w/pki/signing.key" --cert "$w/pki/signing.cert" >/dev/null
+    done
     ;;
   install)
     # cmld repeats the stop signal until the init exits (1 ms, 2, 4, … apart), and a handler's

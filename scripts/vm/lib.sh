@@ -15,11 +15,12 @@ report() {
   echo "$*"
 }
 
-# For the VM's init after the scenario ran with status $1: one `VMLAB DONE <failed>` line (a
-# scenario that stopped early counts as one more failure), on the results port and the console.
+# One `VMLAB DONE <failed>` line, on the results port and the console: by the VM's init after the
+# scenario ran with status $1 (a scenario that stopped early counts as one more failure), or by a
+# scenario that ends the VM itself (no argument).
 report_done() {
   _failed=$(grep -c '^VMLAB FAIL ' "$VMLAB_RESULTS")
-  if [ "$1" != 0 ]; then
+  if [ "${1:-0}" != 0 ]; then
     echo "VMLAB FAIL scenario: the scenario stopped early (status $1)" > "$RESULTS_PORT"
     _failed=$((_failed + 1))
   fi
@@ -71,8 +72,6 @@ require() {
 
 failures() { grep -c '^VMLAB FAIL ' "$VMLAB_RESULTS"; }
 
-report_done() { report "VMLAB DONE $(failures)"; }
-
 # Nanoseconds since the epoch (coreutils date: busybox's has no %N).
 now_ns() { /vmlab/bin/date +%s%N; }
 
@@ -82,6 +81,7 @@ median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "none"; else i
 # --- cmld and control --------------------------------------------------------------------------
 
 CMLD_LOG=${CMLD_LOG:-/run/vmlab/cmld.log}
+CMLD_PIDFILE=${CMLD_PIDFILE:-/run/vmlab/cmld.pid}
 
 # `control` against the lab's cmld, bounded: a hung request fails the check instead of the VM.
 ctl() { timeout 120 control -s "$SOCK" "$@"; }
@@ -119,21 +119,22 @@ create() { # NAME GUESTOS EXTRA
   ctl_ok create "$_f" > /dev/null
 }
 
-# Starts cmld in the background on $DATA/$SOCK/$RUN, appending to $CMLD_LOG; waits for its socket.
+# Starts $CMLD (default cmld) in the background on $DATA/$SOCK/$RUN, appending to $CMLD_LOG, its
+# pid in $CMLD_PIDFILE; waits for its socket.
 start_cmld() {
-  cmld --data-dir "$DATA" --socket "$SOCK" --run-dir "$RUN" "$@" >> "$CMLD_LOG" 2>&1 < /dev/null &
-  echo $! > /run/vmlab/cmld.pid
+  "${CMLD:-cmld}" --data-dir "$DATA" --socket "$SOCK" --run-dir "$RUN" "$@" >> "$CMLD_LOG" 2>&1 < /dev/null &
+  echo $! > "$CMLD_PIDFILE"
   _i=0
   while [ $_i -lt 300 ]; do
     ctl list > /dev/null 2>&1 && return 0
-    kill -0 "$(cat /run/vmlab/cmld.pid)" 2>/dev/null || die "cmld exited: $(tail -n 3 "$CMLD_LOG" | one_line)"
+    kill -0 "$(cmld_pid)" 2>/dev/null || die "cmld exited: $(tail -n 3 "$CMLD_LOG" | one_line)"
     sleep 0.1
     _i=$((_i + 1))
   done
   die "cmld's socket did not answer within 30 s"
 }
 
-cmld_pid() { cat /run/vmlab/cmld.pid; }
+cmld_pid() { cat "$CMLD_PIDFILE"; }
 
 # Polls COMMAND (a shell string) for up to SECONDS; true once it succeeds.
 wait_for() { # SECONDS COMMAND

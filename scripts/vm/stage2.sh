@@ -1,6 +1,7 @@
 #!/bin/sh
-# The VM lab's init, stage 2 (pid 1 in the tmpfs root): the mounts a host has — only cgroup2 at
-# /sys/fs/cgroup (nsdelegate), devpts, /run, /tmp, /dev/shm — then /vmlab/scenario.sh, whose result
+# The VM lab's init, stage 2 (pid 1, in the tmpfs root or on the initial rootfs): the mounts a host
+# has — only cgroup2 at /sys/fs/cgroup (nsdelegate), devpts, /run, /tmp, /dev/shm — then
+# /vmlab/scenario.sh, whose result
 # lines (lib.sh) go to the second serial port; then `VMLAB DONE <failed>` and power off. A scenario
 # may end the VM itself (the device scenario reboots through cmld).
 export PATH=/vmlab/bin:/usr/sbin:/usr/bin:/sbin:/bin

@@ -42,6 +42,9 @@ pub struct Runtime {
     pub net: super::network::Network,
     /// GuestOS images mounted once for all containers.
     pub images: SharedImages,
+    /// How containers enter their root on this host (pivot_root unless cmld's root is the
+    /// initial rootfs).
+    pub root_switch: crate::launcher::root::RootSwitch,
 }
 
 /// (image, its inode, file system type, mount options).
@@ -782,6 +785,7 @@ pub fn prepare(
             })
             .collect(),
         machine_id: uuid_v.simple().to_string(),
+        root_switch: rt.root_switch,
         console: crate::launcher::console::ConsolePlan {
             log_kib: rt.console_log_kib,
             tty: None,

@@ -9,8 +9,8 @@
 //! machine ID → move into the container's v1 cgroups (after the mounts: the devices controller
 //! would refuse the loop block devices) → report `M` and wait for the monitor (which attaches a v2
 //! device filter) → new cgroup namespace
-//! (rooted at the container's cgroup) → pivot_root into the new root (the `pivot_root(".", ".")`
-//! form runc uses, which needs no directory in a read-only root) and detach the old root →
+//! (rooted at the container's cgroup) → into the new root: pivot_root, or where cmld's root is the
+//! initial rootfs a move onto `/` and chroot (see [`super::root`]) →
 //! hostname → capability bounding set → exec. The report pipe is close-on-exec: EOF after `M`
 //! without a message means the exec succeeded.
 //!
@@ -28,10 +28,10 @@ use std::{
 };
 
 use nix::{
-    mount::{MntFlags, MsFlags, mount, umount2},
+    mount::{MsFlags, mount},
     sched::{CloneFlags, unshare},
     sys::stat::{Mode, SFlag, makedev, mknod},
-    unistd::{chdir, execve, pivot_root, sethostname, symlinkat},
+    unistd::{execve, sethostname, symlinkat},
 };
 
 use super::plan::{MountSource, StartPlan};
@@ -353,11 +353,7 @@ fn setup(
     }
     at("create cgroup namespace", unshare(CloneFlags::CLONE_NEWCGROUP))?;
 
-    // pivot_root(".", "."): the old root ends up stacked on the new one and is detached at once.
-    at("pivot_root", chdir(&rootfs))?;
-    at("pivot_root", pivot_root(".", "."))?;
-    at("pivot_root", umount2(".", MntFlags::MNT_DETACH))?;
-    at("pivot_root", chdir("/"))?;
+    super::root::enter(&rootfs, plan.root_switch)?;
 
     at("set hostname", sethostname(&plan.hostname))?;
     if plan.netns {

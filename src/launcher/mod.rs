@@ -23,6 +23,7 @@ pub mod init;
 pub mod monitor;
 pub mod network;
 pub mod plan;
+pub mod root;
 
 use std::{
     os::fd::{AsRawFd, OwnedFd, RawFd},

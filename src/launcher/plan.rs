@@ -61,6 +61,10 @@ pub struct StartPlan {
     /// The guest's machine ID (32 hex digits), written into an empty `/etc/machine-id`.
     #[serde(default)]
     pub machine_id: String,
+    /// How the init enters the root: pivot_root, or a move onto `/` and chroot where cmld's own
+    /// root is the initial rootfs (decided once per cmld: [`super::root::HostRoot`]).
+    #[serde(default)]
+    pub root_switch: super::root::RootSwitch,
     /// The console: the log bound, and (filled in by the monitor) the pty slave.
     #[serde(default)]
     pub console: super::console::ConsolePlan,

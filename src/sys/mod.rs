@@ -17,6 +17,7 @@ pub mod fdpass;
 pub mod fscrypt;
 pub mod idmap;
 pub mod loopdev;
+pub mod mountinfo;
 pub mod netif;
 pub mod netlink;
 pub mod pidfd;

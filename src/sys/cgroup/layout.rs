@@ -20,29 +20,6 @@ pub struct Layout {
     pub(super) v1_cpuacct: Option<PathBuf>,
 }
 
-/// Undoes the octal escapes (`\040` for space, …) mountinfo uses in paths.
-fn unescape(field: &str) -> PathBuf {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        // At most \377: the first digit is 0-3, so the value fits a byte.
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && (b'0'..=b'3').contains(&b[i + 1])
-            && b[i + 2..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    use std::os::unix::ffi::OsStringExt;
-    PathBuf::from(std::ffi::OsString::from_vec(out))
-}
-
 impl Layout {
     /// Detects the layout of this host from `/proc/self/mountinfo` and the v2 root's `cgroup.controllers`.
     pub fn detect() -> Result<Layout, CgroupError> {
@@ -70,7 +47,7 @@ impl Layout {
             if pre[3] != "/" {
                 continue;
             }
-            let mount_point = unescape(pre[4]);
+            let mount_point = crate::sys::mountinfo::unescape(pre[4]);
             match post[0] {
                 "cgroup" => {
                     if !layout.v1_roots.contains(&mount_point) {
