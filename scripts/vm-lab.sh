@@ -20,6 +20,8 @@
 #   --bin-dir DIR     cmld, control, cml-guestos (default: $CARGO_TARGET_DIR or target, /release)
 #   --cmld FILE       the cmld to boot (default: BIN_DIR/cmld; for `device`
 #                     target/vm/cmld-device-mode, see scripts/test.sh)
+#   --root KIND       hosted, device, debian: where the scenario runs — `initramfs` (the initial
+#                     rootfs, as on a device; default for device) or `tmpfs` (after switch_root)
 #   --timeout SECONDS for qemu (default 420; 900 for install)
 #   --keep            keep the run directory (target/vm/runs/SCENARIO.*) also on success
 # Environment: VMLAB_ACCEL=tcg|kvm skips the accelerator probe.
@@ -36,12 +38,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 vm=$root/target/vm
 
-usage() { sed -n '5,29p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '5,31p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 scenario=${1:-}
 case $scenario in hosted | device | debian | install) ;; *) usage ;; esac
 shift
 bin_dir=${CARGO_TARGET_DIR:-$root/target}/release
 cmld=
+root_kind=
 timeout_s=
 keep=0
 deb=
@@ -50,6 +53,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --bin-dir) bin_dir=$2; shift 2 ;;
     --cmld) cmld=$2; shift 2 ;;
+    --root) root_kind=$2; shift 2 ;;
     --timeout) timeout_s=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --deb) deb=$2; shift 2 ;;
@@ -60,6 +64,11 @@ done
 if [ -z "$timeout_s" ]; then
   if [ "$scenario" = install ]; then timeout_s=900; else timeout_s=420; fi
 fi
+if [ -z "$root_kind" ]; then
+  if [ "$scenario" = device ]; then root_kind=initramfs; else root_kind=tmpfs; fi
+fi
+case $root_kind in initramfs | tmpfs) ;; *) usage ;; esac
+[ "$scenario" != install ] || [ "$root_kind" = tmpfs ] || usage
 if [ -z "$cmld" ]; then
   if [ "$scenario" = device ]; then cmld=$vm/cmld-device-mode; else cmld=$bin_dir/cmld; fi
 fi
@@ -241,8 +250,8 @@ echo "vm-lab: $scenario: kernel $kver, accel $accel, initramfs $(( $(stat -c %s 
 set +e
 mem=2048
 append="console=ttyS0 quiet panic=-1 cgroup_no_v1=all vmlab.scenario=$scenario"
-# A device's cmld runs from the initramfs: its /init starts the scenario without switch_root.
-[ "$scenario" != device ] || append+=" vmlab.root=initramfs"
+# As a device's cmld does, the scenario runs from the initramfs: /init starts it without switch_root.
+[ "$root_kind" != initramfs ] || append+=" vmlab.root=initramfs"
 if [ "$scenario" = install ]; then
   # systemd on pure cgroup v2, its status lines off; the rest of the quiet boot is in the image.
   mem=2560

@@ -11,7 +11,8 @@
 //!   `control reboot` stops the guest gracefully and reboots the VM, and the disk holds what the
 //!   guest wrote;
 //! - `debian`: the Debian 12 GuestOS with systemd as its init (`scripts/debian-fixture.sh`) boots
-//!   to `running` in the cgroup subtree cml delegates to it, and stops;
+//!   to `running` in the cgroup subtree cml delegates to it, and stops — once after switch_root
+//!   with the hosted cmld, once under the device-mode cmld straight from the initramfs;
 //! - `install`: a Debian 12 host with systemd as pid 1 (`scripts/vm/systemd-host.sh`) installs cml's
 //!   Debian package (two revisions made here by `scripts/package.sh` from the release binaries),
 //!   uses the service, restarts and upgrades it with a container running, stops, removes and
@@ -21,7 +22,7 @@
 //! refuses binaries older than the sources rather than test something else than the checkout. It
 //! never passes silently: a missing qemu, a VM that does not report, or a timeout fails it, with
 //! the lab's output (results, serial console, cmld's log) in the message. Each run has its own
-//! directory (`target/vm/runs/<scenario>.XXXXXX`), so the two scenarios run in parallel.
+//! directory (`target/vm/runs/<scenario>.XXXXXX`), so the runs go in parallel.
 
 #![allow(clippy::unwrap_used)]
 
@@ -185,11 +186,7 @@ fn hosted_scenario_on_a_cgroup_v2_kernel() {
 #[test]
 fn device_mode_from_the_initramfs_keeps_guests_in_their_root_and_reboot_keeps_their_data() {
     let bin = release_dir();
-    let cmld = root().join("target/vm/cmld-device-mode");
-    require_fresh(
-        &cmld,
-        "scripts/test.sh builds it (cargo build --release --locked --features device-mode --bin cmld, copied to target/vm/cmld-device-mode)",
-    );
+    let cmld = device_mode_cmld();
     // cmld: the hosted one the scenario also runs from the initramfs.
     for b in ["cmld", "control", "cml-guestos"] {
         require_fresh(
@@ -212,6 +209,35 @@ fn device_mode_from_the_initramfs_keeps_guests_in_their_root_and_reboot_keeps_th
 fn systemd_guest_boots_in_its_delegated_cgroup_v2_subtree() {
     let bin = fresh_release_bins();
     lab("debian", &["--bin-dir", bin.to_str().unwrap()]);
+}
+
+/// The same systemd guest under the device-mode cmld running straight from the initramfs: its
+/// root entered by a move + chroot, with and without a user namespace.
+#[test]
+fn systemd_guest_boots_under_a_device_mode_cmld_on_the_initial_rootfs() {
+    let bin = fresh_release_bins();
+    let cmld = device_mode_cmld();
+    lab(
+        "debian",
+        &[
+            "--bin-dir",
+            bin.to_str().unwrap(),
+            "--cmld",
+            cmld.to_str().unwrap(),
+            "--root",
+            "initramfs",
+        ],
+    );
+}
+
+/// The `device-mode` cmld scripts/test.sh puts aside, refused when older than the sources.
+fn device_mode_cmld() -> PathBuf {
+    let cmld = root().join("target/vm/cmld-device-mode");
+    require_fresh(
+        &cmld,
+        "scripts/test.sh builds it (cargo build --release --locked --features device-mode --bin cmld, copied to target/vm/cmld-device-mode)",
+    );
+    cmld
 }
 
 /// `scripts/package.sh --revision REVISION` on the release binaries of this target directory: the

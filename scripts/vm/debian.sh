@@ -72,6 +72,7 @@ c_stop() { # NAME
 
 require store c_store
 require cmld-up c_cmld_up
+check root-switch check_root_switch
 require debian-boot c_boot deb false
 check debian-system-running c_system_running deb
 check debian-cgroup-delegated c_cgroup_delegated deb false

@@ -146,6 +146,33 @@ wait_for() { # SECONDS COMMAND
   done
 }
 
+# Where the scenario runs: `initramfs` (the initial rootfs, vmlab.root=initramfs) or `tmpfs`.
+vm_root() {
+  case " $(cat /proc/cmdline) " in
+    *" vmlab.root=initramfs "*) echo initramfs ;;
+    *) echo tmpfs ;;
+  esac
+}
+
+# cmld ($CMLD_LOG) enters containers' roots the way this VM's root calls for: on the initial rootfs
+# (the mount namespace's root: its own parent) by a move + chroot, which a hosted cmld logs as a
+# warning; after switch_root by pivot_root, without a word.
+check_root_switch() {
+  root=$(awk '$5 == "/"' /proc/self/mountinfo | head -n1)
+  echo "the VM's root: $root"
+  said=$(grep 'MS_MOVE + chroot' "$CMLD_LOG" || true)
+  if [ "$(vm_root)" = tmpfs ]; then
+    if [ -n "$said" ]; then die "cmld moves containers' roots on a switched root: $said"; fi
+    return 0
+  fi
+  echo "$root" | awk '$1 == $2' | grep -q ' - rootfs ' || die "the VM's root is not the initial rootfs: $root"
+  [ -n "$said" ] || die "cmld did not say it enters containers' roots by MS_MOVE + chroot"
+  echo "$said"
+  if grep 'cmld starting' "$CMLD_LOG" | grep -q 'hosted=true'; then
+    echo "$said" | grep -q WARN || die "a hosted cmld does not warn about it"
+  fi
+}
+
 dump_cmld_log() {
   echo "===== cmld log ($CMLD_LOG) ====="
   cat "$CMLD_LOG"
