@@ -502,9 +502,16 @@ fn activated_listener(fd: std::os::fd::OwnedFd) -> Result<std::os::unix::net::Un
 /// the initial rootfs is unusual enough for a warning, a device's cmld runs from there by design).
 fn root_switch(hosted: bool) -> crate::launcher::root::RootSwitch {
     use crate::launcher::root::{HostRoot, RootSwitch};
-    match HostRoot::detect() {
-        Ok(HostRoot::Mounted) => RootSwitch::Pivot,
-        Ok(HostRoot::NamespaceRoot { fstype }) => {
+    let root = match HostRoot::detect() {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "cannot tell what cmld's root is; containers enter theirs with pivot_root");
+            return RootSwitch::Pivot;
+        }
+    };
+    match &root {
+        HostRoot::Mounted => {}
+        HostRoot::NamespaceRoot { fstype } => {
             let msg = "cmld's root is the root mount of its namespace (the initial rootfs), which \
                        pivot_root cannot move: containers enter their root with MS_MOVE + chroot";
             if hosted {
@@ -512,20 +519,13 @@ fn root_switch(hosted: bool) -> crate::launcher::root::RootSwitch {
             } else {
                 info!(fstype = %fstype, "{msg}");
             }
-            RootSwitch::Move
         }
-        Ok(HostRoot::NotAMountPoint) => {
-            warn!(
-                "cmld's root is not a mount point (a chroot?): pivot_root will refuse to start \
-                 containers; bind-mount the root directory onto itself first"
-            );
-            RootSwitch::Pivot
-        }
-        Err(e) => {
-            warn!(error = %e, "cannot tell what cmld's root is; containers enter theirs with pivot_root");
-            RootSwitch::Pivot
-        }
+        HostRoot::NotAMountPoint => warn!(
+            "cmld's root is not a mount point (a chroot?): pivot_root will refuse to start \
+             containers; bind-mount the root directory onto itself first"
+        ),
     }
+    root.switch()
 }
 
 #[cfg(test)]

@@ -110,6 +110,24 @@ c_iso_host_unseen() {
   if crun probe 'cat /vmlab-host-only' | grep -qx host-only; then die "the VM's /vmlab-host-only is readable inside"; fi
 }
 
+# The root switch keeps what pivot_root gives: the init has a mount namespace of its own, every
+# mount in it is private (no `shared:` peer group), and it holds no descriptor of a directory or
+# file of the host (only pipes, sockets, anonymous inodes and its own console).
+c_ns_private_fds() {
+  pid=$(init_pid probe)
+  [ -n "$pid" ] || die "no init pid for probe"
+  [ "$(readlink "/proc/$pid/ns/mnt")" != "$(readlink /proc/self/ns/mnt)" ] || die "the init shares the VM's mount namespace"
+  if grep 'shared:' "/proc/$pid/mountinfo"; then die "a shared mount in the container's namespace"; fi
+  ls -l "/proc/$pid/fd/"
+  for fd in /proc/$pid/fd/*; do
+    t=$(readlink "$fd")
+    case $t in
+      pipe:* | socket:* | anon_inode:* | /dev/pts/* | /dev/console | /dev/null) ;;
+      *) die "the init holds ${fd##*/} -> $t" ;;
+    esac
+  done
+}
+
 c_probe_stop_start() {
   pid=$(init_pid probe)
   ctl_ok stop probe
@@ -171,7 +189,11 @@ require probe-start c_probe_start
 check host-mount-released c_host_mount_released
 check iso-escape c_iso_escape
 check iso-host-unseen c_iso_host_unseen
+check ns-private-fds c_ns_private_fds
 check probe-stop-start c_probe_stop_start
+# What the root switch costs: the same timing as the hosted scenario's (`--root tmpfs` for pivot_root).
+check timing time_start_stop probe
+[ -s /run/vmlab/times ] && report "VMLAB time root=$(vm_root) start_ms=$(cut -d' ' -f1 /run/vmlab/times) stop_ms=$(cut -d' ' -f2 /run/vmlab/times)"
 check hosted-fallback c_hosted_fallback
 require create-start c_create_start
 require write-before-reboot c_write_before_reboot

@@ -361,28 +361,7 @@ c_adoption() {
 
 c_timing() {
   create timed busybox "$PLAIN"
-  ctl_ok start timed
-  ctl_ok stop timed
-  : > /run/vmlab/start_ns
-  : > /run/vmlab/stop_ns
-  i=0
-  while [ $i -lt 10 ]; do
-    sleep 0.3
-    a=$(now_ns)
-    ctl start timed > /dev/null 2>&1 || die "start $i failed"
-    b=$(now_ns)
-    sleep 0.3
-    c=$(now_ns)
-    ctl stop timed > /dev/null 2>&1 || die "stop $i failed"
-    d=$(now_ns)
-    echo $(((b - a) / 1000)) >> /run/vmlab/start_ns
-    echo $(((d - c) / 1000)) >> /run/vmlab/stop_ns
-    i=$((i + 1))
-  done
-  start_us=$(median < /run/vmlab/start_ns)
-  stop_us=$(median < /run/vmlab/stop_ns)
-  echo "start µs: $(one_line < /run/vmlab/start_ns); stop µs: $(one_line < /run/vmlab/stop_ns)"
-  awk -v a="$start_us" -v b="$stop_us" 'BEGIN { printf "%.1f %.1f\n", a / 1000, b / 1000 }' > /run/vmlab/times
+  time_start_stop timed
 }
 
 c_cmld_sigterm() {

@@ -136,6 +136,33 @@ start_cmld() {
 
 cmld_pid() { cat "$CMLD_PIDFILE"; }
 
+# 10 start/stop cycles of container $1 (stopped, started once before), each after 0.3 s idle, by
+# a fresh `control`: the medians in ms, "START STOP", go to /run/vmlab/times.
+time_start_stop() {
+  ctl_ok start "$1"
+  ctl_ok stop "$1"
+  : > /run/vmlab/start_ns
+  : > /run/vmlab/stop_ns
+  i=0
+  while [ $i -lt 10 ]; do
+    sleep 0.3
+    a=$(now_ns)
+    ctl start "$1" > /dev/null 2>&1 || die "start $i failed"
+    b=$(now_ns)
+    sleep 0.3
+    c=$(now_ns)
+    ctl stop "$1" > /dev/null 2>&1 || die "stop $i failed"
+    d=$(now_ns)
+    echo $(((b - a) / 1000)) >> /run/vmlab/start_ns
+    echo $(((d - c) / 1000)) >> /run/vmlab/stop_ns
+    i=$((i + 1))
+  done
+  start_us=$(median < /run/vmlab/start_ns)
+  stop_us=$(median < /run/vmlab/stop_ns)
+  echo "start µs: $(one_line < /run/vmlab/start_ns); stop µs: $(one_line < /run/vmlab/stop_ns)"
+  awk -v a="$start_us" -v b="$stop_us" 'BEGIN { printf "%.1f %.1f\n", a / 1000, b / 1000 }' > /run/vmlab/times
+}
+
 # Polls COMMAND (a shell string) for up to SECONDS; true once it succeeds.
 wait_for() { # SECONDS COMMAND
   _end=$(($(date +%s) + $1))

@@ -239,6 +239,12 @@ mod tests {
     }
 
     #[test]
+    fn this_hosts_root_left_the_initramfs() {
+        // The test hosts switch_root out of their initramfs (the VM lab covers the other case).
+        assert_eq!(HostRoot::detect().unwrap(), HostRoot::Mounted);
+    }
+
+    #[test]
     fn host_mounts_are_everything_but_the_namespace_root_and_the_kept_subtree() {
         // The container's root 40 moved onto /, its /proc (41) and /dev (42, with 43 below).
         let text = format!(
