@@ -111,7 +111,10 @@ fn lab(scenario: &str, args: &[&str]) {
 
 /// [`lab`] with another bound.
 fn lab_within(scenario: &str, args: &[&str], limit: Duration) {
-    let out_path = std::env::temp_dir().join(format!("cml-vm-lab-{scenario}-{}.log", std::process::id()));
+    // One file per run: a scenario may run twice in one test process (debian does).
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out_path = std::env::temp_dir().join(format!("cml-vm-lab-{scenario}-{}-{n}.log", std::process::id()));
     let out = fs::File::create(&out_path).unwrap();
     let mut child = Command::new(root().join("scripts/vm-lab.sh"))
         .arg(scenario)
