@@ -496,6 +496,37 @@ fn dot_dot_stays_inside_the_container_root(g: Guest) {
     d.ok(&["stop", "dotdot"]);
 }
 
+/// The classic way out of a chroot: a process in a nested jail whose working directory is still
+/// outside it (busybox `nsenter -r JAIL -w /` opens `/` first and `fchdir`s to it after the chroot,
+/// as a leftover directory descriptor would) climbs `..` as far as it goes and chroots there. It
+/// must end in the container's root, with and without a user namespace (the VM lab's device
+/// scenario runs the same escape where the root was entered by a move + chroot). Busybox only: the
+/// jail needs a static shell.
+#[test]
+fn a_jail_left_by_its_working_directory_ends_in_the_container_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = daemon(&tmp, Guest::Busybox);
+    start_plain(&d, Guest::Busybox, "jailed", "");
+    start_userns(&d, Guest::Busybox, "jailedns");
+    for c in ["jailed", "jailedns"] {
+        let root = sh(&d, c, "ls -a /");
+        assert_eq!(root.0, 0, "{c}: {}", root.1);
+        assert!(root.1.contains("data\n"), "{c}: {}", root.1);
+        let escaped = sh(
+            &d,
+            c,
+            "mkdir -p /data/jail/bin && cp /bin/busybox /data/jail/bin/busybox && \
+             busybox nsenter -r/data/jail -w/ /bin/busybox sh -c \
+             'cd ../../../../..; exec /bin/busybox chroot . /bin/busybox ls -a /'",
+        );
+        assert_eq!(escaped, root, "{c}: the escape reached another root");
+        // The escape is real: the jail alone would show only bin.
+        let jail = sh(&d, c, "busybox chroot /data/jail /bin/busybox ls -a /");
+        assert_eq!(jail, (0, ".\n..\nbin\n".to_owned()), "{c}");
+        d.ok(&["stop", c]);
+    }
+}
+
 fn user_namespace_root_is_an_unprivileged_uid_on_the_host(g: Guest) {
     let tmp = tempfile::tempdir().unwrap();
     let d = daemon(&tmp, g);
